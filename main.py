@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""The example experiment: train a classifier and record the run with Sacred.
+
+    ./main.py                                   # LeNet-5 on MNIST (downloads into datasets/)
+    ./main.py with dataset=digits               # offline: scikit-learn's 8x8 digits
+    ./main.py with n_epochs=10 device=cuda:0
+    ./main.py with cifar10_resnet18 lr=0.05
+    ./main.py test with checkpoint=runs/3/best.pt
+    ./main.py print_config
+
+Copy this file to start your own experiment: change the config below, or subclass MLProject and
+override get_dataset_factory / get_model (see README.md, "Your own project").
+"""
+
+import os
+
+from mlproj.experiment import create_experiment, test_checkpoint
+
+ex = create_experiment("mlproj")
+
+
+@ex.config
+def config():
+    dataset = "mnist"  # mnist | fashion_mnist | cifar10 | cifar100 | cluttered_mnist | digits
+    model = "lenet"  # mlp | lenet | resnet18
+    data_dir = os.environ.get("DATA_DIR", "datasets")  # the data root
+    download = True  # fetch missing dataset files (needs the internet)
+    verify_checksums = True  # check torchvision's md5 of CIFAR batches
+    val_fraction = 0.1  # carved from the training set with a fixed seed
+    batch_size = 64
+    optimizer = "adam"  # adam | sgd
+    lr = 1e-3
+    weight_decay = 0.0
+    n_epochs = 10
+    n_global_iterations = None  # optimizer steps; wins over n_epochs when given
+    checkpoint = None  # the checkpoint the `test` command evaluates
+
+
+@ex.named_config
+def digits_mlp():
+    dataset = "digits"
+    model = "mlp"
+    n_epochs = 20
+
+
+@ex.named_config
+def mnist_lenet():
+    dataset = "mnist"
+    model = "lenet"
+    n_epochs = 10
+
+
+@ex.named_config
+def cifar10_resnet18():
+    dataset = "cifar10"
+    model = "resnet18"
+    optimizer = "sgd"
+    lr = 0.05
+    weight_decay = 5e-4
+    batch_size = 128
+    n_epochs = 30
+
+
+@ex.main
+def train(_run):
+    """Train, then report the best validation score as the run's result."""
+    from mlproj import MLProject
+
+    return MLProject.from_run(_run).train()
+
+
+@ex.command
+def test(_run, checkpoint):
+    """Evaluate a checkpoint on the test set: ./main.py test with checkpoint=runs/3/best.pt"""
+    from mlproj import MLProject
+
+    return test_checkpoint(_run, checkpoint, MLProject)
+
+
+if __name__ == "__main__":
+    ex.run_commandline()

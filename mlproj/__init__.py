@@ -1,0 +1,33 @@
+"""mlproj: a Sacred-integrated experiment template for PyTorch.
+
+    from mlproj import MLProject, Model, ClassificationModel, DatasetFactory
+
+Names are imported on first use, so `import mlproj` (and `./main.py print_config`) stays fast and
+never loads torch, torchvision or the datasets until they are needed.
+"""
+
+from importlib import import_module
+from typing import Any
+
+from mlproj.errors import MLProjError
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "MLProject": "mlproj.project",
+    "TrainState": "mlproj.project",
+    "Model": "mlproj.model",
+    "ClassificationModel": "mlproj.model",
+    "SimpleModel": "mlproj.model",
+    "DatasetFactory": "mlproj.data",
+    "register_dataset": "mlproj.data",
+    "create_experiment": "mlproj.experiment",
+}
+
+__all__ = ["MLProjError", "__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlproj' has no attribute {name!r}")

@@ -1,0 +1,66 @@
+"""Checkpoint files: written atomically, read back with `torch.load(weights_only=True)`.
+
+A checkpoint is one plain dict with stable keys (see `MLProject.checkpoint`): tensors, numbers,
+strings, lists and dicts only, so loading one never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+import zipfile
+from typing import Any
+
+import torch
+
+from mlproj.errors import MLProjError
+
+FORMAT = "mlproj.checkpoint/1"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` to a temporary file beside `path`, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read an mlproj checkpoint; `MLProjError` naming the file if it is missing, corrupt or foreign."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MLProjError(f"checkpoint {path} does not exist: pass the path of a last.pt or best.pt file.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MLProjError(
+            f"checkpoint {path} was refused by the safe loader (weights_only=True): {first[:200]}. "
+            "Only load checkpoints written by mlproj; never unpickle files you do not trust."
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise MLProjError(
+            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}): use another checkpoint "
+            "(last.pt and best.pt are written separately) or retrain."
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise MLProjError(
+            f"checkpoint {path} is not an mlproj checkpoint (no format {FORMAT!r}): pass a last.pt or "
+            "best.pt written by mlproj."
+        )
+    return checkpoint

@@ -1,0 +1,113 @@
+"""CIFAR-10 and CIFAR-100 through torchvision's classes, from the python pickle batches.
+
+torchvision checks the md5 of every batch file. Files you made yourself (tests do, and so do users
+with their own data in this format) cannot pass that check: `verify_checksums=False` lets them
+through while still requiring every file to be present.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mlproj.errors import MLProjError
+
+from .factory import DatasetFactory
+from .registry import register_dataset
+from .splits import loader_options, train_validation
+
+NORMALIZATION = {
+    "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "CIFAR100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def _torchvision_class(name: str, verify_checksums: bool) -> type:
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, name)
+    if verify_checksums:
+        return cls
+
+    class Unverified(cls):  # type: ignore[misc, valid-type]
+        def _check_integrity(self) -> bool:
+            return all(
+                os.path.exists(os.path.join(self.root, self.base_folder, filename))
+                for filename, _ in self.train_list + self.test_list
+            )
+
+    return Unverified
+
+
+def prepare_cifar(config: dict[str, Any], name: str) -> None:
+    """Ensure the batch files of CIFAR10 or CIFAR100 are present (and match their md5 if asked)."""
+    verify = config.get("verify_checksums", True)
+    cls = _torchvision_class(name, verify)
+    folder = os.path.join(config["data_dir"], cls.base_folder)
+    files = [filename for filename, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
+    if missing and config.get("download", True):
+        try:
+            cls(config["data_dir"], download=True)
+        except Exception as err:  # any network failure: say where the files go instead
+            raise MLProjError(
+                f"{name} not found under {folder} and the download failed ({type(err).__name__}): "
+                "put the python pickle batches there, or run with dataset=digits."
+            ) from None
+        missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
+    if missing:
+        raise MLProjError(
+            f"{name} not found under {folder} (missing {', '.join(missing)}) and download=False: put the "
+            "python pickle batches there, run with download=True, or run with dataset=digits."
+        )
+    if verify:
+        from torchvision.datasets.utils import check_integrity
+
+        for filename, md5 in cls.train_list + cls.test_list:
+            if not check_integrity(os.path.join(folder, filename), md5):
+                raise MLProjError(
+                    f"{os.path.join(folder, filename)} fails torchvision's md5 check: replace it with the "
+                    "original file, or run with verify_checksums=False if you made these files yourself."
+                )
+
+
+def build_cifar(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
+    from torchvision import transforms
+
+    cls = _torchvision_class(name, config.get("verify_checksums", True))
+    mean, std = NORMALIZATION[name]
+    plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    augmented = transforms.Compose(
+        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), plain]
+    )
+    root = config["data_dir"]
+    try:
+        train = cls(root, train=True, download=False, transform=augmented)
+        train_plain = cls(root, train=True, download=False, transform=plain)
+        test = cls(root, train=False, download=False, transform=plain)
+    except Exception as err:  # unpickling a foreign or truncated batch
+        raise MLProjError(
+            f"{name} batches under {os.path.join(root, cls.base_folder)} cannot be read ({type(err).__name__}: "
+            f"{err}): replace them with the original python pickle batches."
+        ) from None
+    train, validation = train_validation(train, config.get("val_fraction", 0.1), eval_view=train_plain)
+    return DatasetFactory(
+        train_set=train,
+        validation_set=validation,
+        test_set=test,
+        input_shape=(3, 32, 32),
+        num_classes=num_classes,
+        **loader_options(config),
+    )
+
+
+@register_dataset("cifar10", input_shape=(3, 32, 32), num_classes=10, prepare=lambda c: prepare_cifar(c, "CIFAR10"))
+def cifar10(config: dict[str, Any]) -> DatasetFactory:
+    return build_cifar(config, "CIFAR10", 10)
+
+
+@register_dataset(
+    "cifar100", input_shape=(3, 32, 32), num_classes=100, prepare=lambda c: prepare_cifar(c, "CIFAR100")
+)
+def cifar100(config: dict[str, Any]) -> DatasetFactory:
+    return build_cifar(config, "CIFAR100", 100)

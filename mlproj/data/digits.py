@@ -1,0 +1,43 @@
+"""scikit-learn's bundled 8x8 handwritten digits: real data that need no download."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from .factory import DatasetFactory
+from .registry import register_dataset
+from .splits import loader_options, split_indices, train_validation
+
+TEST_FRACTION = 0.2
+
+
+def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1797 digits as (N, 1, 8, 8) float images in [0, 1] and int64 labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return images, torch.tensor(digits.target, dtype=torch.int64)
+
+
+@register_dataset("digits", input_shape=(1, 8, 8), num_classes=10)
+def digits(config: dict[str, Any]) -> DatasetFactory:
+    """A fixed 20% test split; validation carved from the rest by `val_fraction`."""
+    images, labels = load_digits_tensors()
+    train_idx, test_idx = split_indices(len(labels), TEST_FRACTION)
+    mean, std = images[train_idx].mean(), images[train_idx].std()
+    images = (images - mean) / std
+    train = TensorDataset(images[train_idx], labels[train_idx])
+    test = TensorDataset(images[test_idx], labels[test_idx])
+    train, validation = train_validation(train, config.get("val_fraction", 0.1))
+    return DatasetFactory(
+        train_set=train,
+        validation_set=validation,
+        test_set=test,
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        **loader_options(config),
+    )

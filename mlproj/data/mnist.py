@@ -1,0 +1,119 @@
+"""MNIST and FashionMNIST through torchvision's dataset classes, from IDX files under the data root.
+
+The files live where torchvision puts them: `<data_dir>/MNIST/raw/train-images-idx3-ubyte` and
+friends (uncompressed). `prepare` checks them (or downloads them when `download=True`) before the
+run starts, and reads each IDX header so a truncated or foreign file is named, not mis-trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+from mlproj.errors import MLProjError
+
+from .factory import DatasetFactory
+from .registry import register_dataset
+from .splits import loader_options, train_validation
+
+IDX_FILES = {
+    # file name: (magic number, dimensions after the count)
+    "train-images-idx3-ubyte": (0x00000803, 2),
+    "train-labels-idx1-ubyte": (0x00000801, 0),
+    "t10k-images-idx3-ubyte": (0x00000803, 2),
+    "t10k-labels-idx1-ubyte": (0x00000801, 0),
+}
+
+# Per-channel mean and std of the training images, as everyone normalizes them.
+NORMALIZATION = {"MNIST": ((0.1307,), (0.3081,)), "FashionMNIST": ((0.2860,), (0.3530,))}
+
+
+def raw_folder(data_dir: str, folder: str) -> str:
+    return os.path.join(data_dir, folder, "raw")
+
+
+def check_idx_file(path: str, magic: int, n_dims: int) -> int:
+    """Read an IDX header; return the item count or raise `MLProjError` naming the file."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(4 + 4 * (1 + n_dims))
+            size = os.fstat(f.fileno()).st_size
+    except OSError as err:
+        raise MLProjError(f"cannot read {path}: {err.strerror}. Check its permissions or replace the file.") from None
+    if len(header) < 8 or struct.unpack(">I", header[:4])[0] != magic:
+        raise MLProjError(
+            f"{path} is not an IDX file of the expected kind (bad header): replace it with the original "
+            "uncompressed file, or delete it and run with download=True."
+        )
+    dims = struct.unpack(f">{1 + n_dims}I", header[4:])
+    item_size = dims[1] * dims[2] if n_dims == 2 else 1
+    expected = len(header) + dims[0] * item_size
+    if size != expected:
+        raise MLProjError(
+            f"{path} is truncated or padded ({size} bytes, its header promises {expected}): replace it "
+            "with the original file, or delete it and run with download=True."
+        )
+    return dims[0]
+
+
+def prepare_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: str) -> None:
+    """Ensure the four IDX files of `folder` (MNIST or FashionMNIST) exist and are well-formed."""
+    raw = raw_folder(config["data_dir"], folder)
+    missing = [name for name in IDX_FILES if not os.path.exists(os.path.join(raw, name))]
+    if missing and config.get("download", True):
+        import torchvision.datasets
+
+        try:
+            getattr(torchvision.datasets, torchvision_class)(config["data_dir"], download=True)
+        except Exception as err:  # any network failure: say where the files go instead
+            raise MLProjError(
+                f"{folder} not found under {raw} and the download failed ({type(err).__name__}): "
+                "put the IDX files there, or run with dataset=digits."
+            ) from None
+        missing = [name for name in IDX_FILES if not os.path.exists(os.path.join(raw, name))]
+    if missing:
+        raise MLProjError(
+            f"{folder} not found under {raw} (missing {', '.join(missing)}) and download=False: "
+            "put the uncompressed IDX files there, run with download=True, or run with dataset=digits."
+        )
+    for name, (magic, n_dims) in IDX_FILES.items():
+        check_idx_file(os.path.join(raw, name), magic, n_dims)
+
+
+def build_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: str) -> DatasetFactory:
+    import torchvision.datasets
+    from torchvision import transforms
+
+    mean, std = NORMALIZATION[folder]
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    cls = getattr(torchvision.datasets, torchvision_class)
+    train = cls(config["data_dir"], train=True, download=False, transform=transform)
+    test = cls(config["data_dir"], train=False, download=False, transform=transform)
+    train, validation = train_validation(train, config.get("val_fraction", 0.1))
+    return DatasetFactory(
+        train_set=train,
+        validation_set=validation,
+        test_set=test,
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        **loader_options(config),
+    )
+
+
+def _prepare_mnist(config: dict[str, Any]) -> None:
+    prepare_idx_dataset(config, "MNIST", "MNIST")
+
+
+def _prepare_fashion_mnist(config: dict[str, Any]) -> None:
+    prepare_idx_dataset(config, "FashionMNIST", "FashionMNIST")
+
+
+@register_dataset("mnist", input_shape=(1, 28, 28), num_classes=10, prepare=_prepare_mnist)
+def mnist(config: dict[str, Any]) -> DatasetFactory:
+    return build_idx_dataset(config, "MNIST", "MNIST")
+
+
+@register_dataset("fashion_mnist", input_shape=(1, 28, 28), num_classes=10, prepare=_prepare_fashion_mnist)
+def fashion_mnist(config: dict[str, Any]) -> DatasetFactory:
+    return build_idx_dataset(config, "FashionMNIST", "FashionMNIST")

@@ -1,0 +1,77 @@
+"""Datasets by name: `register_dataset` adds one, `create_dataset_factory(config)` builds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from mlproj.errors import MLProjError
+
+from .factory import DatasetFactory
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its builder and what its samples look like.
+
+    `prepare(config)` runs before the run starts: it makes sure the files are there (downloading
+    when allowed) and raises `MLProjError` saying where to put them otherwise, so a missing dataset
+    costs no run folder.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any]], DatasetFactory]
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    prepare: Callable[[dict[str, Any]], None] | None = None
+
+
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(
+    name: str,
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    prepare: Callable[[dict[str, Any]], None] | None = None,
+) -> Callable[[Callable[[dict[str, Any]], DatasetFactory]], Callable[[dict[str, Any]], DatasetFactory]]:
+    """Register a function `config -> DatasetFactory` under `name` (then usable as `dataset=name`).
+
+    Example:
+        >>> @register_dataset("my_data", input_shape=(1, 28, 28), num_classes=10)
+        ... def my_data(config):
+        ...     return DatasetFactory(train_set=..., test_set=..., batch_size=config["batch_size"])
+    """
+
+    def decorator(build: Callable[[dict[str, Any]], DatasetFactory]) -> Callable[[dict[str, Any]], DatasetFactory]:
+        _DATASETS[name] = DatasetSpec(name, build, tuple(input_shape), num_classes, prepare)
+        return build
+
+    return decorator
+
+
+def dataset_names() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec registered under `name`; `MLProjError` listing the known names otherwise."""
+    if name not in _DATASETS:
+        raise MLProjError(
+            f"config dataset={name!r} is unknown: use one of {', '.join(dataset_names())}, "
+            "or register your own with mlproj.data.register_dataset."
+        )
+    return _DATASETS[name]
+
+
+def prepare_dataset(config: dict[str, Any]) -> None:
+    """Make sure the files of config `dataset` are present (see `DatasetSpec.prepare`)."""
+    spec = dataset_spec(config["dataset"])
+    if spec.prepare is not None:
+        spec.prepare(config)
+
+
+def create_dataset_factory(config: dict[str, Any]) -> DatasetFactory:
+    """Build the factory of config `dataset` from the config's data keys."""
+    return dataset_spec(config["dataset"]).build(config)

@@ -1,0 +1,133 @@
+"""Sacred glue: the experiment class `main.py` builds on, its observers, checks and commands.
+
+`create_experiment(name)` returns a Sacred `Experiment` that
+- starts from the machinery defaults (`mlproj.config`), so `main.py` holds only its own keys;
+- records every run: a file observer under the runs dir unless one was given with `-F`, and a
+  MongoDB observer when `MONGODB_URI` is set (unless `-m` gave one); `-u` records nothing;
+- checks the config and the dataset files before the run starts, so a mistake writes nothing;
+- prints user mistakes as one line and exits 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+import warnings
+from typing import Any
+
+# sacred 0.8.7 imports pkg_resources, which setuptools<81 (pinned for it) marks deprecated on import.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from sacred import Experiment  # noqa: E402
+from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
+from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
+
+from mlproj.config import machinery_defaults, runs_dir, validate_config  # noqa: E402
+from mlproj.errors import MLProjError  # noqa: E402
+from mlproj.observers import RunFolderObserver, mongo_observer  # noqa: E402
+
+# Sacred's own commands only read the config; they need no data and record nothing.
+READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
+
+
+class MLProjExperiment(Experiment):
+    """A Sacred `Experiment` with mlproj's observers, checks and error handling (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        try:
+            super().__init__(*args, **kwargs)
+        except ValueError as err:  # a Git repo without commits: Sacred cannot read its HEAD
+            warnings.warn(f"Git info not recorded ({err}); commit once to record it.", stacklevel=2)
+            super().__init__(*args, **{**kwargs, "save_git_info": False})
+        self.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: keep each line's last state
+        self.add_config(machinery_defaults())
+        self._on_command_line = False
+
+    def _create_run(self, command_name: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        run = super()._create_run(command_name, *args, **kwargs)
+        command = command_name or self.default_command
+        if command in READ_ONLY_COMMANDS:
+            return run
+        validate_config(run.config)
+        if "dataset" in run.config and command == self.default_command:
+            from mlproj.data import prepare_dataset
+
+            prepare_dataset(run.config)
+        if command != self.default_command and run.config.get("checkpoint"):
+            from mlproj.checkpoint import load_checkpoint
+
+            load_checkpoint(run.config["checkpoint"])  # a bad path fails here, before a run is recorded
+        run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        if not run.unobserved:
+            attach_observers(run)
+        return run
+
+    def run_commandline(self, argv: Any = None) -> Any:
+        self._on_command_line = True
+        try:
+            return super().run_commandline(argv)
+        except KeyboardInterrupt as err:
+            print(f"interrupted{f' ({err})' if str(err) else ''}", file=sys.stderr)
+            sys.exit(130)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._on_command_line:
+            return super().run(*args, **kwargs)
+        try:
+            return super().run(*args, **kwargs)
+        except MLProjError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        except SacredError as err:
+            print(f"error: {one_line_sacred_error(err)}", file=sys.stderr)
+            sys.exit(1)
+
+
+def one_line_sacred_error(err: SacredError) -> str:
+    """Sacred's configuration errors as one line that says what to do."""
+    from sacred.utils import ConfigAddedError
+
+    if isinstance(err, ConfigAddedError):
+        keys = ", ".join(sorted(err.conflicting_configs))
+        return f"unknown config key {keys}: check the spelling; `./main.py print_config` lists every key."
+    return " ".join(str(err).split()) + " (see `./main.py print_config` and `./main.py --help`)"
+
+
+def attach_observers(run: Any) -> None:
+    """Give `run` one file observer and, with `MONGODB_URI`, one MongoDB observer (never two of a kind)."""
+    file_observers = [o for o in run.observers if isinstance(o, FileStorageObserver)]
+    for observer in file_observers:
+        if type(observer) is FileStorageObserver:  # `-F DIR`: same folder, written atomically
+            run.observers[run.observers.index(observer)] = RunFolderObserver(observer.basedir)
+    if not file_observers:
+        run.observers.append(RunFolderObserver(runs_dir()))
+    uri = os.environ.get("MONGODB_URI")
+    has_mongo = any(isinstance(o, (MongoObserver, QueuedMongoObserver)) for o in run.observers)
+    if uri and not has_mongo:
+        run.observers.append(mongo_observer(uri, failure_dir=os.path.join(runs_dir(), "_mongo_failed")))
+
+
+def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
+    """The Sacred experiment `main.py` defines its config, named configs and commands on."""
+    return MLProjExperiment(name, **kwargs)
+
+
+def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> dict[str, float]:
+    """The `test` command: evaluate `checkpoint` on the test set and log `test.*` into `run`.
+
+    The model is built from the config recorded in the checkpoint; keys given on this command line
+    (e.g. `data_dir`, `device`) override it.
+    """
+    from mlproj.checkpoint import load_checkpoint
+
+    if not checkpoint:
+        raise MLProjError("the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt")
+    recorded = load_checkpoint(checkpoint)["config"]
+    given = run.meta_info.get("config_updates", {})
+    config = {**recorded, **{k: v for k, v in run.config.items() if k in given}, "resume": None}
+    config.update(seed=run.config["seed"], tensorboard_dir=run.config["tensorboard_dir"])
+    project = project_class(config, _run=run)
+    project.load_checkpoint(checkpoint)
+    return project.test()

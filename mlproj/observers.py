@@ -1,0 +1,89 @@
+"""The run observers: the file record under the runs dir, and MongoDB when `MONGODB_URI` is set.
+
+`RunFolderObserver` writes exactly Sacred's FileStorageObserver layout (`runs/<id>/{run,config,
+info,metrics}.json`, `cout.txt`, artifacts) with three changes that matter for long runs:
+every JSON file is replaced atomically (a kill never leaves half a file), an artifact written again
+(last.pt each epoch) is listed once, and metrics are kept in memory instead of re-reading
+metrics.json at every heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from sacred.observers import FileStorageObserver
+from sacred.serializer import flatten
+
+
+def _atomic_write(path: str, write: Any, mode: str = "w") -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class RunFolderObserver(FileStorageObserver):
+    """Sacred's file storage, written atomically; see the module docstring."""
+
+    def started_event(self, *args: Any, **kwargs: Any) -> Any:
+        self._metrics: dict[str, dict[str, list]] = {}
+        return super().started_event(*args, **kwargs)
+
+    def save_json(self, obj: Any, filename: str) -> None:
+        def write(f: Any) -> None:
+            json.dump(flatten(obj), f, sort_keys=True, indent=2)
+
+        _atomic_write(os.path.join(self.dir, filename), write)
+
+    def save_file(self, filename: str, target_name: str | None = None) -> None:
+        target = os.path.join(self.dir, target_name or os.path.basename(filename))
+        if os.path.exists(target) and os.path.samefile(filename, target):
+            return  # the checkpoint was written into the run folder itself
+        if os.path.basename(target) in ("run.json", "config.json", "cout.txt", "metrics.json", "info.json"):
+            raise FileExistsError(f"artifact name {os.path.basename(target)} would overwrite the run record")
+
+        def copy(f: Any) -> None:
+            with open(filename, "rb") as source:
+                shutil.copyfileobj(source, f)
+
+        _atomic_write(target, copy, mode="wb")
+
+    def artifact_event(self, name: str, filename: str, metadata: Any = None, content_type: Any = None) -> None:
+        self.save_file(filename, name)
+        if name not in self.run_entry["artifacts"]:
+            self.run_entry["artifacts"].append(name)
+            self.save_json(self.run_entry, "run.json")
+
+    def log_metrics(self, metrics_by_name: dict[str, Any], info: Any) -> None:
+        for name, new in metrics_by_name.items():
+            series = self._metrics.setdefault(name, {"steps": [], "timestamps": [], "values": []})
+            series["steps"] += new["steps"]
+            series["values"] += new["values"]
+            series["timestamps"] += [ts.isoformat() for ts in new["timestamps"]]
+        self.save_json(self._metrics, "metrics.json")
+
+
+def mongo_db_name(uri: str) -> str:
+    """The database named in a MongoDB URI, or `sacred`."""
+    from pymongo.uri_parser import parse_uri
+
+    return parse_uri(uri).get("database") or "sacred"
+
+
+def mongo_observer(uri: str, failure_dir: str) -> Any:
+    """A queued MongoDB observer: events go through a background thread, so an outage neither
+    crashes nor stalls training, and what could not be saved is dumped under `failure_dir`."""
+    from sacred.observers import QueuedMongoObserver
+
+    return QueuedMongoObserver(url=uri, db_name=mongo_db_name(uri), failure_dir=failure_dir)

@@ -1,0 +1,443 @@
+"""`MLProject`: pairs a `DatasetFactory` with a `Model` and runs the training loop.
+
+One epoch, top to bottom: point the sampler at the epoch, train on each batch, log on logging steps,
+save on save steps, then evaluate, update the best score, call the epoch hook and write last.pt
+(and best.pt when it improved). Counters, best score and RNG state live in one `TrainState`,
+saved whole in every checkpoint, so a resumed run continues exactly where the saved one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint
+from mlproj.config import resolve_device, runs_dir, validate_config, with_defaults
+from mlproj.data.factory import DatasetFactory
+from mlproj.errors import MLProjError
+from mlproj.metrics import MeanMetrics
+from mlproj.model import Model
+from mlproj.seeding import capture_rng, restore_rng, seed_everything
+from mlproj.tracking import Tracker
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training, saved whole in each checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0  # optimizer steps completed
+    epoch_step: int = 0  # steps completed within the current epoch
+    best_score: float | None = None  # best value of the model's benchmark metric so far
+    best_step: int | None = None  # global_step at which best_score was reached
+    rng: dict[str, Any] = field(default_factory=dict)  # every RNG's state, captured at save time
+
+
+class MLProject:
+    """Trains `model` on the data of `dataset_factory` as `config` says.
+
+    Subclass and override `get_dataset_factory(config)` and `get_model(config)` (static methods, as
+    in the original template), or pass `model=` and `dataset_factory=` directly. The defaults build
+    what config keys `dataset` and `model` name.
+
+    Args:
+        config: the config dict (Sacred's `_run.config`); machinery keys missing from it get defaults.
+        _run: the Sacred run that records metrics and checkpoints, or None.
+        model: a ready `Model` (else `get_model(config)`).
+        dataset_factory: a ready `DatasetFactory` (else `get_dataset_factory(config)`).
+
+    Raises:
+        MLProjError: on a bad config value or an unusable `resume` target.
+
+    Example:
+        >>> @ex.main
+        ... def main(_run):
+        ...     project = MyProject.from_run(_run)
+        ...     project.train()
+        ...     project.test()
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        _run: Any = None,
+        *,
+        model: Model | None = None,
+        dataset_factory: DatasetFactory | None = None,
+    ):
+        self.config = with_defaults(dict(config))
+        validate_config(self.config)
+        self._run = _run
+        self.device = resolve_device(self.config["device"])
+        seed_everything(self.config.get("seed") or 0, self.config["deterministic"])
+        self.dataset_factory = dataset_factory if dataset_factory is not None else self.get_dataset_factory(self.config)
+        self.model = model if model is not None else self.get_model(self.config)
+        self.model.setup(self.device, amp=self.config.get("amp", "off"))
+        self.state = TrainState()
+        self.run_key = self._run_info("run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
+        self.checkpoint_dir = self._checkpoint_dir()
+        self.tracker = Tracker(_run, self._tensorboard_run_dir(), prefix=self.config["prefix"])
+        self._stop_signal: int | None = None
+        self._last_eval_step: int | None = None
+        if self.config["resume"] is not None:
+            self.resume(self.config["resume"])
+
+    # ------------------------------------------------------------------ building blocks
+    @classmethod
+    def from_run(cls, _run: Any) -> MLProject:
+        """Build the project from a Sacred run: its config, and the run to record into."""
+        return cls(dict(_run.config), _run=_run)
+
+    @staticmethod
+    def get_dataset_factory(config: dict[str, Any]) -> DatasetFactory:
+        """The data of config `dataset` (override to bring your own)."""
+        from mlproj.data import create_dataset_factory
+
+        return create_dataset_factory(config)
+
+    @staticmethod
+    def get_model(config: dict[str, Any]) -> Model:
+        """The classifier of config `model` for config `dataset` (override to bring your own)."""
+        from mlproj.model import create_model
+
+        return create_model(config)
+
+    # ------------------------------------------------------------------ counters (original API)
+    @property
+    def global_step(self) -> int:
+        return self.state.global_step
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def epoch_step(self) -> int:
+        return self.state.epoch_step
+
+    @property
+    def best_score(self) -> float | None:
+        return self.state.best_score
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> float | None:
+        """Train until `n_global_iterations` steps (when given) or `n_epochs` epochs are done.
+
+        Returns:
+            The best value of the model's benchmark metric on the evaluation split (None if the
+            factory has neither a validation nor a test set).
+        """
+        self._print_header()
+        self.model.on_train_begin()
+        with self._stop_on_signals():
+            while not self._finished():
+                if not self._train_epoch():
+                    break  # n_global_iterations reached mid-epoch
+                self.state.epoch += 1
+                self.state.epoch_step = 0
+                self._end_of_period(epoch_end=True)
+            if self._last_eval_step != self.state.global_step:
+                self._end_of_period(epoch_end=False)  # a final evaluation and save mid-epoch
+        self.model.on_train_end()
+        self.tracker.flush()
+        return self.state.best_score
+
+    def _train_epoch(self) -> bool:
+        """One (possibly resumed) epoch; False when training had to stop before its end."""
+        s, cfg = self.state, self.config
+        loader = self.dataset_factory.train_loader()
+        # Our own loaders start mid-epoch by themselves; a loader from outside is skipped through.
+        skip = 0 if self.dataset_factory.set_epoch(s.epoch, s.epoch_step) else s.epoch_step
+        self.model.train()
+        self.model.on_epoch_begin(s.epoch)
+        window = MeanMetrics()
+        epoch_total = s.epoch_step + len(loader) - skip
+        batch = None
+        with self._progress_bar(epoch_total, s.epoch_step) as bar:
+            for batch in itertools.islice(loader, skip, None):
+                batch = self._to_device(batch)
+                metrics = self.model.train_batch(batch)
+                s.global_step += 1
+                s.epoch_step += 1
+                window.add(metrics, _batch_size(batch))
+                bar.update()
+                if s.global_step % cfg["log_iteration_scalars"] == 0:
+                    # The only host sync of a training step, and only on logging steps.
+                    self._log_train(window.compute())
+                    window = MeanMetrics()
+                if _is_due(cfg["log_iteration_all"], s.global_step):
+                    self._log_all(batch)
+                if s.epoch_step == epoch_total:
+                    break  # the epoch's end logs, evaluates and saves
+                if self._stop_signal is not None:
+                    self._interrupt()
+                if self._finished():
+                    return False
+                if _is_due(cfg["save_iterations"], s.global_step):
+                    self.save_checkpoint()
+        if cfg["log_iteration_all"] == "epoch" and batch is not None:
+            self._log_all(batch)
+        return True
+
+    def _end_of_period(self, epoch_end: bool) -> None:
+        """Evaluate, keep the best, call the epoch hook, then checkpoint (in that order, so the
+        checkpoint holds the scheduler already stepped for this epoch)."""
+        metrics = self.evaluate()
+        improved = self._update_best(metrics)
+        self._print_progress(metrics, improved)
+        if epoch_end:
+            self.model.on_epoch_end(self.state.epoch - 1, metrics)
+        self.save_checkpoint(best=improved)
+        if self._stop_signal is not None:
+            self._interrupt()
+
+    def evaluate(self, split: str | None = None) -> dict[str, float]:
+        """Average `test_batch` metrics over `split` (default: validation, else test) and log them."""
+        split = split or self._eval_split()
+        self._last_eval_step = self.state.global_step
+        if split is None:
+            return {}
+        loader = self.dataset_factory.validation_loader() if split == "validation" else self.dataset_factory.test_loader()
+        meter = MeanMetrics()
+        self.model.eval()
+        with torch.no_grad():
+            for batch in loader:
+                batch = self._to_device(batch)
+                meter.add(self.model.test_batch(batch), _batch_size(batch))
+        self.model.train()
+        metrics = meter.compute()
+        self.tracker.log_scalars(split, metrics, self.state.global_step)
+        return {f"{split}.{name}": value for name, value in metrics.items()}
+
+    def test(self) -> dict[str, float]:
+        """Evaluate on the test set, log `test.*`, print and return the metrics."""
+        if not self.dataset_factory.has_test_set():
+            raise MLProjError("this dataset has no test set: evaluate on the validation set with project.evaluate().")
+        metrics = self.evaluate("test")
+        print("[test] " + _format_metrics(metrics), flush=True)
+        self.tracker.flush()
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint dict: plain values and tensors under stable keys."""
+        self.state.rng = capture_rng()
+        return {
+            "format": FORMAT,
+            **self.model.training_state(),  # model, optimizers, schedulers, scaler
+            "state": asdict(self.state),
+            "config": json.loads(json.dumps(self.config, default=str)),
+            "run": {"id": self._run_id(), "key": self.run_key, "info": self._run_info("git")},
+        }
+
+    def save_checkpoint(self, best: bool = False) -> str:
+        """Write last.pt (and best.pt when `best`) atomically and record them with the run."""
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        last = os.path.join(self.checkpoint_dir, "last.pt")
+        atomic_save(self.checkpoint(), last)
+        self.tracker.add_artifact(last, "last.pt")
+        if best:
+            self._copy_atomically(last, os.path.join(self.checkpoint_dir, "best.pt"))
+            self.tracker.add_artifact(os.path.join(self.checkpoint_dir, "best.pt"), "best.pt")
+        return last
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        """Load weights, optimizer/scheduler state and `TrainState` from `path`; restore the RNGs."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        try:
+            self.model.load_training_state(checkpoint)
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0][:200]
+            raise MLProjError(
+                f"checkpoint {path} does not fit this model ({first}): it was written for another model "
+                "or dataset; resume or test with the config of the run that wrote it."
+            ) from None
+        self.state = TrainState(**checkpoint["state"])
+        if self.state.rng:
+            restore_rng(self.state.rng)
+        return checkpoint
+
+    def resume(self, target: str | int) -> None:
+        """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
+        path = self._resolve_resume(target)
+        checkpoint = self.load_checkpoint(path)
+        best = os.path.join(os.path.dirname(path), "best.pt")
+        if os.path.basename(path) == "last.pt" and os.path.exists(best):
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            self._copy_atomically(best, os.path.join(self.checkpoint_dir, "best.pt"))
+            self.tracker.add_artifact(os.path.join(self.checkpoint_dir, "best.pt"), "best.pt")
+        if self._run is not None:
+            self._run.info["resumed_from"] = {
+                "checkpoint": os.path.abspath(path),
+                "run_id": checkpoint["run"].get("id"),
+                "run_key": checkpoint["run"].get("key"),
+                "global_step": self.state.global_step,
+            }
+        self._last_eval_step = self.state.global_step
+
+    def _resolve_resume(self, target: str | int) -> str:
+        target = str(target)
+        candidates = [target, os.path.join(target, "last.pt")]
+        if target.isdigit():
+            candidates.append(os.path.join(self._runs_root(), target, "last.pt"))
+        for candidate in candidates:
+            if os.path.isfile(candidate):
+                return candidate
+        raise MLProjError(
+            f"config resume={target!r} names no checkpoint: pass a run folder holding last.pt, a run id "
+            f"in {self._runs_root()}, or the path of a .pt file."
+        )
+
+    @staticmethod
+    def _copy_atomically(source: str, target: str) -> None:
+        tmp = f"{target}.tmp-{os.getpid()}"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+    # ------------------------------------------------------------------ helpers of the loop
+    def _finished(self) -> bool:
+        n_steps = self.config["n_global_iterations"]
+        if n_steps is not None:
+            return self.state.global_step >= n_steps
+        return self.state.epoch >= self.config["n_epochs"]
+
+    def _eval_split(self) -> str | None:
+        if self.dataset_factory.has_validation_set():
+            return "validation"
+        return "test" if self.dataset_factory.has_test_set() else None
+
+    def _benchmark(self) -> tuple[str, bool]:
+        name = self.model.benchmark_metric
+        name = name() if callable(name) else name  # the original template made it a method
+        return name, bool(self.model.benchmark_lower_is_better)
+
+    def _update_best(self, metrics: dict[str, float]) -> bool:
+        name, lower_is_better = self._benchmark()
+        value = next((v for k, v in metrics.items() if k.split(".", 1)[-1] == name), None)
+        if value is None:
+            return False
+        best = self.state.best_score
+        if best is not None and (value >= best if lower_is_better else value <= best):
+            return False
+        self.state.best_score, self.state.best_step = value, self.state.global_step
+        return True
+
+    def _log_train(self, metrics: dict[str, float]) -> None:
+        self.tracker.log_scalars("train", metrics, self.state.global_step)
+        if self.model.optimizers:
+            self.tracker.log_scalars(None, {"lr": self.model.optimizers[0].param_groups[0]["lr"]}, self.state.global_step)
+
+    def _log_all(self, batch: Any) -> None:
+        self.tracker.log_histograms(self.model, self.state.global_step)
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if isinstance(inputs, torch.Tensor):
+            self.tracker.log_images("train/inputs", inputs, self.state.global_step)
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.model.device, non_blocking=True)
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._to_device(item) for item in batch)
+        if isinstance(batch, dict):
+            return {key: self._to_device(value) for key, value in batch.items()}
+        return batch
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM finish the current step, write last.pt, then end the run INTERRUPTED.
+        A second signal stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _interrupt(self) -> None:
+        path = self.save_checkpoint()
+        name = signal.Signals(self._stop_signal).name
+        print(f"\n{name}: saved {path}; continue with `./main.py with resume={self._resume_hint()}`", flush=True)
+        raise KeyboardInterrupt(name)
+
+    def _progress_bar(self, total: int, initial: int) -> Any:
+        from tqdm import tqdm
+
+        n = self.config["n_global_iterations"]
+        desc = f"epoch {self.state.epoch + 1}" + ("" if n is not None else f"/{self.config['n_epochs']}")
+        return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True, leave=False)
+
+    def _print_header(self) -> None:
+        what = f"{self.config['n_global_iterations']} steps" if self.config["n_global_iterations"] else f"{self.config['n_epochs']} epochs"
+        start = f", resuming at step {self.state.global_step}" if self.state.global_step else ""
+        print(f"Training {self.model.name()} on {self.device} for {what}{start}; checkpoints in {self.checkpoint_dir}", flush=True)
+
+    def _print_progress(self, metrics: dict[str, float], improved: bool) -> None:
+        mark = "  (best)" if improved else ""
+        print(f"epoch {self.state.epoch} step {self.state.global_step}: {_format_metrics(metrics)}{mark}", flush=True)
+
+    # ------------------------------------------------------------------ where things go
+    def _run_info(self, key: str) -> Any:
+        return self._run.info.get(key) if self._run is not None else None
+
+    def _run_id(self) -> Any:
+        return getattr(self._run, "_id", None)
+
+    def _file_observer_dir(self) -> str | None:
+        for observer in getattr(self._run, "observers", []):
+            if getattr(observer, "dir", None) and hasattr(observer, "basedir"):
+                return observer.dir
+        return None
+
+    def _runs_root(self) -> str:
+        run_dir = self._file_observer_dir()
+        return os.path.dirname(run_dir) if run_dir else runs_dir()
+
+    def _checkpoint_dir(self) -> str:
+        if self.config["model_dir"]:
+            return os.path.join(self.config["model_dir"], self.run_key)
+        return self._file_observer_dir() or os.path.join(runs_dir(), "checkpoints", self.run_key)
+
+    def _tensorboard_run_dir(self) -> str | None:
+        root = self.config["tensorboard_dir"]
+        if not root:
+            return None
+        run_id = self._run_id()
+        if run_id is None:
+            return os.path.join(root, self.run_key)
+        return os.path.join(root, f"{run_id}_{self._run.experiment_info['name']}_{self.run_key[-8:]}")
+
+    def _resume_hint(self) -> str:
+        return self._file_observer_dir() or self.checkpoint_dir
+
+
+def _is_due(interval: int | str, step: int) -> bool:
+    return interval != "epoch" and step % int(interval) == 0
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else next(iter(batch.values())) if isinstance(batch, dict) else batch
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) else 1
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items()))

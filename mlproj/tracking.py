@@ -1,0 +1,68 @@
+"""Where metrics go: the Sacred run (`metrics.json`, MongoDB) and TensorBoard.
+
+Names use dots for Sacred (`train.loss`, `validation.accuracy`, `lr`) and slashes for TensorBoard
+(`train/loss`), so TensorBoard groups them by split.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+
+class Tracker:
+    """Sends scalars, images and histograms to a Sacred run and/or a TensorBoard directory.
+
+    Args:
+        run: the Sacred run, or None (no Sacred record).
+        tensorboard_dir: this run's own TensorBoard directory, or None (no TensorBoard).
+        prefix: prepended to every metric name.
+    """
+
+    def __init__(self, run: Any = None, tensorboard_dir: str | None = None, prefix: str = ""):
+        self.run = run
+        self.prefix = prefix or ""
+        self.tensorboard_dir = tensorboard_dir
+        self.writer = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(tensorboard_dir)
+
+    def log_scalars(self, split: str | None, metrics: dict[str, float], step: int) -> None:
+        """Log `{split}.{name}` for each metric (just `{name}` when split is None)."""
+        for name, value in metrics.items():
+            full = self.prefix + (f"{split}.{name}" if split else name)
+            if self.run is not None:
+                self.run.log_scalar(full, value, step)
+            if self.writer is not None:
+                self.writer.add_scalar(full.replace(".", "/"), value, step)
+
+    def log_histograms(self, module: torch.nn.Module, step: int) -> None:
+        if self.writer is None:
+            return
+        for name, param in module.named_parameters():
+            self.writer.add_histogram(f"{self.prefix}weights/{name}", param.detach().float().cpu(), step)
+
+    def log_images(self, name: str, images: torch.Tensor, step: int, max_images: int = 16) -> None:
+        if self.writer is None or images.dim() != 4 or images.shape[1] not in (1, 3):
+            return
+        shown = images[:max_images].detach().float().cpu()
+        low, high = shown.amin(), shown.amax()
+        self.writer.add_images(self.prefix + name, (shown - low) / (high - low + 1e-8), step)
+
+    def add_artifact(self, path: str, name: str | None = None) -> None:
+        """Record a file with the run (copied into the run folder, or into GridFS for MongoDB)."""
+        if self.run is not None:
+            self.run.add_artifact(path, name=name or os.path.basename(path))
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
