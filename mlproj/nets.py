@@ -33,18 +33,18 @@ class MLP(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 (conv 6, conv 16, fc 120, fc 84). Inputs under 20 pixels pad the second convolution
-    so that 8x8 digits still leave a feature map."""
+    """LeNet-5 (conv 6, conv 16, fc 120, fc 84). Inputs under 20 pixels (8x8 digits) keep their
+    resolution: the second convolution is padded and only one pooling step is taken."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
         c, h, w = input_shape
-        pad2 = 0 if min(h, w) >= 20 else 2
+        small = min(h, w) < 20
         self.features = nn.Sequential(
             nn.Conv2d(c, 6, 5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5, padding=pad2),
+            nn.Identity() if small else nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=2 if small else 0),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
