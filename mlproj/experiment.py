@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 from sacred import Experiment  # noqa: E402
+from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
 
@@ -35,12 +37,32 @@ READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "prin
 class MLProjExperiment(Experiment):
     """A Sacred `Experiment` with mlproj's observers, checks and error handling (module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, name: str, save_git_info: bool = True, **kwargs: Any):
+        # Sacred finds the main file and the sources to record in the globals of whoever called
+        # Experiment(); here that is this module, so point it at the experiment's own file instead.
+        caller = _experiment_file_globals()
+        super().__init__(name, save_git_info=False, **kwargs)
+        main_file = caller.get("__file__")
+        self.base_dir = os.path.abspath(kwargs.get("base_dir") or os.path.dirname(main_file or "."))
         try:
-            super().__init__(*args, **kwargs)
+            self.mainfile, self.sources, self.dependencies = gather_sources_and_dependencies(
+                caller, save_git_info, self.base_dir
+            )
         except ValueError as err:  # a Git repo without commits: Sacred cannot read its HEAD
             warnings.warn(f"Git info not recorded ({err}); commit once to record it.", stacklevel=2)
-            super().__init__(*args, **{**kwargs, "save_git_info": False})
+            save_git_info = False
+            self.mainfile, self.sources, self.dependencies = gather_sources_and_dependencies(
+                caller, save_git_info, self.base_dir
+            )
+        self.save_git_info = save_git_info
+        # mlproj's modules are imported lazily, after Sacred looked: record the package's files when
+        # the project carries its own copy of it (the template layout), so every run keeps them.
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+        if package_dir.startswith(self.base_dir + os.sep):
+            for folder, _, files in os.walk(package_dir):
+                for filename in sorted(files):
+                    if filename.endswith(".py"):
+                        self.add_source_file(os.path.join(folder, filename))
         self.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: keep each line's last state
         self.add_config(machinery_defaults())
         self._on_command_line = False
@@ -83,6 +105,14 @@ class MLProjExperiment(Experiment):
         except SacredError as err:
             print(f"error: {one_line_sacred_error(err)}", file=sys.stderr)
             sys.exit(1)
+
+
+def _experiment_file_globals() -> dict[str, Any]:
+    """The globals of the first caller outside mlproj's own modules (main.py, or a test file)."""
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("mlproj."):
+        frame = frame.f_back
+    return frame.f_globals if frame is not None else {}
 
 
 def one_line_sacred_error(err: SacredError) -> str:

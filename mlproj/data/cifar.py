@@ -8,6 +8,7 @@ through while still requiring every file to be present.
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 from mlproj.errors import MLProjError
@@ -35,6 +36,11 @@ def _torchvision_class(name: str, verify_checksums: bool) -> type:
                 os.path.exists(os.path.join(self.root, self.base_folder, filename))
                 for filename, _ in self.train_list + self.test_list
             )
+
+        def _load_meta(self) -> None:
+            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     return Unverified
 

@@ -1,0 +1,90 @@
+"""Shared fixtures: small datasets written in the real on-disk formats, and running main.py."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write `array` (uint8) as an IDX file: magic 0x08 type byte, dimension count, big-endian sizes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 200, n_test: int = 50, seed: int = 0) -> Path:
+    """Tiny MNIST-format data under `root/folder/raw`: each class is a bright block at its own place,
+    so a network can learn it in a few steps."""
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            row, col = divmod(int(label), 5)
+            images[i, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 6 + 5 * col] = 255
+        write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def make_cifar(root: Path, kind: str = "cifar10", n_per_batch: int = 20, seed: int = 0) -> Path:
+    """Tiny CIFAR python pickle batches under `root/cifar-10-batches-py` or `root/cifar-100-python`."""
+    rng = np.random.default_rng(seed)
+
+    def batch(n: int, label_key: str, n_classes: int) -> dict:
+        return {
+            "data": rng.integers(0, 256, (n, 3 * 32 * 32)).astype(np.uint8),
+            label_key: rng.integers(0, n_classes, n).tolist(),
+        }
+
+    def dump(path: Path, obj: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+
+    if kind == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        for i in range(1, 6):
+            dump(folder / f"data_batch_{i}", batch(n_per_batch, "labels", 10))
+        dump(folder / "test_batch", batch(n_per_batch, "labels", 10))
+        dump(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+    else:
+        folder = root / "cifar-100-python"
+        dump(folder / "train", batch(5 * n_per_batch, "fine_labels", 100))
+        dump(folder / "test", batch(n_per_batch, "fine_labels", 100))
+        dump(folder / "meta", {"fine_label_names": [f"class{i}" for i in range(100)]})
+    return root
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    return make_mnist(tmp_path / "data")
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "runs"
+    monkeypatch.setenv("MLPROJ_RUNS_DIR", str(path))
+    return path
+
+
+def run_main(*args: str, runs: Path, cwd: Path = ROOT, env: dict | None = None, main: Path | None = None,
+             timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run main.py as a user would, recording into `runs`."""
+    full_env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1", **(env or {})}
+    if "MONGODB_URI" not in (env or {}):
+        full_env.pop("MONGODB_URI", None)  # a developer's own database stays out of the tests
+    return subprocess.run(
+        [sys.executable, str(main or ROOT / "main.py"), *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,0 +1,133 @@
+"""main.py end to end, as a subprocess: what a user types and what ends up in the run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_cifar, make_mnist, run_main
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    runs = tmp_path_factory.mktemp("digits") / "runs"
+    result = run_main("with", "dataset=digits", "n_epochs=2", "seed=1", runs=runs)
+    assert result.returncode == 0, result.stderr
+    return runs, runs / "1"
+
+
+def test_main_digits_run_completed_with_metrics_and_checkpoints(digits_run: tuple[Path, Path]) -> None:
+    _, run = digits_run
+    record = read_json(run / "run.json")
+    assert record["status"] == "COMPLETED"
+    assert sorted(record["artifacts"]) == ["best.pt", "last.pt"]
+    metrics = read_json(run / "metrics.json")
+    for name in ("train.loss", "train.accuracy", "validation.loss", "validation.accuracy", "lr"):
+        assert metrics[name]["values"], name
+    assert len(metrics["validation.accuracy"]["values"]) == 2  # one evaluation per epoch
+    assert record["result"] == pytest.approx(max(metrics["validation.accuracy"]["values"]))
+    assert read_json(run / "config.json")["dataset"] == "digits"
+    assert "run_key" in read_json(run / "info.json")
+
+
+def test_main_digits_run_records_sources_and_stdout(digits_run: tuple[Path, Path]) -> None:
+    _, run = digits_run
+    record = read_json(run / "run.json")
+    sources = [path for path, _ in record["experiment"]["sources"]]
+    assert "main.py" in sources and any(s.startswith("mlproj/") for s in sources)
+    cout = (run / "cout.txt").read_text()
+    assert "epoch 2 step" in cout
+    assert "\r" not in cout  # progress-bar redraws are collapsed, not stored
+
+
+def test_main_tensorboard_events_readable(digits_run: tuple[Path, Path]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs, _ = digits_run
+    (run_tb,) = (runs / "tensorboard").iterdir()
+    assert run_tb.name.startswith("1_mlproj_")
+    events = EventAccumulator(str(run_tb))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "validation/accuracy", "lr"} <= set(tags)
+    assert len(events.Scalars("validation/accuracy")) == 2
+
+
+def test_main_best_checkpoint_loads_weights_only(digits_run: tuple[Path, Path]) -> None:
+    _, run = digits_run
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    assert checkpoint["state"]["epoch"] >= 1
+    assert checkpoint["config"]["dataset"] == "digits"
+    assert any(key.startswith("net.") for key in checkpoint["model"])
+
+
+def test_main_test_command_reproduces_recorded_metric(digits_run: tuple[Path, Path], tmp_path: Path) -> None:
+    runs, run = digits_run
+    best = torch.load(run / "best.pt", weights_only=True)
+    # Evaluate best.pt on the validation split it was chosen on: the recorded value must come back.
+    recorded = read_json(run / "metrics.json")["validation.accuracy"]
+    step = best["state"]["best_step"]
+    expected = recorded["values"][recorded["steps"].index(step)]
+    result = run_main("test", "with", f"checkpoint={run / 'best.pt'}", "val_fraction=0.1", runs=runs)
+    assert result.returncode == 0, result.stderr
+    test_run = max((p for p in runs.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    metrics = read_json(test_run / "metrics.json")
+    assert "test.accuracy" in metrics and "test.loss" in metrics
+    assert read_json(test_run / "run.json")["status"] == "COMPLETED"
+
+    from mlproj.project import MLProject
+
+    project = MLProject({**best["config"], "tensorboard_dir": None, "model_dir": str(tmp_path)})
+    project.load_checkpoint(str(run / "best.pt"))
+    assert project.evaluate("validation")["validation.accuracy"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_main_n_global_iterations_wins_over_n_epochs(runs_dir: Path) -> None:
+    result = run_main("with", "dataset=digits", "n_epochs=5", "n_global_iterations=7", "log_iteration_scalars=1", runs=runs_dir)
+    assert result.returncode == 0, result.stderr
+    metrics = read_json(runs_dir / "1" / "metrics.json")
+    assert metrics["train.loss"]["steps"] == list(range(1, 8))
+    checkpoint = torch.load(runs_dir / "1" / "last.pt", weights_only=True)
+    assert checkpoint["state"]["global_step"] == 7
+
+
+@pytest.mark.parametrize(
+    ("dataset", "make"),
+    [
+        ("mnist", lambda root: make_mnist(root, "MNIST")),
+        ("fashion_mnist", lambda root: make_mnist(root, "FashionMNIST")),
+        ("cifar10", lambda root: make_cifar(root, "cifar10")),
+        ("cifar100", lambda root: make_cifar(root, "cifar100")),
+    ],
+)
+def test_main_trains_from_files_in_real_format(dataset: str, make, tmp_path: Path, runs_dir: Path) -> None:
+    data = make(tmp_path / "data")
+    args = ["with", f"dataset={dataset}", f"data_dir={data}", "download=False", "n_epochs=1", "batch_size=16"]
+    if dataset.startswith("cifar"):
+        args += ["verify_checksums=False", "model=mlp"]
+    result = run_main(*args, runs=runs_dir)
+    assert result.returncode == 0, result.stderr
+    assert read_json(runs_dir / "1" / "run.json")["status"] == "COMPLETED"
+    assert read_json(runs_dir / "1" / "metrics.json")["validation.accuracy"]["values"]
+
+
+def test_print_config_imports_no_torchvision_tensorboard_or_datasets(tmp_path: Path) -> None:
+    probe = (
+        "import runpy, sys; sys.argv = ['main.py', 'print_config'];\n"
+        "try:\n    runpy.run_path('main.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "bad = [m for m in ('torchvision', 'tensorboard', 'torch.utils.tensorboard', 'mlproj.data', 'sklearn') if m in sys.modules]\n"
+        "print('IMPORTED', bad)"
+    )
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "IMPORTED []" in result.stdout, result.stdout + result.stderr
