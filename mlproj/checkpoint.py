@@ -64,3 +64,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             "best.pt written by mlproj."
         )
     return checkpoint
+
+
+def resolve_checkpoint(target: str | int, runs_root: str) -> str:
+    """The checkpoint file `target` names: a .pt path, a run folder holding last.pt, or a run id in
+    `runs_root`. `MLProjError` saying what may be passed otherwise."""
+    target = str(target)
+    candidates = [target, os.path.join(target, "last.pt")]
+    if target.isdigit():
+        candidates.append(os.path.join(runs_root, target, "last.pt"))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise MLProjError(
+        f"config resume={target!r} names no checkpoint: pass a run folder holding last.pt, a run id "
+        f"in {runs_root}, or the path of a .pt file."
+    )

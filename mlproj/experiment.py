@@ -77,14 +77,28 @@ class MLProjExperiment(Experiment):
             from mlproj.data import prepare_dataset
 
             prepare_dataset(run.config)
+        # A bad checkpoint path fails here, before a run is recorded.
         if command != self.default_command and run.config.get("checkpoint"):
             from mlproj.checkpoint import load_checkpoint
 
-            load_checkpoint(run.config["checkpoint"])  # a bad path fails here, before a run is recorded
+            load_checkpoint(run.config["checkpoint"])
+        if command == self.default_command and run.config.get("resume") is not None:
+            from mlproj.checkpoint import load_checkpoint, resolve_checkpoint
+
+            runs_root = next((o.basedir for o in run.observers if isinstance(o, FileStorageObserver)), runs_dir())
+            load_checkpoint(resolve_checkpoint(run.config["resume"], runs_root))
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if not run.unobserved:
             attach_observers(run)
         return run
+
+    def _check_command(self, cmd_name: str) -> str | None:
+        err = super()._check_command(cmd_name)
+        if err and self._on_command_line:
+            err = err.removeprefix("Error: ")
+            print(f"error: {err}. See ./{os.path.basename(sys.argv[0])} --help.", file=sys.stderr)
+            sys.exit(1)
+        return err
 
     def run_commandline(self, argv: Any = None) -> Any:
         self._on_command_line = True
@@ -117,11 +131,18 @@ def _experiment_file_globals() -> dict[str, Any]:
 
 def one_line_sacred_error(err: SacredError) -> str:
     """Sacred's configuration errors as one line that says what to do."""
-    from sacred.utils import ConfigAddedError
+    from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
 
     if isinstance(err, ConfigAddedError):
-        keys = ", ".join(sorted(err.conflicting_configs))
+        keys = ", ".join(sorted(err.__conflicting_configs__))
         return f"unknown config key {keys}: check the spelling; `./main.py print_config` lists every key."
+    if isinstance(err, NamedConfigNotFoundError):  # Sacred keeps the name only in its message
+        name, _, available = str(err).partition('". Available config values are: ')
+        name = name.partition('"')[2]
+        return (
+            f"`with {name}` is neither key=value nor a named config: write `with {name}=VALUE`, "
+            f"or use one of the named configs {available.strip('()').replace(chr(39), '')}."
+        )
     return " ".join(str(err).split()) + " (see `./main.py print_config` and `./main.py --help`)"
 
 

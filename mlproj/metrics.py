@@ -37,7 +37,7 @@ class MeanMetrics:
         if tensors:
             # One transfer for all tensor metrics instead of one `.item()` each.
             values = torch.stack([self.sums[name].to(torch.float64) for name in tensors]).cpu().tolist()
-            result.update({name: value / self.count for name, value in zip(tensors, values)})
+            result.update({name: value / self.count for name, value in zip(tensors, values, strict=True)})
         return result
 
     def reduce(self, all_reduce: Any) -> None:
@@ -45,5 +45,5 @@ class MeanMetrics:
         names = sorted(self.sums)
         packed = torch.tensor([float(self.sums[name]) for name in names] + [float(self.count)], dtype=torch.float64)
         all_reduce(packed)
-        self.sums = dict(zip(names, packed[:-1].tolist()))
+        self.sums = dict(zip(names, packed[:-1].tolist(), strict=True))
         self.count = int(packed[-1].item())

@@ -9,7 +9,8 @@ uses three verbs for them, `autocast()`, `backward(loss)` and `step(optimizer)`,
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn

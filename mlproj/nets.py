@@ -6,7 +6,7 @@ Each takes the input shape (C, H, W) and the number of classes, so one name work
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

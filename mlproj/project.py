@@ -17,12 +17,13 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint
+from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
 from mlproj.config import resolve_device, runs_dir, validate_config, with_defaults
 from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
@@ -163,6 +164,8 @@ class MLProject:
         self.model.on_epoch_begin(s.epoch)
         window = MeanMetrics()
         epoch_total = s.epoch_step + len(loader) - skip
+        if epoch_total == 0:
+            raise MLProjError("the training set is empty: check data_dir and val_fraction (it must leave samples to train on).")
         batch = None
         with self._progress_bar(epoch_total, s.epoch_step) as bar:
             for batch in itertools.islice(loader, skip, None):
@@ -270,7 +273,7 @@ class MLProject:
 
     def resume(self, target: str | int) -> None:
         """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
-        path = self._resolve_resume(target)
+        path = resolve_checkpoint(target, self._runs_root())
         checkpoint = self.load_checkpoint(path)
         best = os.path.join(os.path.dirname(path), "best.pt")
         if os.path.basename(path) == "last.pt" and os.path.exists(best):
@@ -285,19 +288,6 @@ class MLProject:
                 "global_step": self.state.global_step,
             }
         self._last_eval_step = self.state.global_step
-
-    def _resolve_resume(self, target: str | int) -> str:
-        target = str(target)
-        candidates = [target, os.path.join(target, "last.pt")]
-        if target.isdigit():
-            candidates.append(os.path.join(self._runs_root(), target, "last.pt"))
-        for candidate in candidates:
-            if os.path.isfile(candidate):
-                return candidate
-        raise MLProjError(
-            f"config resume={target!r} names no checkpoint: pass a run folder holding last.pt, a run id "
-            f"in {self._runs_root()}, or the path of a .pt file."
-        )
 
     @staticmethod
     def _copy_atomically(source: str, target: str) -> None:

@@ -1,0 +1,197 @@
+"""MLProject's loop: counters, intervals, hooks, evaluation and the original template's API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sacred import Experiment
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from mlproj import DatasetFactory, MLProject, SimpleModel
+from mlproj.model import ClassificationModel
+
+
+def small_factory(n_train: int = 40, n_test: int = 10, batch_size: int = 5) -> DatasetFactory:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_test, 3, 4, 4, generator=g)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    return DatasetFactory(
+        train_set=TensorDataset(x[:n_train], y[:n_train]),
+        test_set=TensorDataset(x[n_train:], y[n_train:]),
+        batch_size=batch_size,
+    )
+
+
+class LinearModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+class MyModel(SimpleModel):
+    def __init__(self) -> None:
+        model = LinearModel()
+        super().__init__("test", model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss())
+
+
+class MyProject(MLProject):
+    @staticmethod
+    def get_dataset_factory(config):
+        return small_factory(batch_size=config["batch_size"])
+
+    @staticmethod
+    def get_model(config):
+        return MyModel()
+
+
+def test_project_original_readme_example_runs_in_sacred(tmp_path: Path) -> None:
+    n_global_iterations = 3
+    ex = Experiment("original")
+    ex.add_config({
+        "batch_size": 5,
+        "n_global_iterations": n_global_iterations,
+        "tensorboard_dir": None,
+        "device": "cpu",
+        "model_dir": str(tmp_path / "models"),
+    })
+    seen = {}
+
+    @ex.main
+    def main(_run):
+        proj = MyProject.from_run(_run)
+        proj.train()
+        proj.test()
+        seen["global_step"], seen["epoch"] = proj.global_step, proj.epoch
+        seen["checkpoints"] = sorted(p.name for p in (tmp_path / "models").rglob("*.pt"))
+
+    ex.run()
+    assert seen["global_step"] == n_global_iterations
+    assert seen["epoch"] == 0  # 3 steps of an 8-step epoch
+    assert seen["checkpoints"] == ["best.pt", "last.pt"]
+
+
+def project(tmp_path: Path, run=None, **config) -> MLProject:
+    base = {"batch_size": 5, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu", "seed": 0}
+    return MyProject({**base, **config}, _run=run)
+
+
+class RecordingRun:
+    """Stands in for Sacred's Run where a test only needs what the loop logs (no observer, no files)."""
+
+    def __init__(self) -> None:
+        self.info: dict = {}
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+        self.artifacts: list[str] = []
+
+    def log_scalar(self, name: str, value: float, step: int) -> None:
+        self.scalars.setdefault(name, []).append((step, value))
+
+    def add_artifact(self, path: str, name: str) -> None:
+        self.artifacts.append(name)
+
+
+def test_project_n_global_iterations_wins_over_n_epochs(tmp_path: Path) -> None:
+    proj = project(tmp_path, n_epochs=5, n_global_iterations=11)
+    proj.train()
+    assert proj.global_step == 11
+    assert proj.epoch == 1 and proj.epoch_step == 3
+
+
+def test_project_n_epochs_counts_full_epochs(tmp_path: Path) -> None:
+    proj = project(tmp_path, n_epochs=2)
+    proj.train()
+    assert (proj.epoch, proj.global_step, proj.epoch_step) == (2, 16, 0)
+
+
+def test_project_log_iteration_scalars_sets_train_logging_steps(tmp_path: Path) -> None:
+    run = RecordingRun()
+    project(tmp_path, run, n_epochs=2, log_iteration_scalars=3).train()
+    assert [step for step, _ in run.scalars["train.loss"]] == [3, 6, 9, 12, 15]
+    assert [step for step, _ in run.scalars["test.accuracy"]] == [8, 16]  # no validation set: test
+    assert [step for step, _ in run.scalars["lr"]] == [3, 6, 9, 12, 15]
+
+
+def test_project_save_iterations_writes_last_mid_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = project(tmp_path, n_epochs=1, save_iterations=3)
+    saved = []
+    original = proj.save_checkpoint
+
+    def recording_save(best: bool = False) -> str:
+        saved.append((proj.global_step, best))
+        return original(best)
+
+    monkeypatch.setattr(proj, "save_checkpoint", recording_save)
+    proj.train()
+    assert saved == [(3, False), (6, False), (8, True)]
+
+
+def test_project_log_iteration_all_writes_histograms_and_images(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proj = project(tmp_path, n_global_iterations=4, log_iteration_all=2, tensorboard_dir=str(tmp_path / "tb"))
+    proj.train()
+    proj.tracker.close()
+    events = EventAccumulator(proj.tracker.tensorboard_dir, size_guidance={"histograms": 0, "images": 0})
+    events.Reload()
+    assert any(tag.startswith("weights/") for tag in events.Tags()["histograms"])
+    assert [e.step for e in events.Images("train/inputs")] == [2, 4]
+
+
+class HookModel(ClassificationModel):
+    def __init__(self, calls: list) -> None:
+        net = LinearModel()
+        super().__init__(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss())
+        self.calls = calls
+
+    def on_train_begin(self) -> None:
+        self.calls.append("train_begin")
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.calls.append(f"epoch_begin {epoch}")
+
+    def on_epoch_end(self, epoch: int, metrics=None) -> None:
+        self.calls.append(f"epoch_end {epoch} {sorted(metrics)}")
+
+    def on_train_end(self) -> None:
+        self.calls.append("train_end")
+
+
+def test_project_hooks_called_in_order_with_metrics(tmp_path: Path) -> None:
+    calls: list = []
+    proj = MLProject({"n_epochs": 2, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu"},
+                     model=HookModel(calls), dataset_factory=small_factory())
+    proj.train()
+    assert calls == [
+        "train_begin",
+        "epoch_begin 0", "epoch_end 0 ['test.accuracy', 'test.loss']",
+        "epoch_begin 1", "epoch_end 1 ['test.accuracy', 'test.loss']",
+        "train_end",
+    ]
+
+
+def test_project_best_checkpoint_follows_benchmark_metric(tmp_path: Path) -> None:
+    run = RecordingRun()
+    proj = project(tmp_path, run, n_epochs=3)
+    best = proj.train()
+    accuracies = [v for _, v in run.scalars["test.accuracy"]]
+    assert best == max(accuracies)
+    assert proj.state.best_step == 8 * (accuracies.index(max(accuracies)) + 1)
+    assert run.artifacts.count("best.pt") >= 1 and run.artifacts.count("last.pt") == 3
+    stored = torch.load(Path(proj.checkpoint_dir) / "best.pt", weights_only=True)
+    assert stored["state"]["best_score"] == best
+
+
+def test_project_empty_training_set_clear_error(tmp_path: Path) -> None:
+    from mlproj.errors import MLProjError
+
+    empty = DatasetFactory(train_set=TensorDataset(torch.zeros(0, 3, 4, 4), torch.zeros(0).long()), batch_size=2)
+    proj = MLProject({"n_epochs": 1, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu"},
+                     model=MyModel(), dataset_factory=empty)
+    with pytest.raises(MLProjError, match="training set is empty"):
+        proj.train()
