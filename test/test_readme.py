@@ -1,0 +1,22 @@
+"""The README's Python example runs as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_readme_own_project_example_runs(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Your own project", 1)[1].split("\n## ", 1)[0]
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "register_dataset" in block]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "test.accuracy" in result.stdout
+    assert (tmp_path / "runs" / "checkpoints").is_dir()
