@@ -27,9 +27,12 @@ $(STAMP): requirements.txt setup.cfg setup.py
 
 run: install
 	$(BIN)/python main.py with dataset=digits
-	@echo
-	@echo "The run is recorded in $(RUNS_DIR)/$$(ls $(RUNS_DIR) | grep -E '^[0-9]+$$' | sort -n | tail -1)/ (config.json, metrics.json, cout.txt, best.pt, last.pt)."
-	@echo "Look at it:  .venv/bin/mlproj runs    |    make tensorboard    |    .venv/bin/python main.py test with checkpoint=$(RUNS_DIR)/<id>/best.pt"
+	@id=$$(ls $(RUNS_DIR) | grep -E '^[0-9]+$$' | sort -n | tail -1); \
+	echo; \
+	echo "Recorded in $(RUNS_DIR)/$$id/: config.json, metrics.json, cout.txt, best.pt, last.pt."; \
+	echo "Look at it:"; \
+	echo "  make tensorboard                                   # curves in TensorBoard"; \
+	echo "  .venv/bin/python main.py test with checkpoint=$(RUNS_DIR)/$$id/best.pt   # test-set metrics"
 
 test: install
 	$(BIN)/python -m pytest -q

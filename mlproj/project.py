@@ -379,7 +379,10 @@ class MLProject:
     def _print_header(self) -> None:
         what = f"{self.config['n_global_iterations']} steps" if self.config["n_global_iterations"] else f"{self.config['n_epochs']} epochs"
         start = f", resuming at step {self.state.global_step}" if self.state.global_step else ""
-        print(f"Training {self.model.name()} on {self.device} for {what}{start}; checkpoints in {self.checkpoint_dir}", flush=True)
+        name = self.model.name()
+        if type(self.model).__name__ == name and "model" in self.config and "dataset" in self.config:
+            name = f"{self.config['model']} on {self.config['dataset']}"  # the config-built classifier
+        print(f"Training {name} ({self.device}) for {what}{start}; checkpoints in {self.checkpoint_dir}", flush=True)
 
     def _print_progress(self, metrics: dict[str, float], improved: bool) -> None:
         mark = "  (best)" if improved else ""
