@@ -372,6 +372,8 @@ class MLProject:
     def _progress_bar(self, total: int, initial: int) -> Any:
         from tqdm import tqdm
 
+        # tqdm's monitor thread can redraw a bar just after it closed, over the line printed next.
+        tqdm.monitor_interval = 0
         n = self.config["n_global_iterations"]
         desc = f"epoch {self.state.epoch + 1}" + ("" if n is not None else f"/{self.config['n_epochs']}")
         return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True, leave=False)
