@@ -148,6 +148,21 @@ class QueuedMongoObserver(SacredQueuedMongoObserver):
             self._queue.put(WrappedEvent("started_event", args, kwargs))  # before any later event
             return kwargs.get("_id")
 
+    def _run(self) -> None:
+        """Sacred's queue worker, except that a failing event is retried only until the run has ended
+        and `join` gave up waiting (Sacred's retries forever)."""
+        while not self._queue.empty():
+            event = self._queue.get()
+            method = getattr(self._covered_observer, event.name, None)
+            while method is not None:
+                try:
+                    method(*event.args, **event.kwargs)
+                    break
+                except Exception:
+                    if self._stop_worker_event.wait(self._retry_interval):
+                        return  # join() gave up: the rest is in failure_dir and the run folder
+            self._queue.task_done()
+
     def join(self) -> None:
         if self._queue is None:
             return
@@ -159,7 +174,6 @@ class QueuedMongoObserver(SacredQueuedMongoObserver):
             self._dump_unsaved()
         else:
             self._worker.join(timeout=10)
-        self._queue = None
 
     def _dump_unsaved(self) -> None:
         os.makedirs(self.failure_dir, exist_ok=True)

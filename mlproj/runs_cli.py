@@ -221,8 +221,8 @@ def run_compare(args: argparse.Namespace) -> int:
         rows = []
         for group in groups:
             row = {**group.values, "runs": " ".join(str(r.id) for r in group.runs), "n": len(group.runs)}
-            for name in metric_names(runs):
-                mean, std, n = group.stats.get(name, (None, None, 0))
+            for name in (n for n in metric_names(runs) if metric_goal(n) is not None):  # lr: no mean to take
+                mean, std, _ = group.stats.get(name, (None, None, 0))
                 row[name] = f"{mean:.4g} ± {std:.2g}" if mean is not None else None
             rows.append(row)
         if args.format == "table":
