@@ -69,7 +69,7 @@ def render(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = Non
 
 def _plain(value: Any) -> Any:
     if isinstance(value, (datetime, timedelta)):
-        return cell(value) if isinstance(value, timedelta) else value.isoformat()
+        return cell(value) if isinstance(value, timedelta) else value.isoformat(timespec="milliseconds")  # as BSON keeps it
     return value
 
 
