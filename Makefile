@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS_DIR ?= $(or $(MLPROJ_RUNS_DIR),runs)
 
-.PHONY: install run test lint bench tensorboard clean help
+.PHONY: install run test lint bench tensorboard omniboard clean help
 
 help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
 	@echo "make test         run the test suite"
 	@echo "make lint         ruff check"
 	@echo "make tensorboard  serve TensorBoard over $(RUNS_DIR)/tensorboard"
+	@echo "make omniboard    install Omniboard $(OMNIBOARD_VERSION) into ./node_modules and serve MONGODB_URI's runs"
 
 install: $(STAMP)
 
@@ -42,6 +43,19 @@ lint: install
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir $(RUNS_DIR)/tensorboard
+
+# Omniboard reads MongoDB only (file runs get there with `mlproj sync`). Installed locally, pinned;
+# the URI is passed through the environment so make never echoes its credentials.
+OMNIBOARD_VERSION := 2.16.1
+OMNIBOARD := node_modules/.bin/omniboard
+
+$(OMNIBOARD):
+	npm install --no-save --no-package-lock --no-audit --no-fund omniboard@$(OMNIBOARD_VERSION)
+
+omniboard: $(OMNIBOARD)
+	@test -n "$$MONGODB_URI" || { echo "make omniboard: set MONGODB_URI, e.g. MONGODB_URI=mongodb://localhost:27017/sacred make omniboard"; exit 1; }
+	@echo "Omniboard on http://localhost:9000 (Ctrl-C stops it)"
+	@$(OMNIBOARD) --mu "$$MONGODB_URI"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

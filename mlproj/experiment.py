@@ -157,7 +157,12 @@ def attach_observers(run: Any) -> None:
     uri = os.environ.get("MONGODB_URI")
     has_mongo = any(isinstance(o, (MongoObserver, QueuedMongoObserver)) for o in run.observers)
     if uri and not has_mongo:
-        run.observers.append(mongo_observer(uri, failure_dir=os.path.join(runs_dir(), "_mongo_failed")))
+        mongo = mongo_observer(uri, failure_dir=os.path.join(runs_dir(), "_mongo_failed"))
+        run.observers.append(mongo)
+        first_free_id = mongo.next_free_id()  # one id in both records (Sacred #540)
+        for observer in run.observers:
+            if isinstance(observer, RunFolderObserver):
+                observer.first_free_id = first_free_id
 
 
 def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:

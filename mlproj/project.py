@@ -151,6 +151,7 @@ class MLProject:
             if self._last_eval_step != self.state.global_step:
                 self._end_of_period(epoch_end=False)  # a final evaluation and save mid-epoch
         self.model.on_train_end()
+        self.tracker.log_hparams(self.config, self.state.global_step)  # TensorBoard's HPARAMS tab
         self.tracker.flush()
         return self.state.best_score
 

@@ -6,10 +6,32 @@ Names use dots for Sacred (`train.loss`, `validation.accuracy`, `lr`) and slashe
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported by whoever hands us tensors; `mlproj runs` needs none of it
+    import torch
+
+# The last word of a metric name decides which way is better: these are lower-is-better, the
+# rate-like ones below are not ranked at all, and everything else (accuracy, f1, ...) is higher-is-better.
+LOWER_IS_BETTER_WORDS = ("loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity", "ppl")
+UNRANKED_WORDS = ("lr", "learning_rate", "epoch", "step", "time")
+
+
+def metric_goal(name: str) -> str | None:
+    """`min` for loss-like metric names, `max` for accuracy-like ones, None for lr/epoch/step/time.
+
+    The rule reads the last part of the name (`validation.loss` -> `loss`): it is `min` when that part
+    is or ends in one of LOWER_IS_BETTER_WORDS (`loss`, `val_loss`, `error`, `mse`, ...), None when it is
+    one of UNRANKED_WORDS, else `max`.
+    """
+    word = name.replace("/", ".").rsplit(".", 1)[-1].lower()
+    if word in UNRANKED_WORDS:
+        return None
+    if any(word == w or word.endswith("_" + w) for w in LOWER_IS_BETTER_WORDS):
+        return "min"
+    return "max"
 
 
 class Tracker:
@@ -23,6 +45,7 @@ class Tracker:
 
     def __init__(self, run: Any = None, tensorboard_dir: str | None = None, prefix: str = ""):
         self.run = run
+        self.best: dict[str, float] = {}  # best value of each ranked scalar logged so far (HParams)
         self.prefix = prefix or ""
         self.tensorboard_dir = tensorboard_dir
         self.writer = None
@@ -39,6 +62,33 @@ class Tracker:
                 self.run.log_scalar(full, value, step)
             if self.writer is not None:
                 self.writer.add_scalar(full.replace(".", "/"), value, step)
+            self._keep_best(full, value)
+
+    def _keep_best(self, name: str, value: float) -> None:
+        goal = metric_goal(name)
+        if goal is None or not math.isfinite(value):
+            return
+        best = self.best.get(name)
+        if best is None or (value < best if goal == "min" else value > best):
+            self.best[name] = float(value)
+
+    def log_hparams(self, config: dict[str, Any], step: int) -> None:
+        """Write TensorBoard's HParams summary: the config values and the best value of each metric.
+
+        The best values are also written as scalars `best/<metric>` at `step`, which the HPARAMS tab
+        reads as the session's metrics.
+        """
+        if self.writer is None or not self.best:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {key: _hparam_value(value) for key, value in sorted(config.items())}
+        metrics = {"best/" + name.replace(".", "/"): value for name, value in sorted(self.best.items())}
+        for summary in hparams(values, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
 
     def log_histograms(self, module: torch.nn.Module, step: int) -> None:
         if self.writer is None:
@@ -66,3 +116,10 @@ class Tracker:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    """HParams take booleans, numbers and strings; anything else is shown as its text."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return "None" if value is None else str(value)

@@ -1,0 +1,388 @@
+"""Reading runs back: from a runs dir (Sacred's FileStorageObserver layout) or from MongoDB.
+
+Every run becomes one `Run` record, whichever store it came from; the `mlproj runs`, `show`,
+`compare` and `sync` commands work on these records only.
+
+Which way is better for a metric is decided by its name (`mlproj.tracking.metric_goal`): the best
+value of a loss-like metric (`loss`, `error`, `mse`, ...) is its minimum, of `lr`/`epoch`/`step`/`time`
+there is none, and of every other metric (accuracy, f1, ...) its maximum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from mlproj.errors import MLProjError
+from mlproj.tracking import metric_goal
+
+
+@dataclass
+class Series:
+    """One metric's measurements, in the order they were logged."""
+
+    steps: list[int]
+    values: list[float]
+    timestamps: list[datetime] = field(default_factory=list)
+
+
+@dataclass
+class MetricSummary:
+    """Best (None for unranked metrics such as lr) and last value of a metric, and how many were logged."""
+
+    best: float | None
+    best_step: int | None
+    last: float
+    last_step: int
+    count: int
+
+
+@dataclass
+class Run:
+    """A recorded run, read from a run folder or a MongoDB `runs` document."""
+
+    id: int | str
+    name: str
+    status: str
+    start: datetime | None  # UTC, as Sacred records it
+    stop: datetime | None  # stop time, else the last heartbeat
+    config: dict[str, Any]
+    info: dict[str, Any]
+    metrics: dict[str, Series]
+    artifacts: list[str]
+    result: Any = None
+    command: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    experiment: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    captured_out: str = ""
+    fail_trace: list[str] | None = None
+    heartbeat: datetime | None = None
+    path: str | None = None  # the run folder; None for a run read from MongoDB
+
+    @property
+    def run_key(self) -> str | None:
+        return self.info.get("run_key")
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.start is None or self.stop is None:
+            return None
+        return self.stop - self.start
+
+    @property
+    def git(self) -> str:
+        """Short commit sha, with `*` when the working tree was dirty; `` when not recorded."""
+        git = self.info.get("git")
+        if isinstance(git, dict) and git.get("head"):
+            return str(git["head"])[:7] + ("*" if git.get("dirty") else "")
+        repositories = self.experiment.get("repositories") or []
+        if repositories and repositories[0].get("commit"):
+            return str(repositories[0]["commit"])[:7] + ("*" if repositories[0].get("dirty") else "")
+        return ""
+
+    def summary(self, metric: str) -> MetricSummary | None:
+        series = self.metrics.get(metric)
+        return summarize(metric, series) if series is not None else None
+
+    def flat_config(self) -> dict[str, Any]:
+        return flatten_config(self.config)
+
+
+def summarize(name: str, series: Series) -> MetricSummary | None:
+    """Best and last value of `series` (None when nothing was logged); see the module docstring."""
+    points = [(s, v) for s, v in zip(series.steps, series.values, strict=False) if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not points:
+        return None
+    goal = metric_goal(name)
+    best_step, best = (None, None)
+    if goal is not None:
+        best_step, best = (min if goal == "min" else max)(points, key=lambda p: p[1])
+    return MetricSummary(best=best, best_step=best_step, last=points[-1][1], last_step=points[-1][0], count=len(points))
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as dotted keys: {"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# ---------------------------------------------------------------------- reading a runs dir
+def parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return None
+
+
+def _read_json(path: str, default: Any) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except json.JSONDecodeError as err:
+        raise MLProjError(f"{path} is not valid JSON ({err}): the run record is damaged; move that run folder away.") from None
+
+
+def load_run(path: str) -> Run:
+    """The run recorded in the folder `path` (its run.json, config.json, info.json, metrics.json).
+
+    Raises:
+        MLProjError: when `path` holds no run.json.
+    """
+    if not os.path.isfile(os.path.join(path, "run.json")):
+        raise MLProjError(f"{path} is not a run folder (no run.json in it): pass a folder such as runs/1.")
+    record = _read_json(os.path.join(path, "run.json"), {})
+    metrics = {
+        name: Series(list(m.get("steps", [])), list(m.get("values", [])), [parse_time(t) for t in m.get("timestamps", [])])
+        for name, m in _read_json(os.path.join(path, "metrics.json"), {}).items()
+    }
+    cout = os.path.join(path, "cout.txt")
+    folder = os.path.basename(os.path.normpath(path))
+    return Run(
+        id=int(folder) if folder.isdigit() else folder,
+        name=record.get("experiment", {}).get("name", ""),
+        status=record.get("status", "UNKNOWN"),
+        start=parse_time(record.get("start_time")),
+        stop=parse_time(record.get("stop_time")) or parse_time(record.get("heartbeat")),
+        config=_read_json(os.path.join(path, "config.json"), {}),
+        info=_read_json(os.path.join(path, "info.json"), {}),
+        metrics=metrics,
+        artifacts=[a if isinstance(a, str) else a.get("name", "") for a in record.get("artifacts", [])],
+        result=record.get("result"),
+        command=record.get("command", ""),
+        meta=record.get("meta", {}),
+        experiment=record.get("experiment", {}),
+        host=record.get("host", {}),
+        captured_out=open(cout, errors="replace").read() if os.path.isfile(cout) else "",
+        fail_trace=record.get("fail_trace"),
+        heartbeat=parse_time(record.get("heartbeat")),
+        path=os.path.abspath(path),
+    )
+
+
+def load_runs(runs_dir: str) -> list[Run]:
+    """Every run folder (`<runs_dir>/<integer id>/run.json`) under `runs_dir`, by id.
+
+    Raises:
+        MLProjError: when `runs_dir` is not a folder.
+    """
+    if not os.path.isdir(runs_dir):
+        raise MLProjError(f"runs dir {runs_dir} does not exist: pass the folder your runs were recorded in (default $MLPROJ_RUNS_DIR or ./runs).")
+    ids = sorted(int(d) for d in os.listdir(runs_dir) if d.isdigit() and os.path.isfile(os.path.join(runs_dir, d, "run.json")))
+    return [load_run(os.path.join(runs_dir, str(i))) for i in ids]
+
+
+# ---------------------------------------------------------------------- reading MongoDB
+def hide_password(uri: str) -> str:
+    """`uri` with its user and password replaced by `***`, for messages."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    hosts, slash, tail = rest.partition("/")
+    if "@" in hosts:
+        hosts = "***@" + hosts.rsplit("@", 1)[1]
+    return f"{scheme}://{hosts}{slash}{tail}"
+
+
+def mongo_database(uri: str, db_name: str | None = None) -> Any:
+    """The database `db_name` (default: the one named in `uri`, else `sacred`), checked reachable.
+
+    Raises:
+        MLProjError: when the URI is malformed or the server does not answer.
+    """
+    import pymongo
+    import pymongo.errors
+
+    from mlproj.observers import mongo_db_name
+
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+        client.admin.command("ping")
+        return client[db_name or mongo_db_name(uri)]
+    except (pymongo.errors.PyMongoError, ValueError) as err:
+        first = str(err).split(",")[0].replace(uri, hide_password(uri))[:160]
+        raise MLProjError(f"cannot reach MongoDB at {hide_password(uri)} ({first}): check the URI and that the server runs.") from None
+
+
+def run_from_document(doc: dict[str, Any], metrics: Iterable[dict[str, Any]] = ()) -> Run:
+    """A `Run` from a MongoObserver `runs` document and its `metrics` documents."""
+    info = dict(doc.get("info") or {})
+    return Run(
+        id=doc["_id"],
+        name=doc.get("experiment", {}).get("name", ""),
+        status=doc.get("status", "UNKNOWN"),
+        start=parse_time(doc.get("start_time")),
+        stop=parse_time(doc.get("stop_time")) or parse_time(doc.get("heartbeat")),
+        config=doc.get("config") or {},
+        info=info,
+        metrics={m["name"]: Series(list(m["steps"]), list(m["values"]), [parse_time(t) for t in m.get("timestamps", [])]) for m in metrics},
+        artifacts=[a["name"] if isinstance(a, dict) else str(a) for a in doc.get("artifacts", [])],
+        result=doc.get("result"),
+        command=doc.get("command", ""),
+        meta=doc.get("meta") or {},
+        experiment=doc.get("experiment") or {},
+        host=doc.get("host") or {},
+        captured_out=doc.get("captured_out") or "",
+        fail_trace=doc.get("fail_trace"),
+        heartbeat=parse_time(doc.get("heartbeat")),
+    )
+
+
+def load_mongo_runs(database: Any) -> list[Run]:
+    """Every run in a MongoObserver database (`runs` and `metrics` collections), by id."""
+    metrics: dict[Any, list[dict[str, Any]]] = {}
+    for m in database["metrics"].find({}):
+        metrics.setdefault(m["run_id"], []).append(m)
+    docs = sorted(database["runs"].find({}), key=lambda d: (not isinstance(d["_id"], int), str(d["_id"]).zfill(12)))
+    return [run_from_document(doc, metrics.get(doc["_id"], [])) for doc in docs]
+
+
+# ---------------------------------------------------------------------- choosing and ordering
+def parse_value(text: str) -> Any:
+    """A command-line value as Sacred reads it: JSON/Python literals (0.1, true, None), else the text."""
+    lowered = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _matches(actual: Any, wanted: Any) -> bool:
+    if isinstance(actual, (int, float)) and isinstance(wanted, (int, float)) and not isinstance(actual, bool):
+        return math.isclose(actual, wanted)
+    return actual == wanted or str(actual) == str(wanted)
+
+
+def filter_runs(runs: list[Run], where: Iterable[str] = (), status: str | None = None) -> list[Run]:
+    """The runs whose config has every `key=value` of `where` (dotted keys for nested config) and,
+    when given, whose status is `status` (case-insensitive).
+
+    Raises:
+        MLProjError: on a `where` item without `=`.
+    """
+    conditions = []
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MLProjError(f"--where {item!r} is not key=value: write e.g. --where dataset=digits.")
+        conditions.append((key.strip(), parse_value(value.strip())))
+    chosen = []
+    for run in runs:
+        flat = run.flat_config()
+        if status and run.status.upper() != status.upper():
+            continue
+        if all(key in flat and _matches(flat[key], value) for key, value in conditions):
+            chosen.append(run)
+    return chosen
+
+
+def sort_runs(runs: list[Run], key: str) -> list[Run]:
+    """Best first by metric `key` (its best value, see the module docstring), else by config key or
+    column `key` (id, start, duration, status) ascending; runs without the key go last.
+
+    Raises:
+        MLProjError: when no run has `key`.
+    """
+
+    def metric_value(run: Run) -> float | None:
+        summary = run.summary(key)
+        return None if summary is None else summary.best if summary.best is not None else summary.last
+
+    columns = {"id": lambda r: r.id, "start": lambda r: r.start, "duration": lambda r: r.duration, "status": lambda r: r.status}
+    if any(key in run.metrics for run in runs):
+        descending = metric_goal(key) != "min"
+        value = metric_value
+    elif key in columns:
+        descending, value = False, columns[key]
+    elif any(key in run.flat_config() for run in runs):
+        descending, value = False, lambda r: r.flat_config().get(key)
+    else:
+        known = sorted({m for run in runs for m in run.metrics})
+        raise MLProjError(f"--sort {key}: no run has that metric or config key; metrics are {', '.join(known) or 'none'}.")
+    present = [r for r in runs if value(r) is not None]
+    missing = [r for r in runs if value(r) is None]
+    try:
+        present.sort(key=value, reverse=descending)
+    except TypeError:
+        present.sort(key=lambda r: str(value(r)), reverse=descending)
+    return present + missing
+
+
+def find_run(runs: list[Run], ref: str) -> Run:
+    """The run `ref` names: its id, its run_key, or (for a run dir) its folder path.
+
+    Raises:
+        MLProjError: when no run matches.
+    """
+    for run in runs:
+        if str(run.id) == ref or run.run_key == ref or (run.path and os.path.abspath(ref) == run.path):
+            return run
+    ids = ", ".join(str(r.id) for r in runs[-10:]) or "none"
+    raise MLProjError(f"no run {ref!r}: pass a run id or run_key (recent ids: {ids}); `mlproj runs` lists them.")
+
+
+def metric_names(runs: Iterable[Run]) -> list[str]:
+    return sorted({name for run in runs for name in run.metrics})
+
+
+# ---------------------------------------------------------------------- comparing
+def differing_keys(runs: list[Run]) -> list[str]:
+    """The dotted config keys whose values are not the same in all `runs` (missing counts as a value)."""
+    flats = [run.flat_config() for run in runs]
+    keys = sorted({key for flat in flats for key in flat})
+    return [key for key in keys if len({json.dumps(f[key], sort_keys=True, default=str) if key in f else "<missing>" for f in flats}) > 1]
+
+
+@dataclass
+class Group:
+    """Runs that differ only in the group-by key: their shared values and their metrics' mean and std."""
+
+    values: dict[str, Any]  # the shared values of the other differing keys
+    runs: list[Run]
+    stats: dict[str, tuple[float, float, int]]  # metric -> (mean, std, n) of each run's best (else last)
+
+
+def group_runs(runs: list[Run], by: str) -> list[Group]:
+    """Group runs that differ only in config key `by` (e.g. `seed`), with mean ± std of each metric.
+
+    The std is the sample standard deviation (0 for a group of one).
+
+    Raises:
+        MLProjError: when no run has config key `by`.
+    """
+    if not any(by in run.flat_config() for run in runs):
+        raise MLProjError(f"--group-by {by}: no run has that config key; differing keys are {', '.join(differing_keys(runs)) or 'none'}.")
+    others = [key for key in differing_keys(runs) if key != by]
+    groups: dict[str, Group] = {}
+    for run in runs:
+        flat = run.flat_config()
+        values = {key: flat.get(key) for key in others}
+        group = groups.setdefault(json.dumps(values, sort_keys=True, default=str), Group(values, [], {}))
+        group.runs.append(run)
+    for group in groups.values():
+        for name in metric_names(group.runs):
+            points = []
+            for run in group.runs:
+                summary = run.summary(name)
+                if summary is not None:
+                    points.append(summary.best if summary.best is not None else summary.last)
+            if points:
+                std = statistics.stdev(points) if len(points) > 1 else 0.0
+                group.stats[name] = (statistics.fmean(points), std, len(points))
+    return list(groups.values())

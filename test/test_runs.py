@@ -1,0 +1,154 @@
+"""mlproj.runs: run folders written in Sacred's FileStorageObserver layout, read back and compared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlproj.errors import MLProjError
+from mlproj.runs import (
+    Series,
+    differing_keys,
+    filter_runs,
+    find_run,
+    group_runs,
+    hide_password,
+    load_run,
+    load_runs,
+    sort_runs,
+    summarize,
+)
+from mlproj.tracking import metric_goal
+
+
+def write_run(runs: Path, run_id: int, config: dict, metrics: dict[str, list[float]], status: str = "COMPLETED",
+              info: dict | None = None, dirty: bool = False) -> Path:
+    """A run folder as RunFolderObserver writes it (run.json, config.json, info.json, metrics.json)."""
+    folder = runs / str(run_id)
+    folder.mkdir(parents=True)
+    record = {
+        "artifacts": ["last.pt"], "command": "train", "status": status,
+        "experiment": {"name": "mlproj", "mainfile": "main.py", "repositories": [{"commit": "abcdef1234567", "dirty": dirty, "url": "x"}]},
+        "start_time": f"2026-01-0{run_id}T10:00:00.000000", "stop_time": f"2026-01-0{run_id}T10:01:30.500000",
+        "heartbeat": f"2026-01-0{run_id}T10:01:30.000000", "meta": {"config_updates": {"lr": config.get("lr")}}, "result": None,
+    }
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "info.json").write_text(json.dumps(info or {"run_key": f"key-{run_id}"}))
+    series = {name: {"steps": list(range(len(v))), "timestamps": ["2026-01-01T10:00:00"] * len(v), "values": v} for name, v in metrics.items()}
+    (folder / "metrics.json").write_text(json.dumps(series))
+    return folder
+
+
+@pytest.fixture
+def three_runs(tmp_path: Path) -> Path:
+    runs = tmp_path / "runs"
+    write_run(runs, 1, {"lr": 0.1, "seed": 1, "dataset": "digits", "optim": {"momentum": 0.9}}, {"validation.accuracy": [0.5, 0.7], "validation.loss": [1.0, 0.6]})
+    write_run(runs, 2, {"lr": 0.1, "seed": 2, "dataset": "digits", "optim": {"momentum": 0.9}}, {"validation.accuracy": [0.6, 0.9], "validation.loss": [0.9, 0.4]})
+    write_run(runs, 3, {"lr": 0.01, "seed": 1, "dataset": "digits", "optim": {"momentum": 0.5}}, {"validation.accuracy": [0.8, 0.6], "validation.loss": [0.3, 0.5]}, status="FAILED")
+    (runs / "_sources").mkdir()
+    (runs / "tensorboard").mkdir()
+    return runs
+
+
+def test_metric_goal_loss_min_accuracy_max_lr_unranked() -> None:
+    assert [metric_goal(n) for n in ("validation.loss", "train/val_loss", "test.error", "validation.accuracy", "f1", "lr")] == [
+        "min", "min", "min", "max", "max", None]
+
+
+def test_summarize_loss_best_is_minimum_accuracy_best_is_maximum() -> None:
+    loss = summarize("validation.loss", Series([10, 20, 30], [0.9, 0.3, 0.5]))
+    accuracy = summarize("validation.accuracy", Series([10, 20, 30], [0.4, 0.8, 0.7]))
+    assert (loss.best, loss.best_step, loss.last, loss.last_step, loss.count) == (0.3, 20, 0.5, 30, 3)
+    assert (accuracy.best, accuracy.best_step) == (0.8, 20)
+
+
+def test_summarize_lr_has_no_best_nan_ignored() -> None:
+    lr = summarize("lr", Series([1, 2, 3], [0.1, float("nan"), 0.01]))
+    assert lr.best is None and lr.last == 0.01 and lr.count == 2
+
+
+def test_load_runs_skips_sources_and_tensorboard_folders(three_runs: Path) -> None:
+    runs = load_runs(str(three_runs))
+    assert [r.id for r in runs] == [1, 2, 3]
+    assert runs[0].status == "COMPLETED" and runs[0].run_key == "key-1"
+    assert str(runs[0].duration) == "0:01:30.500000"
+
+
+def test_load_runs_missing_dir_raises(tmp_path: Path) -> None:
+    with pytest.raises(MLProjError, match="does not exist"):
+        load_runs(str(tmp_path / "nope"))
+
+
+def test_load_run_not_a_run_folder_raises(tmp_path: Path) -> None:
+    with pytest.raises(MLProjError, match="not a run folder"):
+        load_run(str(tmp_path))
+
+
+def test_run_git_from_info_git_with_dirty_mark(tmp_path: Path) -> None:
+    info = {"run_key": "k", "git": {"head": "0123456789abcdef", "branch": "main", "snapshot": None, "ref": None, "dirty": True}}
+    run = load_run(str(write_run(tmp_path, 1, {}, {}, info=info)))
+    assert run.git == "0123456*"
+
+
+def test_run_git_without_info_git_falls_back_to_sacred_repositories(tmp_path: Path) -> None:
+    assert load_run(str(write_run(tmp_path, 1, {}, {}, dirty=False))).git == "abcdef1"
+    assert load_run(str(write_run(tmp_path, 2, {}, {}, dirty=True))).git == "abcdef1*"
+
+
+def test_filter_runs_where_number_string_and_nested_key(three_runs: Path) -> None:
+    runs = load_runs(str(three_runs))
+    assert [r.id for r in filter_runs(runs, ["lr=0.1"])] == [1, 2]
+    assert [r.id for r in filter_runs(runs, ["dataset=digits", "optim.momentum=0.5"])] == [3]
+    assert [r.id for r in filter_runs(runs, status="failed")] == [3]
+
+
+def test_filter_runs_where_without_equals_raises(three_runs: Path) -> None:
+    with pytest.raises(MLProjError, match="not key=value"):
+        filter_runs(load_runs(str(three_runs)), ["lr"])
+
+
+def test_sort_runs_accuracy_descending_loss_ascending(three_runs: Path) -> None:
+    runs = load_runs(str(three_runs))
+    assert [r.id for r in sort_runs(runs, "validation.accuracy")] == [2, 3, 1]  # best 0.9, 0.8, 0.7
+    assert [r.id for r in sort_runs(runs, "validation.loss")] == [3, 2, 1]  # best 0.3, 0.4, 0.6
+    assert [r.id for r in sort_runs(runs, "lr")] == [3, 1, 2]  # a config key: ascending
+
+
+def test_sort_runs_unknown_key_raises(three_runs: Path) -> None:
+    with pytest.raises(MLProjError, match="no run has that metric"):
+        sort_runs(load_runs(str(three_runs)), "bleu")
+
+
+def test_differing_keys_only_keys_that_vary(three_runs: Path) -> None:
+    runs = load_runs(str(three_runs))
+    assert differing_keys(runs) == ["lr", "optim.momentum", "seed"]
+    assert differing_keys(runs[:2]) == ["seed"]
+
+
+def test_group_runs_by_seed_mean_and_std_of_best(three_runs: Path) -> None:
+    groups = group_runs(load_runs(str(three_runs)), "seed")
+    by_lr = {g.values["lr"]: g for g in groups}
+    assert [r.id for r in by_lr[0.1].runs] == [1, 2]
+    mean, std, n = by_lr[0.1].stats["validation.accuracy"]
+    assert (mean, n) == (pytest.approx(0.8), 2) and std == pytest.approx(0.1414, abs=1e-4)
+    assert by_lr[0.01].stats["validation.loss"] == (0.3, 0.0, 1)
+
+
+def test_group_runs_unknown_key_raises(three_runs: Path) -> None:
+    with pytest.raises(MLProjError, match="--group-by batch"):
+        group_runs(load_runs(str(three_runs)), "batch")
+
+
+def test_find_run_by_id_or_run_key_else_raises(three_runs: Path) -> None:
+    runs = load_runs(str(three_runs))
+    assert find_run(runs, "2").id == 2 and find_run(runs, "key-3").id == 3
+    with pytest.raises(MLProjError, match="no run '9'"):
+        find_run(runs, "9")
+
+
+def test_hide_password_replaces_user_and_password() -> None:
+    assert hide_password("mongodb://u:p%40ss@h1:27017,h2/db?authSource=admin") == "mongodb://***@h1:27017,h2/db?authSource=admin"
+    assert hide_password("mongodb://localhost:27017") == "mongodb://localhost:27017"

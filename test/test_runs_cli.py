@@ -1,0 +1,156 @@
+"""`mlproj runs/show/compare` on runs made by the real main.py, and the HParams summary they leave."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_main
+
+from mlproj.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three one-epoch digits runs: lr 0.001 with seeds 1 and 2, lr 0.003 with seed 1."""
+    runs = tmp_path_factory.mktemp("cli") / "runs"
+    for lr, seed in (("0.001", "1"), ("0.001", "2"), ("0.003", "1")):
+        result = run_main("with", "dataset=digits", "n_epochs=1", f"lr={lr}", f"seed={seed}", runs=runs)
+        assert result.returncode == 0, result.stderr
+    return runs
+
+
+def mlproj(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = cli_main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_runs_table_shows_differing_config_and_metrics(runs: Path, capsys) -> None:
+    code, out, _ = mlproj("runs", str(runs), capsys=capsys)
+    header, *rows = out.splitlines()
+    assert code == 0 and len(rows) == 3
+    assert header.split()[:6] == ["id", "name", "status", "start", "duration", "git"]
+    assert {"lr", "seed", "validation.accuracy", "best"} <= set(header.split())
+    assert "dataset" not in header.split()  # the same in every run
+
+
+def test_runs_all_config_shows_every_key(runs: Path, capsys) -> None:
+    _, out, _ = mlproj("runs", str(runs), "--all-config", "--format", "csv", capsys=capsys)
+    assert {"dataset", "batch_size", "lr", "seed"} <= set(out.splitlines()[0].split(","))
+
+
+def test_runs_csv_and_json_carry_the_recorded_values(runs: Path, capsys) -> None:
+    _, out_csv, _ = mlproj("runs", str(runs), "--format", "csv", capsys=capsys)
+    _, out_json, _ = mlproj("runs", str(runs), "--format", "json", capsys=capsys)
+    rows = list(csv.DictReader(io.StringIO(out_csv)))
+    records = json.loads(out_json)
+    metrics = json.loads((runs / "2" / "metrics.json").read_text())
+    assert records[1]["validation.accuracy best"] == max(metrics["validation.accuracy"]["values"])
+    assert records[1]["train.loss last"] == metrics["train.loss"]["values"][-1]
+    assert float(rows[1]["validation.accuracy best"]) == pytest.approx(records[1]["validation.accuracy best"])
+    assert [r["seed"] for r in records] == [1, 2, 1]
+
+
+def test_runs_markdown_and_html_have_a_row_per_run(runs: Path, capsys) -> None:
+    _, md, _ = mlproj("runs", str(runs), "--format", "markdown", capsys=capsys)
+    _, html, _ = mlproj("runs", str(runs), "--format", "html", capsys=capsys)
+    assert len([line for line in md.splitlines() if line.startswith("| ")]) == 4  # header + 3 runs
+    assert html.count("<tr>") == 4 and html.startswith("<table")
+
+
+def test_runs_where_status_last_and_sort(runs: Path, capsys) -> None:
+    def ids(*args: str) -> list[str]:
+        _, out, _ = mlproj("runs", str(runs), "--format", "csv", *args, capsys=capsys)
+        return [row["id"] for row in csv.DictReader(io.StringIO(out))]
+
+    assert ids("--where", "lr=0.001") == ["1", "2"]
+    assert ids("--where", "lr=0.001", "--where", "seed=2") == ["2"]
+    assert ids("--last", "2") == ["2", "3"]
+    losses = [json.loads((runs / i / "metrics.json").read_text())["validation.loss"]["values"][0] for i in "123"]
+    assert ids("--sort", "validation.loss") == [str(i + 1) for i in sorted(range(3), key=losses.__getitem__)]
+    _, out, _ = mlproj("runs", str(runs), "--status", "FAILED", capsys=capsys)
+    assert out.startswith("no runs in") and "match" in out
+
+
+def test_runs_missing_dir_one_line_error(tmp_path: Path, capsys) -> None:
+    code, _, err = mlproj("runs", str(tmp_path / "nope"), capsys=capsys)
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err
+
+
+def test_show_prints_config_git_metrics_artifacts_and_rerun(runs: Path, capsys) -> None:
+    code, out, _ = mlproj("show", "2", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 0 and out.startswith("run 2  mlproj  COMPLETED")
+    (rerun,) = [line for line in out.splitlines() if line.startswith("rerun:")]
+    assert rerun.split()[1:5] == ["python", "main.py", "train", "with"]
+    assert set(rerun.split()[5:]) == {"dataset=digits", "n_epochs=1", "lr=0.001", "seed=2"}
+    for section in ("config:", "metrics:", "artifacts:", "git:", "result:"):
+        assert section in out
+    assert "best.pt" in out and "validation.accuracy" in out
+    _, by_folder, _ = mlproj("show", str(runs / "2"), capsys=capsys)
+    assert by_folder == out
+
+
+def test_show_unknown_run_one_line_error(runs: Path, capsys) -> None:
+    code, _, err = mlproj("show", "99", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 1 and "no run '99'" in err and err.count("\n") == 1
+
+
+def test_compare_config_diff_and_group_by_seed_mean_std(runs: Path, capsys) -> None:
+    code, out, _ = mlproj("compare", "1", "2", "3", "--runs-dir", str(runs), "--group-by", "seed", capsys=capsys)
+    assert code == 0
+    assert "config that differs:" in out and "mean ± std over seed:" in out
+    group_lines = out.split("mean ± std over seed:")[1].strip().splitlines()[1:]
+    assert len(group_lines) == 2 and group_lines[0].split()[1:4] == ["1", "2", "2"]  # lr 0.001: runs 1 2, n=2
+
+
+def test_compare_plot_png_one_curve_per_run(runs: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    png = tmp_path / "curves.png"
+    code, out, _ = mlproj("compare", "1", "2", "3", "--runs-dir", str(runs), "--plot", str(png), "--metric", "train.loss", capsys=capsys)
+    assert code == 0 and "3 curves" in out
+    image = Image.open(png)
+    assert image.format == "PNG" and image.size[0] > 300
+    assert image.text["Description"].splitlines() == ["run 1, lr=0.001, seed=1", "run 2, lr=0.001, seed=2", "run 3, lr=0.003, seed=1"]
+
+
+def test_compare_plot_group_by_one_curve_per_group(runs: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    png = tmp_path / "groups.png"
+    mlproj("compare", "1", "2", "3", "--runs-dir", str(runs), "--group-by", "seed", "--plot", str(png), "--metric", "train.loss", capsys=capsys)
+    assert Image.open(png).text["Description"].splitlines() == ["lr=0.001 (n=2)", "lr=0.003 (n=1)"]
+
+
+def test_compare_plot_without_metric_one_line_error(runs: Path, capsys) -> None:
+    code, _, err = mlproj("compare", "1", "2", "--runs-dir", str(runs), "--plot", "x.png", capsys=capsys)
+    assert code == 1 and "--plot needs --metric" in err
+
+
+def test_hparams_summary_readable_by_tensorboard(runs: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    (run_tb,) = [p for p in (runs / "tensorboard").iterdir() if p.name.startswith("2_mlproj_")]
+    events = EventAccumulator(str(run_tb))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["lr"].number_value == 0.001 and start.hparams["dataset"].string_value == "digits"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} >= {"best/validation/accuracy", "best/train/loss"}
+    metrics = json.loads((runs / "2" / "metrics.json").read_text())
+    (best,) = events.Scalars("best/validation/accuracy")
+    assert best.value == pytest.approx(max(metrics["validation.accuracy"]["values"]))
+
+
+def test_mlproj_help_lists_runs_commands() -> None:
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
+    for command in ("runs", "show", "compare", "sync"):
+        assert command in result.stdout
