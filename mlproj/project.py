@@ -238,7 +238,7 @@ class MLProject:
             **self.model.training_state(),  # model, optimizers, schedulers, scaler
             "state": asdict(self.state),
             "config": json.loads(json.dumps(self.config, default=str)),
-            "run": {"id": self._run_id(), "key": self.run_key, "info": self._run_info("git")},
+            "run": {"id": self._run_id(), "key": self.run_key, "git": self._run_info("git")},
         }
 
     def save_checkpoint(self, best: bool = False) -> str:
