@@ -109,6 +109,11 @@ class MLProjExperiment(Experiment):
         except SacredError as err:
             print(f"error: {one_line_sacred_error(err)}", file=sys.stderr)
             sys.exit(1)
+        except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree
+            if not str(err).startswith(("EnforceClean", "No version control")):
+                raise
+            print(f"error: {' '.join(str(err).split())} Commit the changes, or run without --enforce_clean.", file=sys.stderr)
+            sys.exit(1)
 
 
 def _experiment_file_globals() -> dict[str, Any]:

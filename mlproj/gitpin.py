@@ -28,7 +28,8 @@ class GitError(Exception):
     """A git command failed (or git is missing); the message says which and why."""
 
 
-def _git(args: list[str], cwd: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+def run_git(args: list[str], cwd: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    """`git ARGS` in `cwd`: its stripped stdout ("" on failure when not `check`); GitError otherwise."""
     try:
         result = subprocess.run(
             ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
@@ -40,14 +41,6 @@ def _git(args: list[str], cwd: str, env: dict[str, str] | None = None, check: bo
     if check and result.returncode != 0:
         raise GitError(f"`git {' '.join(args)}` failed: {result.stderr.strip() or result.returncode}")
     return result.stdout.strip() if result.returncode == 0 else ""
-
-
-def repo_root(path: str) -> str | None:
-    """The top folder of the Git work tree holding `path`, or None outside one (or without git)."""
-    try:
-        return _git(["rev-parse", "--show-toplevel"], cwd=path, check=True) or None
-    except GitError:
-        return None
 
 
 def pin_working_tree(path: str, run_key: str) -> dict[str, Any]:
@@ -65,10 +58,10 @@ def pin_working_tree(path: str, run_key: str) -> dict[str, Any]:
     Raises:
         GitError: when `path` is not in a Git work tree, git is missing, or a git command fails.
     """
-    root = _git(["rev-parse", "--show-toplevel"], cwd=path)
-    git_dir, real_index = _git(["rev-parse", "--absolute-git-dir", "--git-path", "index"], cwd=root).splitlines()
-    head = _git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], cwd=root, check=False) or None
-    branch = _git(["symbolic-ref", "-q", "--short", "HEAD"], cwd=root, check=False) or None
+    root = run_git(["rev-parse", "--show-toplevel"], cwd=path)
+    git_dir, real_index = run_git(["rev-parse", "--absolute-git-dir", "--git-path", "index"], cwd=root).splitlines()
+    head = run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], cwd=root, check=False) or None
+    branch = run_git(["symbolic-ref", "-q", "--short", "HEAD"], cwd=root, check=False) or None
     real_index = os.path.join(root, real_index)
 
     # A copy of the real index, so `git add` re-hashes only files whose stat changed (fast), and
@@ -81,24 +74,24 @@ def pin_working_tree(path: str, run_key: str) -> dict[str, Any]:
         else:
             os.unlink(tmp_index)  # git makes a fresh index where none exists
         env = {**os.environ, "GIT_INDEX_FILE": tmp_index, **_identity_env(root)}
-        _git(["add", "--all", "--", ":/"], cwd=root, env=env)
-        tree = _git(["write-tree"], cwd=root, env=env)
+        run_git(["add", "--all", "--", ":/"], cwd=root, env=env)
+        tree = run_git(["write-tree"], cwd=root, env=env)
         message = f"mlproj run {run_key}\n\nThe working tree as it was when the run started."
         parents = ["-p", head] if head else []
-        snapshot = _git(["commit-tree", tree, *parents, "-m", message], cwd=root, env=env)
+        snapshot = run_git(["commit-tree", tree, *parents, "-m", message], cwd=root, env=env)
     finally:
         for leftover in (tmp_index, tmp_index + ".lock"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
     ref = REF_PREFIX + run_key
-    _git(["update-ref", ref, snapshot], cwd=root)
-    dirty = head is None or _git(["rev-parse", f"{head}^{{tree}}"], cwd=root) != tree
+    run_git(["update-ref", ref, snapshot], cwd=root)
+    dirty = head is None or run_git(["rev-parse", f"{head}^{{tree}}"], cwd=root) != tree
     return {"head": head, "branch": branch, "snapshot": snapshot, "ref": ref, "dirty": dirty}
 
 
 def _identity_env(root: str) -> dict[str, str]:
     """Author/committer variables for `commit-tree` where the user configured no identity."""
-    configured = _git(["config", "--get-regexp", r"^user\.(name|email)$"], cwd=root, check=False)
+    configured = run_git(["config", "--get-regexp", r"^user\.(name|email)$"], cwd=root, check=False)
     have = {line.split(" ", 1)[0].split(".", 1)[1] for line in configured.splitlines() if " " in line}
     env = {}
     for field, value in _FALLBACK_IDENTITY.items():

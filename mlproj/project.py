@@ -210,12 +210,13 @@ class MLProject:
             return {}
         loader = self.dataset_factory.validation_loader() if split == "validation" else self.dataset_factory.test_loader()
         meter = MeanMetrics()
+        was_training = self.model.training  # a loaded run (load_run) stays in eval mode
         self.model.eval()
         with torch.no_grad():
             for batch in loader:
                 batch = self._to_device(batch)
                 meter.add(self.model.test_batch(batch), _batch_size(batch))
-        self.model.train()
+        self.model.train(was_training)
         metrics = meter.compute()
         self.tracker.log_scalars(split, metrics, self.state.global_step)
         return {f"{split}.{name}": value for name, value in metrics.items()}
