@@ -22,6 +22,7 @@ _EXPORTS = {
     "DatasetFactory": "mlproj.data",
     "register_dataset": "mlproj.data",
     "create_experiment": "mlproj.experiment",
+    "load_run": "mlproj.loading",
 }
 
 __all__ = ["MLProjError", "__version__", *_EXPORTS]

@@ -18,6 +18,7 @@ from mlproj.errors import MLProjError
 COMMAND_MODULES = [
     "mlproj.datasets_cli",
     "mlproj.runs_cli",
+    "mlproj.reproduce_cli",
 ]
 
 

@@ -27,6 +27,7 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "prefix": ("", "prepended to every metric name (e.g. `mnist.`)"),
     "resume": (None, "continue from a run folder, a run id in the runs dir, or a checkpoint path"),
     "deterministic": (False, "use torch's deterministic algorithms"),
+    "git_pin": (True, "commit the working tree under refs/mlproj/runs/<run key> at run start"),
 }
 
 
@@ -95,7 +96,7 @@ def validate_config(config: dict[str, Any]) -> None:
             raise _fail("val_fraction", vf, "a number in [0, 1), e.g. val_fraction=0.1")
     if "optimizer" in config and config["optimizer"] not in ("adam", "sgd"):
         raise _fail("optimizer", config["optimizer"], "'adam' or 'sgd'")
-    for key in ("download", "verify_checksums", "deterministic"):
+    for key in ("download", "verify_checksums", "deterministic", "git_pin"):
         if key in config and not isinstance(config[key], bool):
             raise _fail(key, config[key], "True or False")
     for key in ("data_dir",):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import time
@@ -32,6 +33,8 @@ from mlproj.observers import RunFolderObserver, mongo_observer  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
+# Set by `mlproj reproduce` for the run it starts: the run being reproduced, as JSON.
+REPRODUCES_ENV = "MLPROJ_REPRODUCES"
 
 
 class MLProjExperiment(Experiment):
@@ -89,6 +92,7 @@ class MLProjExperiment(Experiment):
             load_checkpoint(resolve_checkpoint(run.config["resume"], runs_root))
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if not run.unobserved:
+            record_provenance(run, self.base_dir)
             attach_observers(run)
         return run
 
@@ -119,6 +123,11 @@ class MLProjExperiment(Experiment):
         except SacredError as err:
             print(f"error: {one_line_sacred_error(err)}", file=sys.stderr)
             sys.exit(1)
+        except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree
+            if not str(err).startswith(("EnforceClean", "No version control")):
+                raise
+            print(f"error: {' '.join(str(err).split())} Commit the changes, or run without --enforce_clean.", file=sys.stderr)
+            sys.exit(1)
 
 
 def _experiment_file_globals() -> dict[str, Any]:
@@ -144,6 +153,19 @@ def one_line_sacred_error(err: SacredError) -> str:
             f"or use one of the named configs {available.strip('()').replace(chr(39), '')}."
         )
     return " ".join(str(err).split()) + " (see `./main.py print_config` and `./main.py --help`)"
+
+
+def record_provenance(run: Any, source_dir: str) -> None:
+    """Where the run came from: the pinned working tree (`git`), the folder it was started in
+    (`cwd`, against which relative paths in its config resolve) and, for `mlproj reproduce`, the
+    run it reproduces."""
+    run.info["cwd"] = os.getcwd()
+    if run.config.get("git_pin", True):
+        from mlproj.gitpin import pin_or_warn
+
+        run.info["git"] = pin_or_warn(source_dir, run.info["run_key"])
+    if os.environ.get(REPRODUCES_ENV):
+        run.info["reproduces"] = json.loads(os.environ[REPRODUCES_ENV])
 
 
 def attach_observers(run: Any) -> None:

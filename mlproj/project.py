@@ -214,12 +214,13 @@ class MLProject:
             return {}
         loader = self.dataset_factory.validation_loader() if split == "validation" else self.dataset_factory.test_loader()
         meter = MeanMetrics()
+        was_training = self.model.training  # a loaded run (load_run) stays in eval mode
         self.model.eval()
         with torch.no_grad():
             for batch in loader:
                 batch = self._to_device(batch)
                 meter.add(self.model.test_batch(batch), _batch_size(batch))
-        self.model.train()
+        self.model.train(was_training)
         metrics = meter.compute()
         self.tracker.log_scalars(split, metrics, self.state.global_step)
         return {f"{split}.{name}": value for name, value in metrics.items()}
@@ -242,7 +243,7 @@ class MLProject:
             **self.model.training_state(),  # model, optimizers, schedulers, scaler
             "state": asdict(self.state),
             "config": json.loads(json.dumps(self.config, default=str)),
-            "run": {"id": self._run_id(), "key": self.run_key, "info": self._run_info("git")},
+            "run": {"id": self._run_id(), "key": self.run_key, "git": self._run_info("git")},
         }
 
     def save_checkpoint(self, best: bool = False) -> str:

@@ -81,6 +81,10 @@ def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def run_main(*args: str, runs: Path, cwd: Path = ROOT, env: dict | None = None, main: Path | None = None,
              timeout: int = 300) -> subprocess.CompletedProcess:
     """Run main.py as a user would, recording into `runs`."""
+    if main is None and "with" in args and not any(arg.startswith("git_pin=") for arg in args):
+        # The project's own main.py must not leave refs/mlproj/runs/* in the developer's repository.
+        at = args.index("with") + 1
+        args = (*args[:at], "git_pin=False", *args[at:])
     full_env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1", **(env or {})}
     if "MONGODB_URI" not in (env or {}):
         full_env.pop("MONGODB_URI", None)  # a developer's own database stays out of the tests

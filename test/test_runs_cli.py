@@ -88,7 +88,8 @@ def test_show_prints_config_git_metrics_artifacts_and_rerun(runs: Path, capsys) 
     assert code == 0 and out.startswith("run 2  mlproj  COMPLETED")
     (rerun,) = [line for line in out.splitlines() if line.startswith("rerun:")]
     assert rerun.split()[1:5] == ["python", "main.py", "train", "with"]
-    assert set(rerun.split()[5:]) == {"dataset=digits", "n_epochs=1", "lr=0.001", "seed=2"}
+    # run_main adds git_pin=False so the suite leaves no refs in the developer's repo.
+    assert set(rerun.split()[5:]) == {"dataset=digits", "n_epochs=1", "lr=0.001", "seed=2", "git_pin=False"}
     for section in ("config:", "metrics:", "artifacts:", "git:", "result:"):
         assert section in out
     assert "best.pt" in out and "validation.accuracy" in out

@@ -143,4 +143,8 @@ class DatasetFactory:
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # Each `iter(loader)` draws the workers' base seed from this generator; without one it
+            # would draw from torch's global RNG, so a run resumed mid-epoch (one extra `iter`)
+            # would continue with a shifted global RNG (dropout masks, augmentations).
+            generator=torch.Generator().manual_seed(self.seed),
         )

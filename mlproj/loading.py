@@ -1,0 +1,142 @@
+"""`load_run`: a recorded run back as a ready project, from its run folder alone.
+
+    project = mlproj.load_run("runs/3")          # best.pt, in eval mode
+    logits = project.model(images)                # inference
+    project.evaluate("validation")                # the recorded validation metric again
+
+The project is built from what the run recorded: its config (`config.json`) and its main file
+(`run.json`'s `experiment.base_dir` + `mainfile`). The main file names its project class with a
+module-level `Project` (an `MLProject` subclass); without one, `MLProject` is used. The caller
+imports no model code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import warnings
+from typing import Any
+
+from mlproj.config import runs_dir
+from mlproj.errors import MLProjError
+
+# The module-level name in a main file that load_run builds (default: MLProject).
+PROJECT_CLASS_NAME = "Project"
+
+
+def find_run_dir(run: str | int | os.PathLike) -> str:
+    """The folder of `run`: a run folder path, or a run id in the runs dir (`$MLPROJ_RUNS_DIR`)."""
+    target = os.fspath(run) if not isinstance(run, int) else str(run)
+    for candidate in (target, os.path.join(runs_dir(), target)):
+        if os.path.isfile(os.path.join(candidate, "config.json")):
+            return os.path.abspath(candidate)
+    raise MLProjError(
+        f"run {target!r} not found: pass a run folder holding config.json (e.g. runs/3) or a run id "
+        f"in {os.path.abspath(runs_dir())}."
+    )
+
+
+def read_record(run_dir: str, name: str) -> dict[str, Any]:
+    """One JSON file of a run folder (`config.json`, `run.json`, `info.json`); {} when absent."""
+    path = os.path.join(run_dir, name)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise MLProjError(f"{path} is unreadable ({err}): the run folder is damaged.") from None
+
+
+def load_run(
+    run: str | int | os.PathLike,
+    checkpoint: str = "best",
+    device: str = "auto",
+    **overrides: Any,
+) -> Any:
+    """The project of a recorded run, its model loaded from `checkpoint` and in eval mode.
+
+    Args:
+        run: a run folder (e.g. `"runs/3"`, from any directory) or a run id in the runs dir.
+        checkpoint: `"best"`, `"last"`, or the path of a checkpoint file.
+        device: where the model goes (`auto`, `cpu`, `cuda:N`).
+        **overrides: config keys to change, e.g. `data_dir="/data"` when the data moved.
+
+    Returns:
+        The `MLProject` (or the main file's `Project`): `.model(x)` is inference, `.dataset_factory`
+        holds the data, `.evaluate(split)` evaluates.
+
+    Raises:
+        MLProjError: when the run, its checkpoint or its data cannot be found.
+
+    Example:
+        >>> project = load_run("runs/3")
+        >>> project.model(torch.zeros(1, 1, 8, 8)).argmax(1)
+    """
+    run_dir = find_run_dir(run)
+    config = read_record(run_dir, "config.json")
+    info = read_record(run_dir, "info.json")
+    experiment = read_record(run_dir, "run.json").get("experiment", {})
+    config = {**config, "resume": None, "tensorboard_dir": None, "device": device}
+    # Relative paths in the config meant the folder the run was started in.
+    if info.get("cwd") and isinstance(config.get("data_dir"), str) and not os.path.isabs(config["data_dir"]):
+        config["data_dir"] = os.path.join(info["cwd"], config["data_dir"])
+    config.update(overrides)
+    path = _checkpoint_path(run_dir, checkpoint)
+    project = _project_class(experiment)(config)
+    project.load_checkpoint(path)
+    project.model.eval()
+    return project
+
+
+def _checkpoint_path(run_dir: str, checkpoint: str) -> str:
+    if checkpoint in ("best", "last"):
+        path = os.path.join(run_dir, f"{checkpoint}.pt")
+        if not os.path.isfile(path):
+            hint = " (a run without a validation or test set keeps only last.pt)" if checkpoint == "best" else ""
+            raise MLProjError(f"run {run_dir} has no {checkpoint}.pt{hint}: pass checkpoint='last' or a .pt path.")
+        return path
+    if not os.path.isfile(checkpoint):
+        raise MLProjError(f"checkpoint {checkpoint!r} does not exist: pass 'best', 'last' or the path of a .pt file.")
+    return checkpoint
+
+
+def _project_class(experiment: dict[str, Any]) -> type:
+    from mlproj.project import MLProject
+
+    base_dir, mainfile = experiment.get("base_dir"), experiment.get("mainfile")
+    main_path = os.path.join(base_dir, mainfile) if base_dir and mainfile else None
+    if main_path is None or not os.path.isfile(main_path):
+        warnings.warn(f"main file {main_path} of the run is gone: building an MLProject.", stacklevel=3)
+        return MLProject
+    module = _import_main_file(main_path)
+    project_class = getattr(module, PROJECT_CLASS_NAME, MLProject)
+    if not (isinstance(project_class, type) and issubclass(project_class, MLProject)):
+        raise MLProjError(
+            f"{main_path} defines {PROJECT_CLASS_NAME} = {project_class!r}, not an MLProject subclass: "
+            f"make {PROJECT_CLASS_NAME} the project class, or rename it."
+        )
+    return project_class
+
+
+def _import_main_file(path: str) -> Any:
+    """Import a main file as its own module (once per path); its folder joins sys.path so its
+    own imports resolve, at the end so it shadows nothing already importable."""
+    name = "mlproj_main_" + hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.append(folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module

@@ -1,0 +1,95 @@
+"""Checkpoint files: atomic writes, and a safe loader that names the file it refuses."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint
+from mlproj.errors import MLProjError
+
+
+def small_checkpoint() -> dict:
+    return {"format": FORMAT, "model": {"w": torch.arange(6.0).reshape(2, 3)}, "state": {"epoch": 1}, "run": {"git": None}}
+
+
+def test_atomic_save_roundtrip_loads_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_save(small_checkpoint(), path)
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], torch.arange(6.0).reshape(2, 3))
+    assert loaded["state"] == {"epoch": 1} and loaded["run"] == {"git": None}
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
+
+
+def test_atomic_save_failure_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_save(small_checkpoint(), path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for an unpicklable object
+        atomic_save({"format": FORMAT, "bad": lambda: None}, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_load_checkpoint_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(MLProjError, match=r"nowhere\.pt does not exist"):
+        load_checkpoint(tmp_path / "nowhere.pt")
+
+
+def test_load_checkpoint_truncated_file_raises_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_save(small_checkpoint(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MLProjError, match=rf"checkpoint {path} is truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_load_checkpoint_garbage_file_raises(tmp_path: Path) -> None:
+    path = tmp_path / "best.pt"
+    path.write_text("not a checkpoint at all\n")
+    with pytest.raises(MLProjError, match=rf"checkpoint {path} (is truncated or corrupt|was refused)"):
+        load_checkpoint(path)
+
+
+def test_load_checkpoint_foreign_torch_file_raises(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, path)  # a plain state dict from somewhere else
+    with pytest.raises(MLProjError, match=rf"checkpoint {path} is not an mlproj checkpoint"):
+        load_checkpoint(path)
+
+
+class RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_load_checkpoint_code_running_pickle_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "last.pt"
+    torch.save({"format": FORMAT, "payload": RunsCode(marker)}, path)
+    with pytest.raises(MLProjError, match=rf"checkpoint {path} was refused by the safe loader"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # The same file unpickled unsafely would have run the code: the test's payload is real.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_load_checkpoint_raw_pickle_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "old.pt"
+    path.write_bytes(pickle.dumps(RunsCode(marker)))  # the legacy (non-zip) format
+    with pytest.raises(MLProjError, match=rf"checkpoint {path}"):
+        load_checkpoint(path)
+    assert not marker.exists()

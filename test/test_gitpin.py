@@ -1,0 +1,159 @@
+"""Git pinning: each run's working tree committed under refs/mlproj/runs/<key>, the repo untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import ROOT, run_main
+
+from mlproj.experiment import record_provenance
+from mlproj.gitpin import GitError, pin_or_warn, pin_working_tree
+
+EDIT = "# an uncommitted edit\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def copy_project(target: Path) -> Path:
+    """A copy of the project (main.py, mlproj/, .gitignore) in `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "main.py", target / "main.py")
+    shutil.copy2(ROOT / ".gitignore", target / ".gitignore")
+    shutil.copytree(ROOT / "mlproj", target / "mlproj", ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def make_project_repo(target: Path) -> Path:
+    """The project committed in a new repo on branch main, then an uncommitted edit to main.py,
+    an untracked file and an ignored one."""
+    repo = copy_project(target)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "the project")
+    with open(repo / "main.py", "a") as f:
+        f.write(EDIT)
+    (repo / "untracked.txt").write_text("not yet added\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "ignored.txt").write_text("ignored by .gitignore\n")
+    return repo
+
+
+def repo_state(repo: Path) -> dict:
+    index = repo / ".git" / "index"
+    return {
+        "head": git(repo, "rev-parse", "HEAD"),
+        "symbolic": git(repo, "symbolic-ref", "HEAD"),
+        "index": (index.read_bytes(), index.stat().st_mtime_ns),
+        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
+        "branches": git(repo, "for-each-ref", "refs/heads", "refs/tags"),
+        "stash": git(repo, "stash", "list"),
+        "main.py": (repo / "main.py").read_text(),
+    }
+
+
+@pytest.fixture(scope="module")
+def pinned_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    base = tmp_path_factory.mktemp("pin")
+    repo = make_project_repo(base / "repo")
+    before = repo_state(repo)
+    result = run_main("with", "dataset=digits", "n_global_iterations=3", "tensorboard_dir=None", "seed=5",
+                      runs=base / "runs", cwd=repo, main=repo / "main.py")
+    assert result.returncode == 0, result.stderr
+    return repo, base / "runs" / "1", before
+
+
+def test_gitpin_run_ref_holds_edit_and_untracked_file(pinned_run: tuple[Path, Path, dict]) -> None:
+    repo, run, _ = pinned_run
+    pin = json.loads((run / "info.json").read_text())["git"]
+    run_key = json.loads((run / "info.json").read_text())["run_key"]
+    assert pin["ref"] == f"refs/mlproj/runs/{run_key}"
+    assert git(repo, "rev-parse", pin["ref"]) == pin["snapshot"]
+    assert git(repo, "show", f"{pin['ref']}:main.py").endswith(EDIT.strip())
+    assert git(repo, "show", f"{pin['ref']}:untracked.txt") == "not yet added"
+    files = git(repo, "ls-tree", "-r", "--name-only", pin["ref"]).splitlines()
+    assert "build/ignored.txt" not in files and "mlproj/project.py" in files
+    assert git(repo, "rev-parse", f"{pin['ref']}^") == pin["head"]  # HEAD is the snapshot's parent
+    assert pin["branch"] == "main" and pin["dirty"] is True
+
+
+def test_gitpin_run_leaves_head_index_status_branches_and_stash_alone(pinned_run: tuple[Path, Path, dict]) -> None:
+    repo, run, before = pinned_run
+    assert repo_state(repo) == before
+    assert json.loads((run / "info.json").read_text())["git"]["head"] == before["head"]
+
+
+def test_gitpin_checkpoint_records_the_pin(pinned_run: tuple[Path, Path, dict]) -> None:
+    _, run, _ = pinned_run
+    checkpoint = torch.load(run / "last.pt", weights_only=True)
+    assert checkpoint["run"]["git"] == json.loads((run / "info.json").read_text())["git"]
+
+
+def test_gitpin_clean_tree_not_dirty_and_each_run_its_own_ref(tmp_path: Path) -> None:
+    repo = copy_project(tmp_path / "repo")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "init")
+    first = pin_working_tree(str(repo / "mlproj"), "run-a")
+    second = pin_working_tree(str(repo), "run-b")
+    assert first["dirty"] is False and second["dirty"] is False
+    assert git(repo, "rev-parse", f"{first['snapshot']}^{{tree}}") == git(repo, "rev-parse", "HEAD^{tree}")
+    assert git(repo, "for-each-ref", "--format=%(refname)", "refs/mlproj").splitlines() == [
+        "refs/mlproj/runs/run-a", "refs/mlproj/runs/run-b"]
+
+
+def test_gitpin_repo_without_commits_pins_with_no_parent(tmp_path: Path) -> None:
+    repo = tmp_path / "fresh"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "train.py").write_text("print('hi')\n")
+    pin = pin_working_tree(str(repo), "first")
+    assert pin["head"] is None and pin["dirty"] is True
+    assert git(repo, "show", f"{pin['ref']}:train.py") == "print('hi')"
+    assert git(repo, "status", "--porcelain") == "?? train.py"
+
+
+def test_gitpin_outside_repo_warns_once_and_returns_none(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="not inside a Git repository") as caught:
+        assert pin_or_warn(str(tmp_path), "k") is None
+    assert len(caught) == 1
+
+
+def test_gitpin_without_git_warns_and_returns_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable anywhere on PATH
+    with pytest.raises(GitError, match="git is not installed"):
+        pin_working_tree(str(tmp_path), "k")
+    with pytest.warns(UserWarning, match="git is not installed"):
+        assert pin_or_warn(str(tmp_path), "k") is None
+
+
+def test_gitpin_config_false_records_no_pin(tmp_path: Path) -> None:
+    run = SimpleNamespace(info={"run_key": "k"}, config={"git_pin": False})  # a stand-in for a Sacred run
+    record_provenance(run, str(tmp_path))
+    assert "git" not in run.info and run.info["cwd"]
+
+
+def test_main_outside_repo_completes_with_git_none(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")  # no `git init`: /tmp is in no repository
+    result = run_main("with", "dataset=digits", "n_global_iterations=2", "tensorboard_dir=None",
+                      runs=tmp_path / "runs", cwd=project, main=project / "main.py")
+    assert result.returncode == 0, result.stderr
+    assert "source not pinned (not inside a Git repository)" in result.stderr
+    assert json.loads((tmp_path / "runs" / "1" / "run.json").read_text())["status"] == "COMPLETED"
+    assert json.loads((tmp_path / "runs" / "1" / "info.json").read_text())["git"] is None
+
+
+def test_main_enforce_clean_refuses_dirty_repo_before_pinning(tmp_path: Path) -> None:
+    repo = make_project_repo(tmp_path / "repo")
+    result = run_main("--enforce_clean", "with", "dataset=digits", "n_global_iterations=2",
+                      runs=tmp_path / "runs", cwd=repo, main=repo / "main.py")
+    assert result.returncode == 1
+    assert "EnforceClean: Uncommited changes" in result.stderr and "Traceback" not in result.stderr
+    assert git(repo, "for-each-ref", "refs/mlproj") == ""
+    assert not (tmp_path / "runs" / "1").exists()

@@ -1,0 +1,144 @@
+"""Resuming: a run stopped and resumed ends bit-identical to one that never stopped (CPU, deterministic).
+
+The in-process tests drive `MLProject` directly on digits; the SIGINT test runs main.py as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import ROOT
+from torch import nn
+
+from mlproj.errors import MLProjError
+from mlproj.model import ClassificationModel
+from mlproj.project import MLProject
+
+
+class DropoutProject(MLProject):
+    """A net with dropout, so training draws from torch's global RNG at every step: resuming is
+    exact only if that RNG's state is saved and restored at exactly the saved step."""
+
+    @staticmethod
+    def get_model(config: dict[str, Any]) -> ClassificationModel:
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 10))
+        return ClassificationModel(net, torch.optim.Adam(net.parameters(), lr=1e-2), nn.CrossEntropyLoss())
+
+
+class KeepEverySave(DropoutProject):
+    """Also keeps a copy of each last.pt it writes (`step<N>.pt`), to resume from any save point."""
+
+    def save_checkpoint(self, best: bool = False) -> str:
+        path = super().save_checkpoint(best)
+        shutil.copyfile(path, os.path.join(self.checkpoint_dir, f"step{self.state.global_step}.pt"))
+        return path
+
+
+def digits_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "dataset": "digits", "model": "lenet", "batch_size": 64, "lr": 1e-3, "val_fraction": 0.1,
+        "seed": 3, "deterministic": True, "device": "cpu", "n_epochs": 2, "tensorboard_dir": None,
+        "model_dir": str(tmp_path / "checkpoints"), **overrides,
+    }
+
+
+def assert_same_training_state(a: MLProject, b: MLProject) -> None:
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(x, y), f"weights {name} differ"
+    state_a, state_b = a.model.optimizers[0].state_dict()["state"], b.model.optimizers[0].state_dict()["state"]
+    for key in state_a:
+        for field in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(state_a[key][field], state_b[key][field]), f"optimizer {key}.{field} differs"
+    assert (a.state.epoch, a.state.global_step, a.state.best_score) == (b.state.epoch, b.state.global_step, b.state.best_score)
+
+
+def test_resume_at_epoch_end_is_bit_identical(tmp_path: Path) -> None:
+    straight = MLProject(digits_config(tmp_path))
+    straight.train()
+
+    first = MLProject(digits_config(tmp_path, n_epochs=1))
+    first.train()
+    resumed = MLProject(digits_config(tmp_path, resume=first.checkpoint_dir))
+    assert resumed.state.epoch == 1 and resumed.state.epoch_step == 0
+    resumed.train()
+
+    assert_same_training_state(straight, resumed)
+
+
+def test_resume_mid_epoch_at_save_point_is_bit_identical(tmp_path: Path) -> None:
+    straight = KeepEverySave(digits_config(tmp_path, save_iterations=5))
+    straight.train()
+    steps_per_epoch = len(straight.dataset_factory.train_loader())
+    assert 5 % steps_per_epoch != 0  # step 5 is inside the first epoch
+
+    resumed = DropoutProject(digits_config(tmp_path, resume=os.path.join(straight.checkpoint_dir, "step5.pt")))
+    assert (resumed.state.epoch, resumed.state.epoch_step, resumed.state.global_step) == (0, 5, 5)
+    resumed.train()
+
+    assert_same_training_state(straight, resumed)
+
+
+def test_resume_mid_epoch_continues_the_epochs_data_order(tmp_path: Path) -> None:
+    project = MLProject(digits_config(tmp_path))
+    loader = project.dataset_factory.train_loader()
+    project.dataset_factory.set_epoch(1)
+    whole = torch.cat([inputs for inputs, _ in loader])
+    project.dataset_factory.set_epoch(1, start_batch=3)
+    rest = torch.cat([inputs for inputs, _ in loader])
+    assert torch.equal(whole[3 * 64 :], rest)
+    project.dataset_factory.set_epoch(2)
+    assert not torch.equal(torch.cat([inputs for inputs, _ in loader]), whole)  # each epoch its own order
+
+
+def test_resume_unknown_target_raises(tmp_path: Path) -> None:
+    with pytest.raises(MLProjError, match="names no checkpoint"):
+        MLProject(digits_config(tmp_path, resume=str(tmp_path / "nowhere")))
+
+
+def test_main_sigint_writes_last_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
+    env.pop("MONGODB_URI", None)
+    common = ["dataset=digits", "seed=3", "deterministic=True", "device=cpu", "model=mlp", "git_pin=False", "tensorboard_dir=None"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "with", *common, "n_epochs=1000"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (runs / "1" / "last.pt").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)  # interrupt once training is under way (epoch 1 written)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "SIGINT: saved" in out and "resume=" in out
+    assert json.loads((runs / "1" / "run.json").read_text())["status"] == "INTERRUPTED"
+    stopped = torch.load(runs / "1" / "last.pt", weights_only=True)["state"]
+    assert stopped["global_step"] > 0
+
+    n_epochs = stopped["epoch"] + 1
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "with", *common, f"n_epochs={n_epochs}", f"resume={runs / '1'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((runs / "2" / "run.json").read_text())["status"] == "COMPLETED"
+    resumed_from = json.loads((runs / "2" / "info.json").read_text())["resumed_from"]
+    assert str(resumed_from["run_id"]) == "1" and resumed_from["global_step"] == stopped["global_step"]
+
+    # The same config trained without a stop (in this process) ends with the same weights.
+    straight = MLProject(digits_config(tmp_path, model="mlp", n_epochs=n_epochs))
+    straight.train()
+    resumed = torch.load(runs / "2" / "last.pt", weights_only=True)
+    assert resumed["state"]["global_step"] == straight.state.global_step
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(resumed["model"][name], value), f"weights {name} differ"
