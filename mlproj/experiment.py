@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import time
@@ -82,6 +83,8 @@ class MLProjExperiment(Experiment):
 
             load_checkpoint(run.config["checkpoint"])  # a bad path fails here, before a run is recorded
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
+            run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
         if not run.unobserved:
             attach_observers(run)
         return run
