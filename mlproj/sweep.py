@@ -249,7 +249,7 @@ def effective_configs(spec: SweepSpec, trials: list[Trial]) -> None:
 def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None:
     from sacred.initialize import create_run
     from sacred.serializer import flatten
-    from sacred.utils import SacredError, set_by_dotted_path
+    from sacred.utils import ConfigAddedError, SacredError, set_by_dotted_path
 
     from mlproj.config import validate_config
     from mlproj.experiment import one_line_sacred_error
@@ -260,6 +260,11 @@ def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None
             set_by_dotted_path(updates, key, value)
         try:
             run = create_run(experiment, experiment.default_command, config_updates=updates, named_configs=spec.named_configs)
+        except ConfigAddedError as err:
+            keys = ", ".join(sorted(err.__conflicting_configs__))
+            raise MLProjError(
+                f"unknown config key {keys}: check the spelling; `python {spec.script} print_config` lists every key"
+            ) from None
         except SacredError as err:
             raise MLProjError(one_line_sacred_error(err)) from None
         trial.config = json.loads(json.dumps(flatten(run.config)))
