@@ -394,6 +394,7 @@ def run_trials(
     sweep: dict[str, Any],
     on_start: Callable[[Trial, str | None], None],
     on_end: Callable[[TrialOutcome], None],
+    extra_env: dict[str, str] | None = None,
 ) -> list[TrialOutcome]:
     """Run `trials`, at most `jobs` processes at a time, each on a device from `pool`.
 
@@ -408,7 +409,8 @@ def run_trials(
             while pending and len(running) < jobs and pool.available():
                 trial, device = pending.popleft(), pool.acquire()
                 log = os.path.join(log_dir, f"trial-{trial.index}.log")
-                env = {**os.environ, SWEEP_ENV: json.dumps({**sweep, "trial": trial.index}), "PYTHONUNBUFFERED": "1"}
+                env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+                env[SWEEP_ENV] = json.dumps({**sweep, "trial": trial.index})
                 with open(log, "w") as out:  # the child keeps its own handle
                     # A session of its own: a Ctrl-C reaches the sweep only, which forwards it once.
                     process = subprocess.Popen(

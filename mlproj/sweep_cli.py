@@ -102,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: --jobs {jobs} but only {concurrency} GPU slot(s): list a GPU twice in --devices to share it")
     keys = list(dict.fromkeys(key for trial in trials for key in trial.params))  # the summary's columns
     progress = _Progress(len(todo))
+    # J processes that each start one thread per core would fight over the cores: share them out.
+    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // concurrency))}
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         outcomes = run_trials(todo, command, jobs, pool, os.path.join(runs, "_sweeps", name),
-                              {"name": name, "of": len(trials)}, progress.started, progress.ended)
+                              {"name": name, "of": len(trials)}, progress.started, progress.ended, threads)
     except KeyboardInterrupt:
         print(f"sweep {name} interrupted: run the same command again to finish the missing trials", flush=True)
         _print_summary(runs, name, keys, args.minimize)
@@ -188,7 +190,7 @@ def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> Non
     header = ["run", "trial", "status", "result", *keys]
     rows = [header]
     for r in scored + rest:
-        result = f"{r.result:.4g}" if isinstance(r.result, float) else "-" if r.result is None else str(r.result)
+        result = "-" if r.result is None else render(float(f"{r.result:.4g}") if isinstance(r.result, float) else r.result)
         values = [render(get_by_dotted_path(r.config, key)) for key in keys]
         rows.append([str(r.id), str(r.trial or "-"), r.status, result, *values])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
