@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(len(todo))
     # J processes that each start one thread per core would fight over the cores: share them out.
     threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // concurrency))}
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    # SIGTERM (kill, timeout, a scheduler) stops the sweep as Ctrl-C does; SIGINT is handled even when
+    # the shell started us ignoring it (a background job), so the trials do not inherit "ignore".
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         outcomes = run_trials(todo, command, jobs, pool, os.path.join(runs, "_sweeps", name),
                               {"name": name, "of": len(trials)}, progress.started, progress.ended, threads)
@@ -113,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(runs, name, keys, args.minimize)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
     _print_summary(runs, name, keys, args.minimize)
     failed = [outcome for outcome in outcomes if outcome.returncode != 0]
     print(f"sweep {name}: {len(outcomes) - len(failed)} completed, {len(failed)} failed, "
