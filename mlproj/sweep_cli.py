@@ -20,10 +20,8 @@ from typing import Any
 from mlproj.config import check_device, runs_dir
 from mlproj.errors import MLProjError
 from mlproj.sweep import (
-    DevicePool,
     SweepSpec,
     Trial,
-    TrialOutcome,
     describe,
     effective_configs,
     expand,
@@ -32,8 +30,8 @@ from mlproj.sweep import (
     parse_spec,
     recorded_runs,
     render,
-    run_trials,
 )
+from mlproj.sweep_runner import DevicePool, TrialOutcome, run_trials
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

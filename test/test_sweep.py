@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mlproj.errors import MLProjError
-from mlproj.sweep import DevicePool, Distribution, expand, literal, parse_spec, render
+from mlproj.sweep import Distribution, expand, literal, parse_spec, render
 
 
 def test_parse_spec_script_named_configs_fixed_and_axes_separated() -> None:
@@ -134,29 +134,3 @@ def test_expand_distribution_without_random_raises() -> None:
 def test_expand_counts_below_one_raise(random_trials: int | None, seeds: int | None, match: str) -> None:
     with pytest.raises(MLProjError, match=match):
         expand(parse_spec(["with", "lr=[0.1]"]), random_trials=random_trials, seeds=seeds)
-
-
-def test_device_pool_gpu_listed_once_runs_one_trial_at_a_time() -> None:
-    pool = DevicePool(["cuda:0", "cuda:1"])
-    first, second = pool.acquire(), pool.acquire()
-    assert {first, second} == {"cuda:0", "cuda:1"}
-    assert not pool.available()
-    pool.release("cuda:1")
-    assert pool.acquire() == "cuda:1"
-
-
-def test_device_pool_gpu_listed_twice_is_shared_by_two() -> None:
-    pool = DevicePool(["cuda:0", "cuda:0"])
-    assert [pool.acquire(), pool.acquire()] == ["cuda:0", "cuda:0"]
-    assert not pool.available()
-
-
-def test_device_pool_cpu_takes_any_number_after_the_gpus() -> None:
-    pool = DevicePool(["cuda:0", "cpu"])
-    assert [pool.acquire() for _ in range(4)] == ["cuda:0", "cpu", "cpu", "cpu"]
-    assert pool.available()
-
-
-def test_device_pool_without_devices_assigns_none() -> None:
-    pool = DevicePool(None)
-    assert pool.acquire() is None and pool.available()
