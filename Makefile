@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS_DIR ?= $(or $(MLPROJ_RUNS_DIR),runs)
 
-.PHONY: install run test lint bench tensorboard omniboard clean help
+.PHONY: install run test lint bench tensorboard omniboard clean help sweep sweep-lr sweep-models
 
 help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
@@ -16,6 +16,9 @@ help:
 	@echo "make lint         ruff check"
 	@echo "make tensorboard  serve TensorBoard over $(RUNS_DIR)/tensorboard"
 	@echo "make omniboard    install Omniboard $(OMNIBOARD_VERSION) into ./node_modules and serve MONGODB_URI's runs"
+	@echo "make sweep SWEEP=\"lr=[0.01,0.001] batch_size=[32,64]\" JOBS=2   grid on digits, skipping trials already done"
+	@echo "make sweep-lr     example: random search of lr and weight_decay (8 trials)"
+	@echo "make sweep-models example: grid of model x lr, 2 seeds each"
 
 install: $(STAMP)
 
@@ -56,6 +59,25 @@ omniboard: $(OMNIBOARD)
 	@test -n "$$MONGODB_URI" || { echo "make omniboard: set MONGODB_URI, e.g. MONGODB_URI=mongodb://localhost:27017/sacred make omniboard"; exit 1; }
 	@echo "Omniboard on http://localhost:9000 (Ctrl-C stops it)"
 	@$(OMNIBOARD) --mu "$$MONGODB_URI"
+
+# Sweeps (README, "Sweeps"): one main.py process per trial, JOBS at a time; re-running the same
+# target runs only the trials without a COMPLETED run. SWEEP words are quoted one by one for the shell.
+JOBS ?= 2
+SWEEP ?= lr=[0.01,0.001] batch_size=[32,64]
+SWEEP_BASE ?= digits_mlp n_epochs=5
+SWEEP_ARGS ?=
+SWEEP_CMD := $(BIN)/python -m mlproj.cli sweep main.py
+
+sweep: install
+	$(SWEEP_CMD) with $(SWEEP_BASE) $(foreach w,$(SWEEP),'$(w)') --jobs $(JOBS) $(SWEEP_ARGS)
+
+sweep-lr: install
+	$(SWEEP_CMD) with digits_mlp n_epochs=5 'lr=loguniform(1e-4,1e-1)' 'weight_decay=choice(0.0,1e-4)' \
+		--random 8 --jobs $(JOBS) --name sweep-lr $(SWEEP_ARGS)
+
+sweep-models: install
+	$(SWEEP_CMD) with dataset=digits n_epochs=5 'model=[mlp,lenet]' 'lr=[0.01,0.001]' \
+		--seeds 2 --jobs $(JOBS) --name sweep-models $(SWEEP_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

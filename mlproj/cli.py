@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "mlproj.datasets_cli",
     "mlproj.runs_cli",
     "mlproj.reproduce_cli",
+    "mlproj.sweep_cli",
 ]
 
 

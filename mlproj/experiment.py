@@ -91,6 +91,8 @@ class MLProjExperiment(Experiment):
             runs_root = next((o.basedir for o in run.observers if isinstance(o, FileStorageObserver)), runs_dir())
             load_checkpoint(resolve_checkpoint(run.config["resume"], runs_root))
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
+            run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
         if not run.unobserved:
             record_provenance(run, self.base_dir)
             attach_observers(run)

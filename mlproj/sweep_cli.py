@@ -1,0 +1,232 @@
+"""`mlproj sweep`: run a grid or random search of an experiment, one process per trial, skipping
+the trials already done; or print the trials (`--dry-run`), or write a SLURM job array (`--slurm`).
+
+    mlproj sweep main.py digits_mlp with 'lr=[0.1,0.01]' 'batch_size=[64,128]' --jobs 2
+    mlproj sweep with dataset=digits 'lr=loguniform(1e-4,1e-1)' --random 8 --seeds 2 --name lr-search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlproj.config import check_device, runs_dir
+from mlproj.errors import MLProjError
+from mlproj.sweep import (
+    SweepSpec,
+    Trial,
+    describe,
+    effective_configs,
+    expand,
+    ignored_keys,
+    mark_done,
+    parse_spec,
+    recorded_runs,
+    render,
+)
+from mlproj.sweep_runner import DevicePool, TrialOutcome, run_trials
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a grid or random search, J trials at a time, skipping trials already done",
+        description="Run one `python SCRIPT with ...` process per trial. key=[a,b] is a grid axis; "
+        "choice(a,b), uniform(lo,hi), loguniform(lo,hi), randint(lo,hi) are sampled by --random N. "
+        "A trial with a COMPLETED run of the same config in this sweep is skipped.",
+    )
+    parser.add_argument("spec", nargs="*", metavar="SPEC", help="[main.py] [NAMED_CONFIGS] with key=value key=[a,b] ...")
+    parser.add_argument("--random", type=int, metavar="N", help="draw N trials instead of running the grid")
+    parser.add_argument("--sweep-seed", type=int, default=0, metavar="S", help="seed of the random draws (default 0)")
+    parser.add_argument("--seeds", type=int, metavar="K", help="repeat each point with seed=1..K")
+    parser.add_argument("--jobs", "-j", type=int, metavar="J", help="trials running at once (default 1)")
+    parser.add_argument("--devices", metavar="LIST", help="cuda:0,cuda:1 (one trial per GPU; list one twice to share "
+                        "it) or cpu; default: every visible GPU, else the trials' own device")
+    parser.add_argument("--name", help="the sweep's name, recorded in each run (default: the script's name)")
+    parser.add_argument("--dry-run", action="store_true", help="print one command per trial and run nothing")
+    parser.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, one trial per task")
+    parser.add_argument("--force", action="store_true", help="run every trial, even those already done")
+    parser.add_argument("--minimize", action="store_true", help="a lower result is better (for the summary)")
+    parser.add_argument("--trial", type=int, metavar="I", help="run trial I only (what each --slurm task does)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise MLProjError(f"--jobs {jobs}: run at least 1 trial at a time, e.g. --jobs 2")
+    spec = parse_spec(args.spec)
+    name = args.name or Path(spec.script).stem
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise MLProjError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    trials = expand(spec, args.random, args.sweep_seed, args.seeds)
+    if args.trial is not None and not 1 <= args.trial <= len(trials):
+        raise MLProjError(f"--trial {args.trial}: this sweep has trials 1..{len(trials)}")
+    effective_configs(spec, trials)  # every mistake in the spec shows here, before anything runs
+    devices = _devices(args.devices, spec, trials)
+    runs = runs_dir()
+    if not args.force:
+        mark_done(trials, recorded_runs(runs, name), ignored_keys(spec))
+    if args.slurm:
+        return _write_slurm(args, spec, name, trials, runs)
+    selected = trials if args.trial is None else [trials[args.trial - 1]]
+    pool = DevicePool(devices)
+
+    def command(trial: Trial, device: str | None) -> list[str]:
+        return _trial_command(sys.executable, spec, trial, device)
+
+    if args.dry_run:
+        for trial in selected:
+            sweep = json.dumps({"name": name, "of": len(trials), "trial": trial.index}, separators=(",", ":"))
+            line = f"MLPROJ_SWEEP={shlex.quote(sweep)} " + shlex.join(_display(command(trial, pool.acquire())))
+            pool.busy.clear()
+            print(line if trial.done_in is None else f"# done in run {trial.done_in}: {line}")
+        return 0
+    todo = [trial for trial in selected if trial.done_in is None]
+    concurrency = min(jobs, len(devices)) if devices and "cpu" not in devices else jobs
+    print(
+        f"sweep {name}: {len(selected)} trial(s), {len(selected) - len(todo)} done already, {len(todo)} to run, "
+        f"{concurrency} at a time on {','.join(devices) if devices else 'the configured device'}; runs in {runs}",
+        flush=True,
+    )
+    if concurrency < jobs:
+        print(f"note: --jobs {jobs} but only {concurrency} GPU slot(s): list a GPU twice in --devices to share it")
+    keys = list(dict.fromkeys(key for trial in trials for key in trial.params))  # the summary's columns
+    progress = _Progress(len(todo))
+    # J processes that each start one thread per core would fight over the cores: share them out.
+    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // concurrency))}
+    # SIGTERM (kill, timeout, a scheduler) stops the sweep as Ctrl-C does; SIGINT is handled even when
+    # the shell started us ignoring it (a background job), so the trials do not inherit "ignore".
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm), signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        outcomes = run_trials(todo, command, jobs, pool, os.path.join(runs, "_sweeps", name),
+                              {"name": name, "of": len(trials)}, progress.started, progress.ended, threads)
+    except KeyboardInterrupt:
+        print(f"sweep {name} interrupted: run the same command again to finish the missing trials", flush=True)
+        _print_summary(runs, name, keys, args.minimize)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    _print_summary(runs, name, keys, args.minimize)
+    failed = [outcome for outcome in outcomes if outcome.returncode != 0]
+    print(f"sweep {name}: {len(outcomes) - len(failed)} completed, {len(failed)} failed, "
+          f"{len(selected) - len(todo)} skipped (done before)")
+    return 1 if failed else 0
+
+
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _devices(option: str | None, spec: SweepSpec, trials: list[Trial]) -> list[str] | None:
+    """The devices to hand out, or None when the trials keep the device their config names."""
+    in_spec = "device" in spec.fixed or "device" in spec.axes
+    if option is None:
+        if in_spec or (trials[0].config or {}).get("device") not in ("auto", "cuda"):
+            return None
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or None
+    if in_spec:
+        raise MLProjError("device is set in the spec and by --devices: use one of them")
+    devices = [device.strip() for device in option.split(",") if device.strip()]
+    if not devices or any(device in ("auto", "cuda") for device in devices):
+        raise MLProjError(f"--devices {option!r}: list devices by name, e.g. --devices cuda:0,cuda:1 or --devices cpu")
+    for device in dict.fromkeys(devices):
+        check_device(device)
+    return devices
+
+
+def _trial_command(python: str, spec: SweepSpec, trial: Trial, device: str | None) -> list[str]:
+    updates = [f"{key}={render(value)}" for key, value in {**spec.fixed, **trial.params}.items()]
+    return [python, spec.script, "with", *spec.named_configs, *updates, *([f"device={device}"] if device else [])]
+
+
+def _display(command: list[str]) -> list[str]:
+    """`command` with the interpreter shown relative to here when it lives below."""
+    python = os.path.relpath(command[0])
+    return [python if not python.startswith("..") else command[0], *command[1:]]
+
+
+class _Progress:
+    """One line when a trial starts and one when it ends, with the count so far."""
+
+    def __init__(self, total: int):
+        self.total, self.ended_count, self.failed = total, 0, 0
+
+    def started(self, trial: Trial, device: str | None) -> None:
+        where = f" on {device}" if device else ""
+        print(f"[{self.ended_count}/{self.total}] trial {trial.index} started{where}: {describe(trial.params)}", flush=True)
+
+    def ended(self, outcome: TrialOutcome) -> None:
+        self.ended_count += 1
+        run = f"run {outcome.run_id}" if outcome.run_id is not None else "no run recorded"
+        head = f"[{self.ended_count}/{self.total}] trial {outcome.trial.index}"
+        if outcome.returncode == 0:
+            print(f"{head} COMPLETED in {outcome.seconds:.1f}s: {run}", flush=True)
+            return
+        self.failed += 1
+        print(f"{head} FAILED (exit {outcome.returncode}) in {outcome.seconds:.1f}s: {run}: "
+              f"{outcome.last_error()} (log: {outcome.log})", flush=True)
+
+
+def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> None:
+    """The runs of sweep `name`, best first: completed by result, then the rest by id."""
+    from sacred.utils import get_by_dotted_path
+
+    records = recorded_runs(runs, name)
+    if not records:
+        return
+    scored = [r for r in records if r.status == "COMPLETED" and isinstance(r.result, (int, float))]
+    scored.sort(key=lambda r: r.result if minimize else -r.result)
+    rest = [r for r in records if r not in scored]
+    header = ["run", "trial", "status", "result", *keys]
+    rows = [header]
+    for r in scored + rest:
+        result = "-" if r.result is None else render(float(f"{r.result:.4g}") if isinstance(r.result, float) else r.result)
+        values = [render(get_by_dotted_path(r.config, key)) for key in keys]
+        rows.append([str(r.id), str(r.trial or "-"), r.status, result, *values])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    better = "lower" if minimize else "higher"
+    print(f"\nsweep {name}: {len(records)} run(s) in {runs}, best first ({better} result is better)")
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _write_slurm(args: argparse.Namespace, spec: SweepSpec, name: str, trials: list[Trial], runs: str) -> int:
+    log_dir = os.path.abspath(os.path.join(runs, "_sweeps", name))
+    os.makedirs(log_dir, exist_ok=True)
+    options = ["--name", name, "--sweep-seed", str(args.sweep_seed)]
+    for flag, value in (("--random", args.random), ("--seeds", args.seeds)):
+        if value is not None:
+            options += [flag, str(value)]
+    options += ["--force"] * args.force + ["--minimize"] * args.minimize
+    command = shlex.join([sys.executable, "-m", "mlproj.cli", "sweep", *args.spec, *options])
+    throttle = f"%{args.jobs}" if args.jobs else ""
+    done = sum(trial.done_in is not None for trial in trials)
+    script = f"""#!/bin/bash
+# SLURM job array for sweep {name}: {len(trials)} trials, one per array task ({done} done when written).
+# Each task runs the sweep command for its own trial only; a trial that already has a COMPLETED run
+# of this sweep is skipped, so resubmitting this script runs only what is missing.
+# Add your cluster's lines here, e.g. #SBATCH --partition=gpu, #SBATCH --gres=gpu:1, #SBATCH --time=02:00:00
+#SBATCH --job-name={name}
+#SBATCH --array=1-{len(trials)}{throttle}
+#SBATCH --output={log_dir}/slurm-%A_%a.log
+set -euo pipefail
+cd {shlex.quote(os.getcwd())}
+export MLPROJ_RUNS_DIR={shlex.quote(os.path.abspath(runs))}
+exec {command} --trial "$SLURM_ARRAY_TASK_ID"
+"""
+    with open(args.slurm, "w") as f:
+        f.write(script)
+    os.chmod(args.slurm, 0o755)
+    print(f"wrote {args.slurm}: {len(trials)} array tasks ({done} already done); submit it with `sbatch {args.slurm}`")
+    return 0

@@ -1,0 +1,136 @@
+"""Running a sweep's trials: one process each, at most J at a time, on devices handed out so that
+no two running trials share a GPU unless the device list says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlproj.sweep import SWEEP_ENV, Trial
+
+
+class DevicePool:
+    """Which device each starting trial gets. A GPU listed once runs one trial at a time (list it
+    twice to share it); `cpu` takes any number; no devices means the trials choose their own."""
+
+    def __init__(self, devices: list[str] | None):
+        self.devices = devices
+        self.busy: list[str] = []
+
+    def available(self) -> bool:
+        return self.devices is None or self._free() is not None
+
+    def acquire(self) -> str | None:
+        device = None if self.devices is None else self._free()
+        if device is not None and device != "cpu":
+            self.busy.append(device)
+        return device
+
+    def release(self, device: str | None) -> None:
+        if device in self.busy:
+            self.busy.remove(device)
+
+    def _free(self) -> str | None:
+        for device in dict.fromkeys(self.devices or []):
+            if device == "cpu" or self.busy.count(device) < self.devices.count(device):
+                return device
+        return None
+
+
+@dataclass
+class TrialOutcome:
+    """How one trial's process ended."""
+
+    trial: Trial
+    returncode: int
+    seconds: float
+    log: str
+    device: str | None
+    run_id: int | None = None
+
+    def last_error(self) -> str:
+        """The last line the trial printed that reads like an error (else its last line)."""
+        try:
+            with open(self.log, errors="replace") as f:
+                lines = [line.strip() for line in f if line.strip()]
+        except OSError:
+            return ""
+        errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
+        return (errors or lines or [""])[-1]
+
+
+def run_trials(
+    trials: list[Trial],
+    command: Callable[[Trial, str | None], list[str]],
+    jobs: int,
+    pool: DevicePool,
+    log_dir: str,
+    sweep: dict[str, Any],
+    on_start: Callable[[Trial, str | None], None],
+    on_end: Callable[[TrialOutcome], None],
+    extra_env: dict[str, str] | None = None,
+) -> list[TrialOutcome]:
+    """Run `trials`, at most `jobs` processes at a time, each on a device from `pool`.
+
+    `command(trial, device)` is the trial's command line. A process that fails is reported
+    through `on_end` like one that succeeds; the rest go on. On KeyboardInterrupt every running
+    trial gets SIGINT (Sacred records it INTERRUPTED) and the interrupt is raised again.
+    """
+    os.makedirs(log_dir, exist_ok=True)
+    pending, running, outcomes = deque(trials), {}, []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and pool.available():
+                trial, device = pending.popleft(), pool.acquire()
+                log = os.path.join(log_dir, f"trial-{trial.index}.log")
+                env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+                env[SWEEP_ENV] = json.dumps({**sweep, "trial": trial.index})
+                with open(log, "w") as out:  # the child keeps its own handle
+                    # A session of its own: a Ctrl-C reaches the sweep only, which forwards it once.
+                    process = subprocess.Popen(
+                        command(trial, device), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                    )
+                running[process] = (trial, device, time.monotonic(), log)
+                on_start(trial, device)
+            for process in [p for p in running if p.poll() is not None]:
+                trial, device, started, log = running.pop(process)
+                pool.release(device)
+                outcome = TrialOutcome(trial, process.returncode, time.monotonic() - started, log, device, _run_id(log))
+                outcomes.append(outcome)
+                on_end(outcome)
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        _interrupt(list(running))
+        raise
+    return outcomes
+
+
+def _run_id(log: str) -> int | None:
+    """The run id Sacred announced in the trial's output ("Started run with ID "7"")."""
+    try:
+        with open(log, errors="replace") as f:
+            found = re.search(r'Started run with ID "(\d+)"', f.read())
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def _interrupt(processes: list[subprocess.Popen], grace_s: float = 30.0) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
