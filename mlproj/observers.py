@@ -81,9 +81,9 @@ def mongo_db_name(uri: str) -> str:
     return parse_uri(uri).get("database") or "sacred"
 
 
-def mongo_observer(uri: str, failure_dir: str) -> Any:
-    """A queued MongoDB observer: events go through a background thread, so an outage neither
-    crashes nor stalls training, and what could not be saved is dumped under `failure_dir`."""
-    from sacred.observers import QueuedMongoObserver
+def mongo_observer(uri: str) -> Any:
+    """The MongoDB copy of the run (`mlproj.mongo.BackgroundMongoObserver`): events go through a
+    background thread, and an outage costs one warning, never the run or its end."""
+    from mlproj.mongo import BackgroundMongoObserver
 
-    return QueuedMongoObserver(url=uri, db_name=mongo_db_name(uri), failure_dir=failure_dir)
+    return BackgroundMongoObserver(uri)

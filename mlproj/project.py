@@ -30,6 +30,7 @@ from mlproj.errors import MLProjError
 from mlproj.metrics import MeanMetrics
 from mlproj.model import Model
 from mlproj.seeding import capture_rng, restore_rng, seed_everything
+from mlproj.storage import check_writable, describe_os_error
 from mlproj.tracking import Tracker
 
 
@@ -88,6 +89,7 @@ class MLProject:
         self.state = TrainState()
         self.run_key = self._run_info("run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
         self.checkpoint_dir = self._checkpoint_dir()
+        check_writable(self.checkpoint_dir, "checkpoint folder", "Pass model_dir=<a folder you can write>")
         self.tracker = Tracker(_run, self._tensorboard_run_dir(), prefix=self.config["prefix"])
         self._stop_signal: int | None = None
         self._last_eval_step: int | None = None
@@ -245,14 +247,30 @@ class MLProject:
         }
 
     def save_checkpoint(self, best: bool = False) -> str:
-        """Write last.pt (and best.pt when `best`) atomically and record them with the run."""
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        """Write last.pt (and best.pt when `best`) atomically and record them with the run.
+
+        Raises:
+            MLProjError: when the write fails (disk full, folder gone); the previous file is kept.
+        """
         last = os.path.join(self.checkpoint_dir, "last.pt")
-        atomic_save(self.checkpoint(), last)
+        best_path = os.path.join(self.checkpoint_dir, "best.pt")
+        writing = last
+        try:
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            atomic_save(self.checkpoint(), last)
+            if best:
+                writing = best_path
+                self._copy_atomically(last, best_path)
+        except OSError as err:
+            # A full disk must not cost the last good checkpoint: atomic writes left it in place.
+            raise MLProjError(
+                f"writing checkpoint {writing} failed at step "
+                f"{self.state.global_step} ({describe_os_error(err)}); the previous checkpoint is kept. Free space "
+                f"or pass model_dir=<another folder>, then continue with `./main.py with resume={self._resume_hint()}`."
+            ) from None
         self.tracker.add_artifact(last, "last.pt")
         if best:
-            self._copy_atomically(last, os.path.join(self.checkpoint_dir, "best.pt"))
-            self.tracker.add_artifact(os.path.join(self.checkpoint_dir, "best.pt"), "best.pt")
+            self.tracker.add_artifact(best_path, "best.pt")
         return last
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
@@ -292,8 +310,13 @@ class MLProject:
     @staticmethod
     def _copy_atomically(source: str, target: str) -> None:
         tmp = f"{target}.tmp-{os.getpid()}"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     # ------------------------------------------------------------------ helpers of the loop
     def _finished(self) -> bool:
