@@ -293,11 +293,15 @@ class MLProject:
         """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
         path = resolve_checkpoint(target, self._runs_root())
         checkpoint = self.load_checkpoint(path)
-        best = os.path.join(os.path.dirname(path), "best.pt")
-        if os.path.basename(path) == "last.pt" and os.path.exists(best):
-            os.makedirs(self.checkpoint_dir, exist_ok=True)
-            self._copy_atomically(best, os.path.join(self.checkpoint_dir, "best.pt"))
-            self.tracker.add_artifact(os.path.join(self.checkpoint_dir, "best.pt"), "best.pt")
+        # The new run's folder starts with the checkpoints it continues from, so it is complete
+        # even when nothing is left to train (a run killed after its last save).
+        for name in ("last.pt", "best.pt"):
+            source = os.path.join(os.path.dirname(path), name)
+            target = os.path.join(self.checkpoint_dir, name)
+            if os.path.basename(path) == "last.pt" and os.path.exists(source) and not os.path.exists(target):
+                os.makedirs(self.checkpoint_dir, exist_ok=True)
+                self._copy_atomically(source, target)
+                self.tracker.add_artifact(target, name)
         if self._run is not None:
             self._run.info["resumed_from"] = {
                 "checkpoint": os.path.abspath(path),
