@@ -80,3 +80,20 @@ def resolve_checkpoint(target: str | int, runs_root: str) -> str:
         f"config resume={target!r} names no checkpoint: pass a run folder holding last.pt, a run id "
         f"in {runs_root}, or the path of a .pt file."
     )
+
+
+def check_same_model(checkpoint: dict[str, Any], config: dict[str, Any], path: str) -> None:
+    """`MLProjError` when `checkpoint` was written for another `model` or `dataset` than `config` names.
+
+    Checked before a run is recorded, so resuming the wrong run costs nothing; a deeper mismatch
+    (another width of the same net) is still caught when the weights are loaded.
+    """
+    recorded = checkpoint.get("config") or {}
+    differ = [key for key in ("model", "dataset") if key in recorded and key in config and recorded[key] != config[key]]
+    if differ:
+        theirs = " ".join(f"{key}={recorded[key]}" for key in differ)
+        ours = " ".join(f"{key}={config[key]}" for key in differ)
+        raise MLProjError(
+            f"config resume names {path}, a checkpoint of {theirs}, but this run has {ours}: "
+            f"resume with {theirs} (the config of the run that wrote it), or start a new run without resume."
+        )

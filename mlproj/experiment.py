@@ -29,7 +29,9 @@ from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E4
 
 from mlproj.config import machinery_defaults, runs_dir, validate_config  # noqa: E402
 from mlproj.errors import MLProjError  # noqa: E402
+from mlproj.mongo import BackgroundMongoObserver, redact_uri  # noqa: E402
 from mlproj.observers import RunFolderObserver, mongo_observer  # noqa: E402
+from mlproj.storage import check_writable  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
@@ -85,11 +87,14 @@ class MLProjExperiment(Experiment):
             from mlproj.checkpoint import load_checkpoint
 
             load_checkpoint(run.config["checkpoint"])
+        runs_root = next((o.basedir for o in run.observers if isinstance(o, FileStorageObserver)), runs_dir())
         if command == self.default_command and run.config.get("resume") is not None:
-            from mlproj.checkpoint import load_checkpoint, resolve_checkpoint
+            from mlproj.checkpoint import check_same_model, load_checkpoint, resolve_checkpoint
 
-            runs_root = next((o.basedir for o in run.observers if isinstance(o, FileStorageObserver)), runs_dir())
-            load_checkpoint(resolve_checkpoint(run.config["resume"], runs_root))
+            path = resolve_checkpoint(run.config["resume"], runs_root)
+            check_same_model(load_checkpoint(path), run.config, path)
+        check_storage(run, runs_root)
+        redact_mongo_option(run.meta_info)
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
@@ -170,6 +175,23 @@ def record_provenance(run: Any, source_dir: str) -> None:
         run.info["reproduces"] = json.loads(os.environ[REPRODUCES_ENV])
 
 
+def check_storage(run: Any, runs_root: str) -> None:
+    """`MLProjError` before anything is written when the run could not write its record,
+    checkpoints or TensorBoard files."""
+    if not run.unobserved:
+        check_writable(runs_root, "runs dir", "Set MLPROJ_RUNS_DIR (or -F) to a folder you can write")
+    for key in ("model_dir", "tensorboard_dir"):
+        if run.config.get(key):
+            check_writable(str(run.config[key]), f"config {key}", f"Pass {key}=<a folder you can write>")
+
+
+def redact_mongo_option(meta_info: dict[str, Any]) -> None:
+    """Sacred records the command-line options with the run: keep a password given with `-m` out."""
+    options = meta_info.get("options") or {}
+    if options.get("--mongo_db"):
+        options["--mongo_db"] = redact_uri(options["--mongo_db"])
+
+
 def attach_observers(run: Any) -> None:
     """Give `run` one file observer and, with `MONGODB_URI`, one MongoDB observer (never two of a kind)."""
     file_observers = [o for o in run.observers if isinstance(o, FileStorageObserver)]
@@ -179,9 +201,9 @@ def attach_observers(run: Any) -> None:
     if not file_observers:
         run.observers.append(RunFolderObserver(runs_dir()))
     uri = os.environ.get("MONGODB_URI")
-    has_mongo = any(isinstance(o, (MongoObserver, QueuedMongoObserver)) for o in run.observers)
+    has_mongo = any(isinstance(o, (MongoObserver, QueuedMongoObserver, BackgroundMongoObserver)) for o in run.observers)
     if uri and not has_mongo:
-        mongo = mongo_observer(uri, failure_dir=os.path.join(runs_dir(), "_mongo_failed"))
+        mongo = mongo_observer(uri)
         run.observers.append(mongo)
         first_free_id = mongo.next_free_id()  # one id in both records (Sacred #540)
         for observer in run.observers:

@@ -30,6 +30,7 @@ from mlproj.errors import MLProjError
 from mlproj.metrics import MeanMetrics
 from mlproj.model import Model
 from mlproj.seeding import capture_rng, restore_rng, seed_everything
+from mlproj.storage import check_writable, describe_os_error
 from mlproj.tracking import Tracker
 
 
@@ -88,6 +89,7 @@ class MLProject:
         self.state = TrainState()
         self.run_key = self._run_info("run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
         self.checkpoint_dir = self._checkpoint_dir()
+        check_writable(self.checkpoint_dir, "checkpoint folder", "Pass model_dir=<a folder you can write>")
         self.tracker = Tracker(_run, self._tensorboard_run_dir(), prefix=self.config["prefix"])
         self._stop_signal: int | None = None
         self._last_eval_step: int | None = None
@@ -247,14 +249,30 @@ class MLProject:
         }
 
     def save_checkpoint(self, best: bool = False) -> str:
-        """Write last.pt (and best.pt when `best`) atomically and record them with the run."""
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        """Write last.pt (and best.pt when `best`) atomically and record them with the run.
+
+        Raises:
+            MLProjError: when the write fails (disk full, folder gone); the previous file is kept.
+        """
         last = os.path.join(self.checkpoint_dir, "last.pt")
-        atomic_save(self.checkpoint(), last)
+        best_path = os.path.join(self.checkpoint_dir, "best.pt")
+        writing = last
+        try:
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            atomic_save(self.checkpoint(), last)
+            if best:
+                writing = best_path
+                self._copy_atomically(last, best_path)
+        except OSError as err:
+            # A full disk must not cost the last good checkpoint: atomic writes left it in place.
+            raise MLProjError(
+                f"writing checkpoint {writing} failed at step "
+                f"{self.state.global_step} ({describe_os_error(err)}); the previous checkpoint is kept. Free space "
+                f"or pass model_dir=<another folder>, then continue with `./main.py with resume={self._resume_hint()}`."
+            ) from None
         self.tracker.add_artifact(last, "last.pt")
         if best:
-            self._copy_atomically(last, os.path.join(self.checkpoint_dir, "best.pt"))
-            self.tracker.add_artifact(os.path.join(self.checkpoint_dir, "best.pt"), "best.pt")
+            self.tracker.add_artifact(best_path, "best.pt")
         return last
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
@@ -277,11 +295,15 @@ class MLProject:
         """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
         path = resolve_checkpoint(target, self._runs_root())
         checkpoint = self.load_checkpoint(path)
-        best = os.path.join(os.path.dirname(path), "best.pt")
-        if os.path.basename(path) == "last.pt" and os.path.exists(best):
-            os.makedirs(self.checkpoint_dir, exist_ok=True)
-            self._copy_atomically(best, os.path.join(self.checkpoint_dir, "best.pt"))
-            self.tracker.add_artifact(os.path.join(self.checkpoint_dir, "best.pt"), "best.pt")
+        # The new run's folder starts with the checkpoints it continues from, so it is complete
+        # even when nothing is left to train (a run killed after its last save).
+        for name in ("last.pt", "best.pt"):
+            source = os.path.join(os.path.dirname(path), name)
+            target = os.path.join(self.checkpoint_dir, name)
+            if os.path.basename(path) == "last.pt" and os.path.exists(source) and not os.path.exists(target):
+                os.makedirs(self.checkpoint_dir, exist_ok=True)
+                self._copy_atomically(source, target)
+                self.tracker.add_artifact(target, name)
         if self._run is not None:
             self._run.info["resumed_from"] = {
                 "checkpoint": os.path.abspath(path),
@@ -294,8 +316,13 @@ class MLProject:
     @staticmethod
     def _copy_atomically(source: str, target: str) -> None:
         tmp = f"{target}.tmp-{os.getpid()}"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     # ------------------------------------------------------------------ helpers of the loop
     def _finished(self) -> bool:

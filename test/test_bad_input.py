@@ -60,3 +60,107 @@ def test_main_corrupt_idx_file_named_before_run(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "train-labels-idx1-ubyte is not an IDX file" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# More cases, run through main.py's own entry point (`ex.run_commandline`) in this process, which
+# is the same code path without paying torch's import for each. Placeholders in the arguments
+# name files the `bad_files` fixture makes: {data} a data root, {mlp_run} a run folder holding a
+# real mlp/digits last.pt, {corrupt_run} one whose last.pt is truncated, {foreign} a .pt that is
+# not an mlproj checkpoint, {evil} a .pt that would write {marker} if it were unpickled, {file} a
+# plain file, {partial} an MNIST folder missing its test files, {bad_header} an MNIST folder whose
+# image file's header promises more images than it holds.
+IN_PROCESS_CASES = [
+    # config values: wrong types, out of range
+    (["with", "dataset=digits", "batch_size=abc"], "batch_size='abc' is invalid: expected an integer >= 1"),
+    (["with", "dataset=digits", "weight_decay=-1"], "weight_decay=-1 is invalid: expected a number >= 0"),
+    (["with", "dataset=digits", "deterministic=maybe"], "deterministic='maybe' is invalid: expected True or False"),
+    (["with", "dataset=digits", "n_global_iterations=-5"], "n_global_iterations=-5 is invalid"),
+    (["with", "dataset=digits", "data_dir=3"], "data_dir=3 is invalid: expected a folder path"),
+    # command line: malformed `with`
+    (["with", "dataset=digits", "lr=[1,"], r"lr='\[1,' is invalid: expected a number > 0"),
+    (["with", "cifar11_resnet18"], "`with cifar11_resnet18` is neither key=value nor a named config"),
+    # resume targets: a run of another model, a corrupt checkpoint, a foreign file, a malicious pickle
+    (["with", "dataset=digits", "model=lenet", "resume={mlp_run}"],
+     r"a checkpoint of model=mlp, but this run has model=lenet: resume with model=mlp"),
+    (["with", "dataset=digits", "model=mlp", "resume={corrupt_run}"], r"last.pt is truncated or corrupt"),
+    (["with", "dataset=digits", "resume={foreign}"], r"is not an mlproj checkpoint"),
+    (["with", "dataset=digits", "resume={evil}"], r"refused by the safe loader \(weights_only=True\)"),
+    (["with", "dataset=digits", "resume={data}"], r"names no checkpoint: pass a run folder holding last.pt"),
+    (["test", "with", "dataset=digits", "checkpoint={evil}"], r"refused by the safe loader"),
+    # data dirs: partial, corrupt header, a file instead of a folder
+    (["with", "dataset=mnist", "download=False", "data_dir={partial}"],
+     r"MNIST not found under .* \(missing t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte\) and download=False"),
+    (["with", "dataset=mnist", "download=False", "data_dir={bad_header}"],
+     r"train-images-idx3-ubyte is truncated or padded .* its header promises"),
+    (["with", "dataset=mnist", "download=False", "data_dir={file}"], r"MNIST not found under .*/a-file/MNIST/raw"),
+    # storage
+    (["with", "dataset=digits", "model_dir={file}/models"], r"config model_dir .* cannot be created: .* is a file"),
+    (["with", "dataset=digits", "tensorboard_dir={file}/tb"], r"config tensorboard_dir .* cannot be created"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from mlproj.project import MLProject
+
+    root = tmp_path_factory.mktemp("bad")
+    mlp_run = root / "mlp-run"
+    project = MLProject({"dataset": "digits", "model": "mlp", "n_global_iterations": 1, "model_dir": str(root),
+                         "tensorboard_dir": None, "device": "cpu"})
+    project.train()
+    (root / project.run_key).rename(mlp_run)
+    corrupt_run = root / "corrupt-run"
+    corrupt_run.mkdir()
+    (corrupt_run / "last.pt").write_bytes((mlp_run / "last.pt").read_bytes()[:5000])
+    torch.save(torch.zeros(3), root / "foreign.pt")
+    from test_reliability_security import WritesMarker
+
+    torch.save({"format": "mlproj.checkpoint/1", "x": WritesMarker(root / "marker")}, root / "evil.pt")
+    partial = make_mnist(root / "partial")
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (partial / "MNIST" / "raw" / name).unlink()
+    bad_header = make_mnist(root / "bad-header")
+    images = bad_header / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    data[4:8] = (1000).to_bytes(4, "big")  # claims 1000 images, holds 200
+    images.write_bytes(bytes(data))
+    (root / "a-file").write_text("not a folder")
+    return {"data": str(root / "data"), "mlp_run": str(mlp_run), "corrupt_run": str(corrupt_run),
+            "foreign": str(root / "foreign.pt"), "evil": str(root / "evil.pt"), "marker": str(root / "marker"),
+            "partial": str(partial), "bad_header": str(bad_header), "file": str(root / "a-file")}
+
+
+@pytest.mark.parametrize(("args", "pattern"), IN_PROCESS_CASES, ids=[" ".join(a) for a, _ in IN_PROCESS_CASES])
+def test_main_in_process_bad_input_one_line_exit_1_nothing_written(
+    args: list[str], pattern: str, bad_files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import re
+
+    from test_reliability_storage import run_main_in_process
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("MLPROJ_RUNS_DIR", str(runs))
+    args = [arg.format(**bad_files) for arg in args]
+    if not any(arg.startswith("data_dir=") for arg in args):
+        args.append(f"data_dir={bad_files['data']}")
+    assert run_main_in_process(*args) == 1
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("WARNING - root")]
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert out == ""
+    assert not runs.exists()  # no run folder (so none left RUNNING), no TensorBoard directory, nothing
+    assert not Path(bad_files["marker"]).exists()  # the malicious checkpoint never ran
+
+
+def test_mlproj_unknown_command_one_line_exit_2() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "frobnicate"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "invalid choice: 'frobnicate'" in result.stderr
+    assert "see `mlproj --help`" in result.stderr
