@@ -25,6 +25,8 @@ from .splits import loader_options, split_indices
 
 # Keep a split on the GPU only while it takes at most this share of the free memory.
 GPU_SHARE = 0.25
+# Splits read without augmentation are also kept normalized (float32) up to this size in all.
+NORMALIZED_CACHE_BYTES = 2 * 2**30
 
 
 def use_memory_backend(config: dict[str, Any]) -> bool:
@@ -80,6 +82,13 @@ class MemorySplit(Dataset):
         if images.dim() == 3:
             images = images.unsqueeze(1)
         self.images, self.labels, self.transform = images, labels.long(), transform
+        self.normalized: torch.Tensor | None = None  # see `keep_normalized`
+
+    def keep_normalized(self) -> None:
+        """Normalize the whole split once (by the same transform, so the values are identical):
+        a batch read without augmentation is then one gather, like a hand-written loop's."""
+        chunks = [self.transform(self.images[i : i + 4096]) for i in range(0, len(self), 4096)]
+        self.normalized = torch.cat(chunks)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -115,7 +124,11 @@ class MemoryLoader:
         first_batch = s.start // self.batch_size
         for i, start in enumerate(range(0, len(order), self.batch_size)):
             index = order[start : start + self.batch_size]
-            images, labels = self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
+            labels = self.split.labels.index_select(0, index)
+            if self.split.normalized is not None and not self.augment:
+                yield self.split.normalized.index_select(0, index), labels  # on the device already
+                continue
+            images = self.split.images.index_select(0, index)
             if images.device != self.device:
                 if self.device.type == "cuda":  # copy the uint8 batch, 4x less than floats, without waiting
                     images, labels = images.pin_memory(), labels.pin_memory()
@@ -156,6 +169,12 @@ class MemoryDatasetFactory(DatasetFactory):
         splits = [split for split in (train, validation, test) if split is not None]
         storage = _storage_device(self.device, sum(s.images.numel() + 8 * s.labels.numel() for s in splits))
         self._sets = {name: (split.to(storage) if split is not None else None) for name, split in self._sets.items()}
+        # Splits that are never augmented are normalized once, when they sit on the training device
+        # (the transform per batch is a few passes over memory; not worth repeating on a CPU).
+        plain = [split for name, split in self._sets.items() if split is not None and (name != "train" or not augment)]
+        if storage == self.device and sum(4 * s.images.numel() for s in plain) <= NORMALIZED_CACHE_BYTES:
+            for split in plain:
+                split.keep_normalized()
 
     def train_loader(self) -> MemoryLoader:
         if self._loaders["train"] is None:
