@@ -61,8 +61,8 @@ def bench_config(data_dir: Path, runs: Path, epochs: int, batch_size: int) -> di
 
 
 # ---------------------------------------------------------------------------------------- (a) bare
-def bare_loop(config: dict[str, Any], epochs: int) -> float:
-    """Seconds to train `epochs` epochs the way a careful PyTorch user writes it by hand."""
+def bare_loop(config: dict[str, Any], epochs: int) -> tuple[float, float]:
+    """(wall, CPU) seconds to train `epochs` epochs the way a careful PyTorch user writes it by hand."""
     from mlproj.data.mnist import NORMALIZATION, read_idx
     from mlproj.nets import create_net
 
@@ -79,7 +79,7 @@ def bare_loop(config: dict[str, Any], epochs: int) -> float:
     optimizer = torch.optim.Adam(net.parameters(), lr=config["lr"])
     loss_fn = nn.CrossEntropyLoss()
     bs, n = config["batch_size"], len(y_train)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
@@ -98,26 +98,26 @@ def bare_loop(config: dict[str, Any], epochs: int) -> float:
         with torch.no_grad():
             test_correct = sum((net(x_test[i : i + bs]).argmax(1) == y_test[i : i + bs]).sum() for i in range(0, len(y_test), bs))
         _ = (loss_sum / n).item(), (correct / n).item(), float(test_correct) / len(y_test)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 # ---------------------------------------------------------------------------------------- (b) tracked
-def tracked_loop(config: dict[str, Any], runs: Path) -> float:
-    """Seconds of `MLProject.train()` in a Sacred run with the file observer and TensorBoard."""
+def tracked_loop(config: dict[str, Any], runs: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of `MLProject.train()` in a Sacred run with the file observer and TensorBoard."""
     from mlproj.experiment import create_experiment
     from mlproj.project import MLProject
 
     os.environ["MLPROJ_RUNS_DIR"] = str(runs)
     ex = create_experiment("bench", save_git_info=False)
     ex.add_config(config)
-    seconds: list[float] = []
+    seconds: list[tuple[float, float]] = []
 
     @ex.main
     def train(_run: Any) -> float | None:
         project = MLProject.from_run(_run)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()  # CPU time of all threads
         result = project.train()
-        seconds.append(time.perf_counter() - start)
+        seconds.append((time.perf_counter() - start, time.process_time() - cpu_start))
         return result
 
     stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # the progress bar; Sacred's log lines
@@ -133,21 +133,22 @@ def tracked_loop(config: dict[str, Any], runs: Path) -> float:
 
 
 # ---------------------------------------------------------------------------------------- (c) data
-def data_path(config: dict[str, Any], backend: str, min_seconds: float = 1.0) -> float:
-    """Samples per second delivered by one backend's training loader (whole epochs)."""
+def data_path(config: dict[str, Any], backend: str, min_seconds: float = 1.0, trials: int = 3) -> float:
+    """Samples per second delivered by one backend's training loader (whole epochs), best of `trials`."""
     from mlproj.data import create_dataset_factory
 
     factory = create_dataset_factory({**config, "data_backend": backend})
     loader = factory.train_loader()
-    samples, epoch, start = 0, 0, time.perf_counter()
-    while True:
-        factory.set_epoch(epoch)
-        for images, _ in loader:
-            samples += images.shape[0]
-        epoch += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return samples / elapsed
+    rates = []
+    for _ in range(trials):
+        samples, epoch, start = 0, 0, time.perf_counter()
+        while time.perf_counter() - start < min_seconds:
+            factory.set_epoch(epoch)
+            for images, _ in loader:
+                samples += images.shape[0]
+            epoch += 1
+        rates.append(samples / (time.perf_counter() - start))
+    return max(rates)  # on a shared machine the least disturbed trial is the closest to the truth
 
 
 # ---------------------------------------------------------------------------------------- start-up
@@ -194,22 +195,25 @@ def metrics_json_cost(steps_per_second: float, n_steps: int, log_every: int = 10
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlproj.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=20000, help="training samples in the fixture")
+    parser.add_argument("--train", type=int, default=60000, help="training samples in the fixture")
     parser.add_argument("--test", type=int, default=2000, help="test samples (evaluated each epoch)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: steadier figures when other processes share the CPUs)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"python {sys.version.split()[0]}")
+          f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, runs = Path(tmp) / "data", Path(tmp) / "runs"
         write_mnist_fixture(data_dir, args.train, args.test)
         config = bench_config(data_dir, runs, args.epochs, args.batch_size)
         samples = args.train * args.epochs
         print(f"workload: LeNet-5, MNIST-format fixture {args.train} train / {args.test} test, batch {args.batch_size}, "
-              f"{args.epochs} epochs, Adam, CPU; median of {args.repeats} after a warm-up")
+              f"{args.epochs} epoch(s) per run, Adam, CPU; {args.repeats} interleaved pairs after a warm-up, medians")
 
         tv = data_path(config, "torchvision")
         mem = data_path(config, "memory")
@@ -218,14 +222,24 @@ def main(argv: list[str] | None = None) -> int:
 
         bare_loop(config, 1), tracked_loop({**config, "n_epochs": 1}, runs)  # warm-up
         bare, tracked = [], []
-        for _ in range(args.repeats):
-            bare.append(bare_loop(config, args.epochs))
-            tracked.append(tracked_loop(config, runs))
-        bare_rate, tracked_rate = samples / statistics.median(bare), samples / statistics.median(tracked)
-        print(f"(a) bare PyTorch loop   {bare_rate:10,.0f} samples/s   (runs: {', '.join(f'{samples / t:,.0f}' for t in bare)})")
-        print(f"(b) MLProject, tracked  {tracked_rate:10,.0f} samples/s   (runs: {', '.join(f'{samples / t:,.0f}' for t in tracked)})")
-        per_epoch = (statistics.median(tracked) - statistics.median(bare)) / args.epochs
-        print(f"    tracking costs {per_epoch * 1000:+.0f} ms per epoch of {args.train} samples")
+        for r in range(args.repeats):
+            # Alternate which goes first, so a drift in the machine's load hits both alike.
+            if r % 2:
+                pair = (tracked_loop(config, runs), bare_loop(config, args.epochs))[::-1]
+            else:
+                pair = (bare_loop(config, args.epochs), tracked_loop(config, runs))
+            bare.append(pair[0])
+            tracked.append(pair[1])
+        bare_wall, tracked_wall = (statistics.median(t[0] for t in runs_) for runs_ in (bare, tracked))
+        bare_rate, tracked_rate = samples / bare_wall, samples / tracked_wall
+        # Each pair ran back to back under the same load: the median of their ratios is the steadiest figure.
+        wall_ratio = statistics.median(b[0] / t[0] for b, t in zip(bare, tracked, strict=True))
+        cpu_ratio = statistics.median(b[1] / t[1] for b, t in zip(bare, tracked, strict=True))
+        print(f"(a) bare PyTorch loop   {bare_rate:10,.0f} samples/s   (runs: {', '.join(f'{samples / t[0]:,.0f}' for t in bare)})")
+        print(f"(b) MLProject, tracked  {tracked_rate:10,.0f} samples/s   (runs: {', '.join(f'{samples / t[0]:,.0f}' for t in tracked)})")
+        per_epoch = (tracked_wall - bare_wall) / args.epochs
+        print(f"    tracking costs {per_epoch * 1000:+.0f} ms per epoch of {args.train} samples; "
+              f"tracked/bare in CPU time (all threads) = {cpu_ratio:.3f}")
 
     python = sys.executable
     torch_s = startup_seconds([python, "-c", "import torch"])
@@ -234,10 +248,10 @@ def main(argv: list[str] | None = None) -> int:
 
     steps_per_second = bare_rate / args.batch_size
     n_steps = 100_000
-    writing, training, writes = metrics_json_cost(steps_per_second, n_steps)
+    writing, training, beats = metrics_json_cost(steps_per_second, n_steps)
     print(f"metrics.json: {n_steps:,} steps ({n_steps // 10:,} logged steps x 3 scalars, {training / 60:.0f} min at the bare "
-          f"rate), {writes} rewrites took {writing:.2f} s = {100 * writing / training:.3f}% of training time")
-    print(f"tracked/bare = {tracked_rate / bare_rate:.3f}")
+          f"rate), {beats} heartbeats spent {writing:.2f} s writing it = {100 * writing / training:.3f}% of training time")
+    print(f"tracked/bare = {wall_ratio:.3f}")
     return 0
 
 
