@@ -14,6 +14,7 @@ help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
 	@echo "make test         run the test suite"
 	@echo "make lint         ruff check"
+	@echo "make bench        tracked training vs a bare PyTorch loop, data paths, start-up (a few minutes)"
 	@echo "make tensorboard  serve TensorBoard over $(RUNS_DIR)/tensorboard"
 
 install: $(STAMP)
@@ -36,6 +37,9 @@ test: install
 
 lint: install
 	$(BIN)/ruff check mlproj test main.py
+
+bench: install
+	$(BIN)/python -m mlproj.bench
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir $(RUNS_DIR)/tensorboard

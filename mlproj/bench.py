@@ -107,6 +107,7 @@ def tracked_loop(config: dict[str, Any], runs: Path) -> tuple[float, float]:
     from mlproj.experiment import create_experiment
     from mlproj.project import MLProject
 
+    previous = os.environ.get("MLPROJ_RUNS_DIR")
     os.environ["MLPROJ_RUNS_DIR"] = str(runs)
     ex = create_experiment("bench", save_git_info=False)
     ex.add_config(config)
@@ -127,6 +128,10 @@ def tracked_loop(config: dict[str, Any], runs: Path) -> tuple[float, float]:
     finally:
         sys.stderr.close(), sys.stdout.close()
         sys.stderr, sys.stdout = stderr, stdout
+        if previous is None:
+            del os.environ["MLPROJ_RUNS_DIR"]
+        else:
+            os.environ["MLPROJ_RUNS_DIR"] = previous
     run_dir = Path(run.observers[0].dir)
     assert (run_dir / "last.pt").exists() and (run_dir / "metrics.json").exists(), "the tracked run recorded nothing"
     return seconds[0]
@@ -200,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--startup-repeats", type=int, default=5)
+    parser.add_argument("--data-seconds", type=float, default=1.0, help="length of each data-path trial")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier figures when other processes share the CPUs)")
     args = parser.parse_args(argv)
@@ -215,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workload: LeNet-5, MNIST-format fixture {args.train} train / {args.test} test, batch {args.batch_size}, "
               f"{args.epochs} epoch(s) per run, Adam, CPU; {args.repeats} interleaved pairs after a warm-up, medians")
 
-        tv = data_path(config, "torchvision")
-        mem = data_path(config, "memory")
+        tv = data_path(config, "torchvision", args.data_seconds)
+        mem = data_path(config, "memory", args.data_seconds)
         print(f"(c) data path alone     torchvision {tv:12,.0f} samples/s   memory {mem:12,.0f} samples/s   "
               f"memory/torchvision = {mem / tv:.0f}x")
 
@@ -242,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
               f"tracked/bare in CPU time (all threads) = {cpu_ratio:.3f}")
 
     python = sys.executable
-    torch_s = startup_seconds([python, "-c", "import torch"])
-    config_s = startup_seconds([python, str(ROOT / "main.py"), "print_config"])
+    torch_s = startup_seconds([python, "-c", "import torch"], args.startup_repeats)
+    config_s = startup_seconds([python, str(ROOT / "main.py"), "print_config"], args.startup_repeats)
     print(f"start-up: ./main.py print_config {config_s:.2f} s   python -c 'import torch' {torch_s:.2f} s")
 
     steps_per_second = bare_rate / args.batch_size
