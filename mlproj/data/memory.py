@@ -208,6 +208,7 @@ def memory_factory(
     """The factory of a dataset given as uint8 (images, labels) tensors, with the validation split
     carved from `train` exactly as the torchvision path carves it (`splits.train_validation`)."""
     from mlproj.config import resolve_device
+    from mlproj.distributed import local_device
 
     images, labels = train
     validation = None
@@ -220,7 +221,7 @@ def memory_factory(
         MemorySplit(images, labels, transform),
         validation,
         MemorySplit(*test, transform) if test is not None else None,
-        device=resolve_device(str(config.get("device", "cpu"))),
+        device=local_device(resolve_device(str(config.get("device", "cpu")))),  # under torchrun: this rank's GPU
         augment=augment,
         input_shape=input_shape,
         num_classes=num_classes,
