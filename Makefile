@@ -14,6 +14,7 @@ help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
 	@echo "make test         run the test suite"
 	@echo "make lint         ruff check"
+	@echo "make bench        tracked training vs a bare PyTorch loop, data paths, start-up (a few minutes)"
 	@echo "make tensorboard  serve TensorBoard over $(RUNS_DIR)/tensorboard"
 	@echo "make omniboard    install Omniboard $(OMNIBOARD_VERSION) into ./node_modules and serve MONGODB_URI's runs"
 	@echo "make sweep SWEEP=\"lr=[0.01,0.001] batch_size=[32,64]\" JOBS=2   grid on digits, skipping trials already done"
@@ -43,6 +44,9 @@ test: install
 
 lint: install
 	$(BIN)/ruff check mlproj test main.py
+
+bench: install
+	$(BIN)/python -m mlproj.bench
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir $(RUNS_DIR)/tensorboard

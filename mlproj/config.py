@@ -28,6 +28,10 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "resume": (None, "continue from a run folder, a run id in the runs dir, or a checkpoint path"),
     "deterministic": (False, "use torch's deterministic algorithms"),
     "git_pin": (True, "commit the working tree under refs/mlproj/runs/<run key> at run start"),
+    "data_backend": ("memory", "`memory` (uint8 tensors, batched transforms on the device) or `torchvision`"),
+    "amp": ("off", "mixed precision: `off`, `bf16` or `fp16` (with a GradScaler)"),
+    "compile": (False, "torch.compile the network (first steps are slow while it compiles)"),
+    "channels_last": (False, "channels-last memory format for conv nets (faster on GPUs with AMP)"),
 }
 
 
@@ -96,7 +100,10 @@ def validate_config(config: dict[str, Any]) -> None:
             raise _fail("val_fraction", vf, "a number in [0, 1), e.g. val_fraction=0.1")
     if "optimizer" in config and config["optimizer"] not in ("adam", "sgd"):
         raise _fail("optimizer", config["optimizer"], "'adam' or 'sgd'")
-    for key in ("download", "verify_checksums", "deterministic", "git_pin"):
+    for key, allowed in (("data_backend", ("memory", "torchvision")), ("amp", ("off", "bf16", "fp16"))):
+        if key in config and config[key] not in allowed:
+            raise _fail(key, config[key], " or ".join(repr(a) for a in allowed))
+    for key in ("download", "verify_checksums", "deterministic", "git_pin", "compile", "channels_last"):
         if key in config and not isinstance(config[key], bool):
             raise _fail(key, config[key], "True or False")
     for key in ("data_dir",):

@@ -27,6 +27,7 @@ from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
 
+from mlproj import distributed  # noqa: E402
 from mlproj.config import machinery_defaults, runs_dir, validate_config  # noqa: E402
 from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.mongo import BackgroundMongoObserver, redact_uri  # noqa: E402
@@ -74,6 +75,8 @@ class MLProjExperiment(Experiment):
 
     def _create_run(self, command_name: str | None = None, *args: Any, **kwargs: Any) -> Any:
         run = super()._create_run(command_name, *args, **kwargs)
+        if distributed.rank() != 0:
+            run.unobserved = True  # under torchrun only rank 0 records: one run per job
         command = command_name or self.default_command
         if command in READ_ONLY_COMMANDS:
             return run

@@ -1,7 +1,9 @@
 """Averaging metrics over batches without waiting on the device.
 
-`MeanMetrics.add` keeps running sums as tensors on the metric's device; only `compute` turns them
-into Python floats, which is the one host sync, done on logging steps and at the end of evaluation.
+`MeanMetrics.add` only remembers each batch's values (tensors stay on their device, no operation is
+launched: a training step pays a list append); `compute` stacks them, weights them by batch size
+and turns the means into Python floats in one transfer, the one host sync, done on logging steps
+and at the end of evaluation.
 """
 
 from __future__ import annotations
@@ -15,35 +17,54 @@ class MeanMetrics:
     """Batch-size-weighted means of the metric dicts returned by `train_batch` / `test_batch`."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, Any] = {}
+        self.values: dict[str, list[tuple[Any, int]]] = {}  # name -> [(value, batch size), ...]
         self.count = 0
+        self._reduced: dict[str, float] | None = None  # sums over ranks, after `reduce`
 
     def add(self, metrics: dict[str, Any], n: int) -> None:
         for name, value in metrics.items():
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
                     continue  # images and histograms are not averaged
-                value = value.detach().float().reshape(())
             elif not isinstance(value, (int, float)):
                 continue
-            self.sums[name] = self.sums[name] + value * n if name in self.sums else value * n
+            self.values.setdefault(name, []).append((value, n))
         self.count += n
+
+    def sums(self) -> dict[str, float]:
+        """Each metric's batch-size-weighted sum, as floats (the host sync)."""
+        if self._reduced is not None:
+            return dict(self._reduced)
+        result: dict[str, float] = {}
+        tensor_sums: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for name, pairs in self.values.items():
+                tensors = [(v, n) for v, n in pairs if isinstance(v, torch.Tensor)]
+                result[name] = float(sum(v * n for v, n in pairs if not isinstance(v, torch.Tensor)))
+                if tensors:
+                    stacked = torch.stack([v if v.dim() == 0 else v.reshape(()) for v, _ in tensors]).to(torch.float64)
+                    weights = torch.tensor([n for _, n in tensors], dtype=torch.float64, device=stacked.device)
+                    tensor_sums[name] = (stacked * weights).sum()
+            if tensor_sums:
+                # One transfer for all tensor metrics instead of one `.item()` each.
+                moved = torch.stack([s.to("cpu") for s in tensor_sums.values()]).tolist()
+                for name, value in zip(tensor_sums, moved, strict=True):
+                    result[name] += value
+        return result
 
     def compute(self) -> dict[str, float]:
         if not self.count:
             return {}
-        tensors = [name for name, value in self.sums.items() if isinstance(value, torch.Tensor)]
-        result = {name: float(value) / self.count for name, value in self.sums.items() if name not in tensors}
-        if tensors:
-            # One transfer for all tensor metrics instead of one `.item()` each.
-            values = torch.stack([self.sums[name].to(torch.float64) for name in tensors]).cpu().tolist()
-            result.update({name: value / self.count for name, value in zip(tensors, values, strict=True)})
-        return result
+        return {name: value / self.count for name, value in self.sums().items()}
 
     def reduce(self, all_reduce: Any) -> None:
-        """Sum counts and sums over distributed ranks with `all_reduce(tensor)` (in place)."""
-        names = sorted(self.sums)
-        packed = torch.tensor([float(self.sums[name]) for name in names] + [float(self.count)], dtype=torch.float64)
+        """Sum counts and sums over distributed ranks with `all_reduce(tensor)` (in place).
+
+        Every rank must hold the same metric names (each rank runs the same model).
+        """
+        sums = self.sums()
+        names = sorted(sums)
+        packed = torch.tensor([sums[name] for name in names] + [float(self.count)], dtype=torch.float64)
         all_reduce(packed)
-        self.sums = dict(zip(names, packed[:-1].tolist(), strict=True))
+        self._reduced = dict(zip(names, packed[:-1].tolist(), strict=True))
         self.count = int(packed[-1].item())

@@ -39,6 +39,8 @@ class Model(nn.Module):
         self.device = torch.device("cpu")
         self.amp_dtype: torch.dtype | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self.memory_format = torch.contiguous_format
+        self._ddp_wrapped: list[str] = []  # children that setup() wrapped in DistributedDataParallel
 
     # ----------------------------------------------------------------- what subclasses write
     def train_batch(self, batch: Any) -> Metrics:
@@ -76,10 +78,37 @@ class Model(nn.Module):
         return type(self).__name__
 
     # ----------------------------------------------------------------- devices and precision
-    def setup(self, device: str | torch.device, amp: str = "off") -> None:
-        """Move the model to `device` and choose its precision (`off`, `bf16` or `fp16`)."""
+    def setup(
+        self,
+        device: str | torch.device,
+        amp: str = "off",
+        *,
+        compile: bool = False,
+        channels_last: bool = False,
+        distributed: bool = False,
+    ) -> None:
+        """Move the model to `device` and choose its precision (`off`, `bf16` or `fp16`).
+
+        Args:
+            compile: `torch.compile` each network (each child module with parameters), in place,
+                so parameter names and checkpoints stay those of the plain network.
+            channels_last: store 4-D weights channels-last (the loop feeds images the same way).
+            distributed: wrap each network in `DistributedDataParallel` (under torchrun).
+        """
         self.device = torch.device(device)
         self.to(self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        networks = [name for name, child in self.named_children() if any(True for _ in child.parameters())]
+        for name in networks:
+            if compile:
+                getattr(self, name).compile()
+            if distributed:
+                from mlproj import distributed as dist
+
+                self._ddp_wrapped.append(name)
+                setattr(self, name, dist.wrap(getattr(self, name), self.device))
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
@@ -103,10 +132,22 @@ class Model(nn.Module):
         self.scaler.update()
 
     # ----------------------------------------------------------------- checkpoint state
+    def _unwrapped_keys(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Parameter names without DDP's `module.`, so checkpoints load with or without torchrun."""
+        for name in self._ddp_wrapped:
+            state = {k.replace(f"{name}.module.", f"{name}.", 1) if k.startswith(f"{name}.module.") else k: v
+                     for k, v in state.items()}
+        return state
+
+    def _wrapped_keys(self, state: dict[str, Any]) -> dict[str, Any]:
+        for name in self._ddp_wrapped:
+            state = {f"{name}.module.{k[len(name) + 1:]}" if k.startswith(f"{name}.") else k: v for k, v in state.items()}
+        return state
+
     def training_state(self) -> dict[str, Any]:
         """Weights plus optimizer, scheduler and grad-scaler state: what resuming needs."""
         return {
-            "model": self.state_dict(),
+            "model": self._unwrapped_keys(self.state_dict()),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "schedulers": [sched.state_dict() for sched in self.schedulers],
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -114,7 +155,7 @@ class Model(nn.Module):
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore what `training_state` returned."""
-        self.load_state_dict(state["model"])
+        self.load_state_dict(self._wrapped_keys(state["model"]))
         for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
         for sched, sched_state in zip(self.schedulers, state["schedulers"], strict=True):

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mlproj import distributed
 from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
 from mlproj.config import resolve_device, runs_dir, validate_config, with_defaults
 from mlproj.data.factory import DatasetFactory
@@ -81,16 +82,29 @@ class MLProject:
         self.config = with_defaults(dict(config))
         validate_config(self.config)
         self._run = _run
-        self.device = resolve_device(self.config["device"])
+        self.device = distributed.local_device(resolve_device(self.config["device"]))
+        distributed.setup(self.device)  # under torchrun: join the job (no-op otherwise)
+        self.is_global_zero = distributed.is_global_zero()
         seed_everything(self.config.get("seed") or 0, self.config["deterministic"])
         self.dataset_factory = dataset_factory if dataset_factory is not None else self.get_dataset_factory(self.config)
+        if distributed.is_distributed():
+            self.dataset_factory.shard(distributed.rank(), distributed.world_size())
         self.model = model if model is not None else self.get_model(self.config)
-        self.model.setup(self.device, amp=self.config.get("amp", "off"))
+        self.model.setup(
+            self.device,
+            amp=self.config["amp"],
+            compile=self.config["compile"],
+            channels_last=self.config["channels_last"],
+            distributed=distributed.is_distributed(),
+        )
         self.state = TrainState()
         self.run_key = self._run_info("run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
         self.checkpoint_dir = self._checkpoint_dir()
-        check_writable(self.checkpoint_dir, "checkpoint folder", "Pass model_dir=<a folder you can write>")
-        self.tracker = Tracker(_run, self._tensorboard_run_dir(), prefix=self.config["prefix"])
+        if self.is_global_zero:
+            check_writable(self.checkpoint_dir, "checkpoint folder", "Pass model_dir=<a folder you can write>")
+        # Only rank 0 records; the other ranks' Sacred runs are unobserved (experiment._create_run).
+        tensorboard = self._tensorboard_run_dir() if self.is_global_zero else None
+        self.tracker = Tracker(_run if self.is_global_zero else None, tensorboard, prefix=self.config["prefix"])
         self._stop_signal: int | None = None
         self._last_eval_step: int | None = None
         if self.config["resume"] is not None:
@@ -180,7 +194,7 @@ class MLProject:
                 bar.update()
                 if s.global_step % cfg["log_iteration_scalars"] == 0:
                     # The only host sync of a training step, and only on logging steps.
-                    self._log_train(window.compute())
+                    self._log_train(_mean_over_ranks(window))
                     window = MeanMetrics()
                 if _is_due(cfg["log_iteration_all"], s.global_step):
                     self._log_all(batch)
@@ -223,7 +237,7 @@ class MLProject:
                 batch = self._to_device(batch)
                 meter.add(self.model.test_batch(batch), _batch_size(batch))
         self.model.train(was_training)
-        metrics = meter.compute()
+        metrics = _mean_over_ranks(meter)
         self.tracker.log_scalars(split, metrics, self.state.global_step)
         return {f"{split}.{name}": value for name, value in metrics.items()}
 
@@ -256,6 +270,8 @@ class MLProject:
         """
         last = os.path.join(self.checkpoint_dir, "last.pt")
         best_path = os.path.join(self.checkpoint_dir, "best.pt")
+        if not self.is_global_zero:
+            return last  # every rank holds the same weights; rank 0 writes them
         writing = last
         try:
             os.makedirs(self.checkpoint_dir, exist_ok=True)
@@ -300,7 +316,8 @@ class MLProject:
         for name in ("last.pt", "best.pt"):
             source = os.path.join(os.path.dirname(path), name)
             target = os.path.join(self.checkpoint_dir, name)
-            if os.path.basename(path) == "last.pt" and os.path.exists(source) and not os.path.exists(target):
+            if (self.is_global_zero and os.path.basename(path) == "last.pt" and os.path.exists(source)
+                    and not os.path.exists(target)):
                 os.makedirs(self.checkpoint_dir, exist_ok=True)
                 self._copy_atomically(source, target)
                 self.tracker.add_artifact(target, name)
@@ -365,6 +382,9 @@ class MLProject:
 
     def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
+            # non_blocking: from pinned memory (loader_options pins on CUDA) the copy overlaps compute.
+            if batch.dim() == 4:
+                return batch.to(self.model.device, non_blocking=True, memory_format=self.model.memory_format)
             return batch.to(self.model.device, non_blocking=True)
         if isinstance(batch, (tuple, list)):
             return type(batch)(self._to_device(item) for item in batch)
@@ -405,9 +425,12 @@ class MLProject:
         tqdm.monitor_interval = 0
         n = self.config["n_global_iterations"]
         desc = f"epoch {self.state.epoch + 1}" + ("" if n is not None else f"/{self.config['n_epochs']}")
-        return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True, leave=False)
+        return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True, leave=False,
+                    disable=not self.is_global_zero)
 
     def _print_header(self) -> None:
+        if not self.is_global_zero:
+            return
         what = f"{self.config['n_global_iterations']} steps" if self.config["n_global_iterations"] else f"{self.config['n_epochs']} epochs"
         start = f", resuming at step {self.state.global_step}" if self.state.global_step else ""
         name = self.model.name()
@@ -416,6 +439,8 @@ class MLProject:
         print(f"Training {name} ({self.device}) for {what}{start}; checkpoints in {self.checkpoint_dir}", flush=True)
 
     def _print_progress(self, metrics: dict[str, float], improved: bool) -> None:
+        if not self.is_global_zero:
+            return
         mark = "  (best)" if improved else ""
         print(f"epoch {self.state.epoch} step {self.state.global_step}: {_format_metrics(metrics)}{mark}", flush=True)
 
@@ -456,6 +481,12 @@ class MLProject:
 
 def _is_due(interval: int | str, step: int) -> bool:
     return interval != "epoch" and step % int(interval) == 0
+
+
+def _mean_over_ranks(meter: MeanMetrics) -> dict[str, float]:
+    if distributed.is_distributed():
+        meter.reduce(distributed.all_reduce_sum)  # every rank reaches this at the same step
+    return meter.compute()
 
 
 def _batch_size(batch: Any) -> int:

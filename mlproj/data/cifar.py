@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
 
 from mlproj.errors import MLProjError
 
 from .factory import DatasetFactory
+from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
 from .splits import loader_options, train_validation
 
@@ -21,6 +25,12 @@ NORMALIZATION = {
     "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "CIFAR100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+
+
+class _Layout(NamedTuple):
+    base_folder: str
+    train: list[str]
+    test: list[str]
 
 
 def _torchvision_class(name: str, verify_checksums: bool) -> type:
@@ -77,7 +87,36 @@ def prepare_cifar(config: dict[str, Any], name: str) -> None:
                 )
 
 
+def read_cifar_batches(folder: str, files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The python pickle batches `files` as uint8 images (N, 3, 32, 32) and int64 labels."""
+    images, labels = [], []
+    for filename in files:
+        with open(os.path.join(folder, filename), "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        images.append(torch.as_tensor(np.asarray(entry["data"], dtype=np.uint8)).reshape(-1, 3, 32, 32))
+        labels.append(torch.as_tensor(entry["labels"] if "labels" in entry else entry["fine_labels"]))
+    return torch.cat(images), torch.cat(labels).long()
+
+
+def build_cifar_memory(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
+    cls = {"CIFAR10": _Layout("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
+           "CIFAR100": _Layout("cifar-100-python", ["train"], ["test"])}[name]
+    folder = os.path.join(config["data_dir"], cls.base_folder)
+    try:
+        train, test = read_cifar_batches(folder, cls.train), read_cifar_batches(folder, cls.test)
+    except Exception as err:  # unpickling a foreign or truncated batch
+        raise MLProjError(
+            f"{name} batches under {folder} cannot be read ({type(err).__name__}: {err}): replace them with "
+            "the original python pickle batches."
+        ) from None
+    mean, std = NORMALIZATION[name]
+    transform = BatchTransform(mean, std, crop_padding=4, flip=True)
+    return memory_factory(config, train, test, transform, (3, 32, 32), num_classes, augment=True)
+
+
 def build_cifar(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
+    if use_memory_backend(config):
+        return build_cifar_memory(config, name, num_classes)
     from torchvision import transforms
 
     cls = _torchvision_class(name, config.get("verify_checksums", True))

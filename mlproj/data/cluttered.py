@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 from mlproj.checkpoint import atomic_save
 
 from .factory import DatasetFactory
+from .memory import BatchTransform, memory_factory, use_memory_backend
 from .mnist import NORMALIZATION, prepare_idx_dataset
 from .registry import register_dataset
 from .splits import loader_options, train_validation
@@ -79,6 +80,10 @@ def _normalized(images: torch.Tensor) -> torch.Tensor:
 )
 def cluttered_mnist(config: dict[str, Any]) -> DatasetFactory:
     data = cached_cluttered(config)
+    if use_memory_backend(config):
+        transform = BatchTransform(*NORMALIZATION["MNIST"])
+        train, test = (data["train_images"], data["train_labels"]), (data["test_images"], data["test_labels"])
+        return memory_factory(config, train, test, transform, (1, CANVAS, CANVAS), 10)
     train = TensorDataset(_normalized(data["train_images"]), data["train_labels"])
     test = TensorDataset(_normalized(data["test_images"]), data["test_labels"])
     train, validation = train_validation(train, config.get("val_fraction", 0.1))

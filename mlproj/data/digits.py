@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .factory import DatasetFactory
+from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
 from .splits import loader_options, split_indices, train_validation
 
@@ -29,6 +30,11 @@ def digits(config: dict[str, Any]) -> DatasetFactory:
     images, labels = load_digits_tensors()
     train_idx, test_idx = split_indices(len(labels), TEST_FRACTION)
     mean, std = images[train_idx].mean(), images[train_idx].std()
+    if use_memory_backend(config):
+        pixels = (images * 16).round().to(torch.uint8)  # the original 0..16 grey levels
+        transform = BatchTransform((mean.item(),), (std.item(),), scale=16.0)
+        train = (pixels[train_idx], labels[train_idx])
+        return memory_factory(config, train, (pixels[test_idx], labels[test_idx]), transform, (1, 8, 8), 10)
     images = (images - mean) / std
     train = TensorDataset(images[train_idx], labels[train_idx])
     test = TensorDataset(images[test_idx], labels[test_idx])

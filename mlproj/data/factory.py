@@ -33,13 +33,22 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.n, generator=generator)
         else:
             order = torch.arange(self.n)
+        if self.shuffle and self.world_size > 1:
+            # DDP all-reduces gradients at every step, so every rank must take the same number of
+            # steps: pad the permutation by wrapping around, as DistributedSampler does.
+            order = torch.cat([order, order[: self._per_rank() * self.world_size - self.n]])
         return order[self.rank :: self.world_size][self.start :]
+
+    def _per_rank(self) -> int:
+        if self.shuffle and self.world_size > 1:
+            return math.ceil(self.n / self.world_size)
+        return math.ceil((self.n - self.rank) / self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
 
     def __len__(self) -> int:
-        return max(0, math.ceil((self.n - self.rank) / self.world_size) - self.start)
+        return max(0, self._per_rank() - self.start)
 
 
 class DatasetFactory:

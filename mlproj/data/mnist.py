@@ -11,9 +11,12 @@ import os
 import struct
 from typing import Any
 
+import torch
+
 from mlproj.errors import MLProjError
 
 from .factory import DatasetFactory
+from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
 from .splits import loader_options, train_validation
 
@@ -81,7 +84,29 @@ def prepare_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: 
         check_idx_file(os.path.join(raw, name), magic, n_dims)
 
 
+def read_idx(path: str) -> torch.Tensor:
+    """An uncompressed IDX file (checked by `check_idx_file`) as a uint8 tensor of its dimensions."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n_dims = data[3]
+    dims = struct.unpack(f">{n_dims}I", data[4 : 4 + 4 * n_dims])
+    return torch.frombuffer(bytearray(data[4 + 4 * n_dims :]), dtype=torch.uint8).reshape(dims)
+
+
+def build_idx_memory(config: dict[str, Any], folder: str) -> DatasetFactory:
+    raw = raw_folder(config["data_dir"], folder)
+
+    def split(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images = read_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte"))
+        return images.unsqueeze(1), read_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte")).long()
+
+    mean, std = NORMALIZATION[folder]
+    return memory_factory(config, split("train"), split("t10k"), BatchTransform(mean, std), (1, 28, 28), 10)
+
+
 def build_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: str) -> DatasetFactory:
+    if use_memory_backend(config):
+        return build_idx_memory(config, folder)
     import torchvision.datasets
     from torchvision import transforms
 

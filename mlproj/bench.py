@@ -1,0 +1,266 @@
+"""`make bench`: what mlproj's tracking costs against a bare PyTorch loop, and what the data path gains.
+
+One process measures, on the same network (LeNet-5), data (an MNIST-format fixture written into a
+temporary folder) and batch size:
+
+  (a) a bare PyTorch loop: a float tensor indexed by a permutation, forward / backward / step, loss
+      and accuracy summed as tensors, one evaluation per epoch;
+  (b) `MLProject.train` inside a Sacred run with full tracking: file observer (heartbeats rewriting
+      metrics.json), TensorBoard, train scalars every 10 steps, evaluation and a checkpoint per epoch;
+  (c) the data path alone, one epoch of batches: torchvision (a PIL image per sample) vs memory.
+
+Measurements alternate (a) and (b), after a warm-up of each, and report medians. Then the start-up
+time of `./main.py print_config` next to `python -c "import torch"`, and the cost of rewriting
+metrics.json over a long run. The last line is `tracked/bare = X`.
+
+    python -m mlproj.bench [--train 20000] [--epochs 2] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_mnist_fixture(root: Path, n_train: int, n_test: int, seed: int = 0) -> None:
+    """MNIST IDX files under `root/MNIST/raw`: noise plus a bright block whose place is the label."""
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for digit in range(10):
+            row, col = divmod(digit, 5)
+            images[labels == digit, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 6 + 5 * col] = 255
+        raw = root / "MNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for name, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
+            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            (raw / name).write_bytes(header + array.tobytes())
+
+
+def bench_config(data_dir: Path, runs: Path, epochs: int, batch_size: int) -> dict[str, Any]:
+    return {
+        "dataset": "mnist", "model": "lenet", "data_dir": str(data_dir), "download": False, "val_fraction": 0.0,
+        "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3, "n_epochs": epochs, "device": "cpu",
+        "tensorboard_dir": str(runs / "tensorboard"), "seed": 0,
+    }
+
+
+# ---------------------------------------------------------------------------------------- (a) bare
+def bare_loop(config: dict[str, Any], epochs: int) -> tuple[float, float]:
+    """(wall, CPU) seconds to train `epochs` epochs the way a careful PyTorch user writes it by hand."""
+    from mlproj.data.mnist import NORMALIZATION, read_idx
+    from mlproj.nets import create_net
+
+    raw = Path(config["data_dir"]) / "MNIST" / "raw"
+    (mean,), (std,) = NORMALIZATION["MNIST"]
+
+    def load(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images = read_idx(str(raw / f"{prefix}-images-idx3-ubyte")).float().div(255).sub(mean).div(std).unsqueeze(1)
+        return images, read_idx(str(raw / f"{prefix}-labels-idx1-ubyte")).long()
+
+    (x_train, y_train), (x_test, y_test) = load("train"), load("t10k")
+    torch.manual_seed(0)
+    net = create_net("lenet", (1, 28, 28), 10)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config["lr"])
+    loss_fn = nn.CrossEntropyLoss()
+    bs, n = config["batch_size"], len(y_train)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        loss_sum, correct = torch.zeros(()), torch.zeros(())
+        for i in range(0, n, bs):
+            index = order[i : i + bs]
+            x, y = x_train[index], y_train[index]
+            logits = net(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+        net.eval()
+        with torch.no_grad():
+            test_correct = sum((net(x_test[i : i + bs]).argmax(1) == y_test[i : i + bs]).sum() for i in range(0, len(y_test), bs))
+        _ = (loss_sum / n).item(), (correct / n).item(), float(test_correct) / len(y_test)
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+# ---------------------------------------------------------------------------------------- (b) tracked
+def tracked_loop(config: dict[str, Any], runs: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of `MLProject.train()` in a Sacred run with the file observer and TensorBoard."""
+    from mlproj.experiment import create_experiment
+    from mlproj.project import MLProject
+
+    previous = os.environ.get("MLPROJ_RUNS_DIR")
+    os.environ["MLPROJ_RUNS_DIR"] = str(runs)
+    ex = create_experiment("bench", save_git_info=False)
+    ex.add_config(config)
+    seconds: list[tuple[float, float]] = []
+
+    @ex.main
+    def train(_run: Any) -> float | None:
+        project = MLProject.from_run(_run)
+        start, cpu_start = time.perf_counter(), time.process_time()  # CPU time of all threads
+        result = project.train()
+        seconds.append((time.perf_counter() - start, time.process_time() - cpu_start))
+        return result
+
+    stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # the progress bar; Sacred's log lines
+    stdout, sys.stdout = sys.stdout, open(os.devnull, "w")
+    try:
+        run = ex.run()
+    finally:
+        sys.stderr.close(), sys.stdout.close()
+        sys.stderr, sys.stdout = stderr, stdout
+        if previous is None:
+            del os.environ["MLPROJ_RUNS_DIR"]
+        else:
+            os.environ["MLPROJ_RUNS_DIR"] = previous
+    run_dir = Path(run.observers[0].dir)
+    assert (run_dir / "last.pt").exists() and (run_dir / "metrics.json").exists(), "the tracked run recorded nothing"
+    return seconds[0]
+
+
+# ---------------------------------------------------------------------------------------- (c) data
+def data_path(config: dict[str, Any], backend: str, min_seconds: float = 1.0, trials: int = 3) -> float:
+    """Samples per second delivered by one backend's training loader (whole epochs), best of `trials`."""
+    from mlproj.data import create_dataset_factory
+
+    factory = create_dataset_factory({**config, "data_backend": backend})
+    loader = factory.train_loader()
+    rates = []
+    for _ in range(trials):
+        samples, epoch, start = 0, 0, time.perf_counter()
+        while time.perf_counter() - start < min_seconds:
+            factory.set_epoch(epoch)
+            for images, _ in loader:
+                samples += images.shape[0]
+            epoch += 1
+        rates.append(samples / (time.perf_counter() - start))
+    return max(rates)  # on a shared machine the least disturbed trial is the closest to the truth
+
+
+# ---------------------------------------------------------------------------------------- start-up
+def startup_seconds(command: list[str], repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------- metrics.json
+def metrics_json_cost(steps_per_second: float, n_steps: int, log_every: int = 10, beat: float = 10.0) -> tuple[float, float, int]:
+    """The time spent rewriting metrics.json over a run of `n_steps` optimizer steps.
+
+    Replays what Sacred's heartbeat hands the observer (every `beat` seconds, the scalars logged
+    since the last one: train.loss, train.accuracy and lr every `log_every` steps) into a real
+    `RunFolderObserver`, timing each rewrite. Returns (seconds writing, seconds training, rewrites).
+    """
+    import datetime
+
+    from mlproj.observers import RunFolderObserver
+
+    steps_per_beat = max(1, int(steps_per_second * beat))
+    with tempfile.TemporaryDirectory() as tmp:
+        observer = RunFolderObserver(tmp)
+        observer.started_event({"name": "bench", "base_dir": tmp, "sources": [], "dependencies": [], "repositories": []},
+                               "train", {}, datetime.datetime.now(), {}, {}, None)
+        now, total, writes = datetime.datetime.now(), 0.0, 0
+        for first in range(0, n_steps, steps_per_beat):
+            logged = [s for s in range(first + 1, min(first + steps_per_beat, n_steps) + 1) if s % log_every == 0]
+            new = {name: {"steps": logged, "values": [0.123456789] * len(logged), "timestamps": [now] * len(logged)}
+                   for name in ("train.loss", "train.accuracy", "lr")}
+            start = time.perf_counter()
+            observer.log_metrics(new, None)
+            total += time.perf_counter() - start
+            writes += 1
+        start = time.perf_counter()
+        observer.completed_event(datetime.datetime.now(), None)  # the last, complete write
+        total += time.perf_counter() - start
+    return total, n_steps / steps_per_second, writes + 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlproj.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=60000, help="training samples in the fixture")
+    parser.add_argument("--test", type=int, default=2000, help="test samples (evaluated each epoch)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--startup-repeats", type=int, default=5)
+    parser.add_argument("--data-seconds", type=float, default=1.0, help="length of each data-path trial")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: steadier figures when other processes share the CPUs)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir, runs = Path(tmp) / "data", Path(tmp) / "runs"
+        write_mnist_fixture(data_dir, args.train, args.test)
+        config = bench_config(data_dir, runs, args.epochs, args.batch_size)
+        samples = args.train * args.epochs
+        print(f"workload: LeNet-5, MNIST-format fixture {args.train} train / {args.test} test, batch {args.batch_size}, "
+              f"{args.epochs} epoch(s) per run, Adam, CPU; {args.repeats} interleaved pairs after a warm-up, medians")
+
+        tv = data_path(config, "torchvision", args.data_seconds)
+        mem = data_path(config, "memory", args.data_seconds)
+        print(f"(c) data path alone     torchvision {tv:12,.0f} samples/s   memory {mem:12,.0f} samples/s   "
+              f"memory/torchvision = {mem / tv:.0f}x")
+
+        bare_loop(config, 1), tracked_loop({**config, "n_epochs": 1}, runs)  # warm-up
+        bare, tracked = [], []
+        for r in range(args.repeats):
+            # Alternate which goes first, so a drift in the machine's load hits both alike.
+            if r % 2:
+                pair = (tracked_loop(config, runs), bare_loop(config, args.epochs))[::-1]
+            else:
+                pair = (bare_loop(config, args.epochs), tracked_loop(config, runs))
+            bare.append(pair[0])
+            tracked.append(pair[1])
+        bare_wall, tracked_wall = (statistics.median(t[0] for t in runs_) for runs_ in (bare, tracked))
+        bare_rate, tracked_rate = samples / bare_wall, samples / tracked_wall
+        # Each pair ran back to back under the same load: the median of their ratios is the steadiest figure.
+        wall_ratio = statistics.median(b[0] / t[0] for b, t in zip(bare, tracked, strict=True))
+        cpu_ratio = statistics.median(b[1] / t[1] for b, t in zip(bare, tracked, strict=True))
+        print(f"(a) bare PyTorch loop   {bare_rate:10,.0f} samples/s   (runs: {', '.join(f'{samples / t[0]:,.0f}' for t in bare)})")
+        print(f"(b) MLProject, tracked  {tracked_rate:10,.0f} samples/s   (runs: {', '.join(f'{samples / t[0]:,.0f}' for t in tracked)})")
+        per_epoch = (tracked_wall - bare_wall) / args.epochs
+        print(f"    tracking costs {per_epoch * 1000:+.0f} ms per epoch of {args.train} samples; "
+              f"tracked/bare in CPU time (all threads) = {cpu_ratio:.3f}")
+
+    python = sys.executable
+    torch_s = startup_seconds([python, "-c", "import torch"], args.startup_repeats)
+    config_s = startup_seconds([python, str(ROOT / "main.py"), "print_config"], args.startup_repeats)
+    print(f"start-up: ./main.py print_config {config_s:.2f} s   python -c 'import torch' {torch_s:.2f} s")
+
+    steps_per_second = bare_rate / args.batch_size
+    n_steps = 100_000
+    writing, training, beats = metrics_json_cost(steps_per_second, n_steps)
+    print(f"metrics.json: {n_steps:,} steps ({n_steps // 10:,} logged steps x 3 scalars, {training / 60:.0f} min at the bare "
+          f"rate), {beats} heartbeats spent {writing:.2f} s writing it = {100 * writing / training:.3f}% of training time")
+    print(f"tracked/bare = {wall_ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

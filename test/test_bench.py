@@ -1,0 +1,29 @@
+"""`make bench` runs end to end (on a tiny fixture here; no speed is asserted), and start-up stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from mlproj import bench
+
+
+def test_bench_tiny_run_prints_every_figure_and_ends_with_the_ratio(runs_dir, capsys: pytest.CaptureFixture) -> None:
+    assert bench.main(["--train", "640", "--test", "64", "--repeats", "1", "--startup-repeats", "1", "--data-seconds", "0.1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    for prefix in ("machine:", "workload:", "(c) data path alone", "(a) bare PyTorch loop", "(b) MLProject, tracked",
+                   "start-up:", "metrics.json:"):
+        assert any(line.startswith(prefix) for line in lines), prefix
+    assert lines[-1].startswith("tracked/bare = ")
+    assert float(lines[-1].split("=")[1]) > 0
+
+
+def test_print_config_imports_no_torch_torchvision_tensorboard_or_dataset_code() -> None:
+    code = ("import runpy, sys; sys.argv = ['main.py', 'print_config']; runpy.run_path('main.py', run_name='__main__'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'tensorboard') or m.startswith('mlproj.data')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
