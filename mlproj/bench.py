@@ -210,7 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier figures when other processes share the CPUs)")
     args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _measure(args)
+    finally:
+        torch.set_num_threads(threads)  # called in-process (the tests), leave the process as it was
+
+
+def _measure(args: argparse.Namespace) -> int:
 
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")

@@ -39,13 +39,6 @@ def test_epoch_sampler_resumed_mid_epoch_yields_the_rest_of_that_epoch() -> None
     assert len(resumed) == 12
 
 
-def test_epoch_sampler_shards_partition_the_epoch() -> None:
-    shards = [EpochSampler(11, seed=1, rank=r, world_size=2) for r in range(2)]
-    seen = [i for s in shards for i in s]
-    assert sorted(seen) == list(range(11))
-    assert [len(s) for s in shards] == [6, 5]
-
-
 def test_register_dataset_name_usable_by_config() -> None:
     @register_dataset("ten_points", input_shape=(1, 1, 1), num_classes=2)
     def ten_points(config: dict) -> DatasetFactory:
