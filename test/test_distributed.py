@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,18 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("MONGODB_URI", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "main.py"), "with", "dataset=digits", "model=mlp", "n_epochs=2", "log_iteration_scalars=5"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+               str(ROOT / "main.py"), "with", "dataset=digits", "model=mlp", "n_epochs=2", "log_iteration_scalars=5",
+               "git_pin=False"]
+    # Its own session, so a hung rank is killed with torchrun instead of outliving the test.
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("torchrun did not finish within 180 s")
+    assert process.returncode == 0, stderr[-3000:]
     return runs
 
 
