@@ -92,3 +92,19 @@ def run_main(*args: str, runs: Path, cwd: Path = ROOT, env: dict | None = None, 
         [sys.executable, str(main or ROOT / "main.py"), *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def _run_refs() -> set[str]:
+    result = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/mlproj/runs"], cwd=ROOT,
+                            capture_output=True, text=True)
+    return set(result.stdout.split()) if result.returncode == 0 else set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def leave_no_run_refs():
+    """Runs started by the tests pin the project's working tree under refs/mlproj/runs/ like any
+    run; remove the refs this session made so the developer's repo keeps only their own."""
+    before = _run_refs()
+    yield
+    for ref in sorted(_run_refs() - before):
+        subprocess.run(["git", "update-ref", "-d", ref], cwd=ROOT, check=False)
