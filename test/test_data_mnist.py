@@ -65,5 +65,5 @@ def test_mnist_prepare_download_failure_says_where_files_go(tmp_path: Path, monk
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
-    with pytest.raises(MLProjError, match="download failed.*put the IDX files there, or run with dataset=digits"):
+    with pytest.raises(MLProjError, match="download failed.*put the IDX files.*there, or run with dataset=digits"):
         prepare_dataset(config(tmp_path, download=True))

@@ -17,6 +17,7 @@ import torch
 from mlproj.errors import MLProjError
 
 from .factory import DatasetFactory
+from .files import ensure_files
 from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
 from .splits import loader_options, train_validation
@@ -61,21 +62,7 @@ def prepare_cifar(config: dict[str, Any], name: str) -> None:
     cls = _torchvision_class(name, verify)
     folder = os.path.join(config["data_dir"], cls.base_folder)
     files = [filename for filename, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
-    if missing and config.get("download", True):
-        try:
-            cls(config["data_dir"], download=True)
-        except Exception as err:  # any network failure: say where the files go instead
-            raise MLProjError(
-                f"{name} not found under {folder} and the download failed ({type(err).__name__}): "
-                "put the python pickle batches there, or run with dataset=digits."
-            ) from None
-        missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
-    if missing:
-        raise MLProjError(
-            f"{name} not found under {folder} (missing {', '.join(missing)}) and download=False: put the "
-            "python pickle batches there, run with download=True, or run with dataset=digits."
-        )
+    ensure_files(name, folder, files, config, lambda: cls(config["data_dir"], download=True), "python pickle batches")
     if verify:
         from torchvision.datasets.utils import check_integrity
 

@@ -16,6 +16,7 @@ import torch
 from mlproj.errors import MLProjError
 
 from .factory import DatasetFactory
+from .files import ensure_files
 from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
 from .splits import loader_options, train_validation
@@ -63,23 +64,13 @@ def check_idx_file(path: str, magic: int, n_dims: int) -> int:
 def prepare_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: str) -> None:
     """Ensure the four IDX files of `folder` (MNIST or FashionMNIST) exist and are well-formed."""
     raw = raw_folder(config["data_dir"], folder)
-    missing = [name for name in IDX_FILES if not os.path.exists(os.path.join(raw, name))]
-    if missing and config.get("download", True):
+
+    def download() -> None:
         import torchvision.datasets
 
-        try:
-            getattr(torchvision.datasets, torchvision_class)(config["data_dir"], download=True)
-        except Exception as err:  # any network failure: say where the files go instead
-            raise MLProjError(
-                f"{folder} not found under {raw} and the download failed ({type(err).__name__}): "
-                "put the IDX files there, or run with dataset=digits."
-            ) from None
-        missing = [name for name in IDX_FILES if not os.path.exists(os.path.join(raw, name))]
-    if missing:
-        raise MLProjError(
-            f"{folder} not found under {raw} (missing {', '.join(missing)}) and download=False: "
-            "put the uncompressed IDX files there, run with download=True, or run with dataset=digits."
-        )
+        getattr(torchvision.datasets, torchvision_class)(config["data_dir"], download=True)
+
+    ensure_files(folder, raw, list(IDX_FILES), config, download, "IDX files (uncompressed)")
     for name, (magic, n_dims) in IDX_FILES.items():
         check_idx_file(os.path.join(raw, name), magic, n_dims)
 
