@@ -16,7 +16,7 @@ import os
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mlproj.errors import MLProjError
@@ -43,6 +43,10 @@ class MetricSummary:
     count: int
 
 
+# Sacred beats every 10 s; a run silent for this long is no longer running.
+STALE_HEARTBEAT = timedelta(minutes=2)
+
+
 @dataclass
 class Run:
     """A recorded run, read from a run folder or a MongoDB `runs` document."""
@@ -65,6 +69,16 @@ class Run:
     fail_trace: list[str] | None = None
     heartbeat: datetime | None = None
     path: str | None = None  # the run folder; None for a run read from MongoDB
+
+    @property
+    def shown_status(self) -> str:
+        """`status`, except that a RUNNING run whose heartbeat stopped (killed, machine gone) shows
+        as PROBABLY_DEAD, as Omniboard shows it. The record itself is left as it is."""
+        if self.status == "RUNNING" and self.heartbeat is not None:
+            now = datetime.now(timezone.utc).replace(tzinfo=None)  # Sacred records naive UTC times
+            if now - self.heartbeat > STALE_HEARTBEAT:
+                return "PROBABLY_DEAD"
+        return self.status
 
     @property
     def run_key(self) -> str | None:
@@ -285,7 +299,7 @@ def filter_runs(runs: list[Run], where: Iterable[str] = (), status: str | None =
     chosen = []
     for run in runs:
         flat = run.flat_config()
-        if status and run.status.upper() != status.upper():
+        if status and status.upper() not in (run.status.upper(), run.shown_status):
             continue
         if all(key in flat and _matches(flat[key], value) for key, value in conditions):
             chosen.append(run)

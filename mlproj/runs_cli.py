@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     runs.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     runs.add_argument("--all-config", action="store_true", help="show every config key, not only those that differ")
     runs.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only runs whose config has KEY=VALUE (repeatable)")
-    runs.add_argument("--status", help="only runs with this status (COMPLETED, FAILED, INTERRUPTED, RUNNING)")
+    runs.add_argument("--status", help="only runs with this status (COMPLETED, FAILED, INTERRUPTED, RUNNING, PROBABLY_DEAD)")
     runs.add_argument("--sort", metavar="METRIC", help="best first by METRIC (or ascending by a config key, id, start, duration)")
     runs.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
     runs.set_defaults(func=run_runs)
@@ -109,7 +109,7 @@ def run_rows(runs: list[Run], all_config: bool = False) -> list[dict[str, Any]]:
     for run in runs:
         flat = run.flat_config()
         row: dict[str, Any] = {
-            "id": run.id, "name": run.name, "status": run.status, "start": run.start,
+            "id": run.id, "name": run.name, "status": run.shown_status, "start": run.start,
             "duration": run.duration, "git": run.git,
         }
         row.update({key: flat.get(key) for key in keys})
@@ -131,7 +131,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def describe(run: Run) -> str:
     """The text `mlproj show` prints for `run`."""
-    lines = [f"run {run.id}  {run.name}  {run.status}", ""]
+    lines = [f"run {run.id}  {run.name}  {run.shown_status}", ""]
     facts = [
         ("run_key", run.run_key or ""),
         ("folder", run.path or "(MongoDB)"),

@@ -152,3 +152,17 @@ def test_find_run_by_id_or_run_key_else_raises(three_runs: Path) -> None:
 def test_hide_password_replaces_user_and_password() -> None:
     assert hide_password("mongodb://u:p%40ss@h1:27017,h2/db?authSource=admin") == "mongodb://***@h1:27017,h2/db?authSource=admin"
     assert hide_password("mongodb://localhost:27017") == "mongodb://localhost:27017"
+
+
+def test_run_running_with_stale_heartbeat_shown_probably_dead_record_kept(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    write_run(tmp_path, 1, {"lr": 0.1}, {"train.loss": [1.0]}, status="RUNNING")  # heartbeat in January
+    live = write_run(tmp_path, 2, {"lr": 0.1}, {"train.loss": [1.0]}, status="RUNNING")
+    record = json.loads((live / "run.json").read_text())
+    record["heartbeat"] = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()  # beating now
+    (live / "run.json").write_text(json.dumps(record))
+    dead, running = load_runs(str(tmp_path))
+    assert (dead.status, dead.shown_status) == ("RUNNING", "PROBABLY_DEAD")
+    assert running.shown_status == "RUNNING"
+    assert [r.id for r in filter_runs([dead, running], status="probably_dead")] == [1]
