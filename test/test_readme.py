@@ -20,3 +20,12 @@ def test_readme_own_project_example_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "test.accuracy" in result.stdout
     assert (tmp_path / "runs" / "checkpoints").is_dir()
+
+
+def test_readme_config_table_lists_every_config_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Config", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    result = subprocess.run([sys.executable, "main.py", "print_config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    keys = set(re.findall(r"^  (\w+) = ", re.sub(r"\x1b\[[0-9;]*m", "", result.stdout), re.M))
+    assert keys and keys == documented, f"undocumented: {keys - documented}, gone: {documented - keys}"
