@@ -68,7 +68,8 @@ class Model(nn.Module):
     def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None = None) -> None:
         """Called after each epoch's evaluation with its metrics (e.g. `{'validation.loss': ...}`).
 
-        The default steps every scheduler once per epoch; override to step them per batch instead.
+        The default steps every scheduler once per epoch; override to step them per batch, or to
+        pass a metric (`ReduceLROnPlateau.step(metrics["validation.loss"])`).
         """
         for scheduler in self.schedulers:
             scheduler.step()
@@ -127,9 +128,15 @@ class Model(nn.Module):
         """`optimizer.step()`, unscaling and skipping inf/nan steps when training in fp16."""
         if self.scaler is None:
             optimizer.step()
-            return
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        else:
+            self.scaler.step(optimizer)
+
+    def after_batch(self) -> None:
+        """Called by the loop after each `train_batch`: in fp16, adjust the loss scale once per
+        batch, after every optimizer has stepped (one update per optimizer would unscale the later
+        optimizers' gradients with the wrong scale)."""
+        if self.scaler is not None:
+            self.scaler.update()
 
     # ----------------------------------------------------------------- checkpoint state
     def _unwrapped_keys(self, state: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 
 from mlproj import distributed
-from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
+from mlproj.checkpoint import FORMAT, atomic_copy, atomic_save, load_checkpoint, resolve_checkpoint
 from mlproj.config import resolve_device, runs_dir, validate_config, with_defaults
 from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
@@ -107,6 +106,7 @@ class MLProject:
         self.tracker = Tracker(_run if self.is_global_zero else None, tensorboard, prefix=self.config["prefix"])
         self._stop_signal: int | None = None
         self._last_eval_step: int | None = None
+        self._window = MeanMetrics()
         if self.config["resume"] is not None:
             self.resume(self.config["resume"])
 
@@ -156,6 +156,7 @@ class MLProject:
             factory has neither a validation nor a test set).
         """
         self._print_header()
+        self._window = MeanMetrics()  # train metrics since the last logging step, across epochs
         self.model.on_train_begin()
         with self._stop_on_signals():
             while not self._finished():
@@ -175,11 +176,11 @@ class MLProject:
         """One (possibly resumed) epoch; False when training had to stop before its end."""
         s, cfg = self.state, self.config
         loader = self.dataset_factory.train_loader()
-        # Our own loaders start mid-epoch by themselves; a loader from outside is skipped through.
+        # Our own loaders start mid-epoch by themselves; a loader from outside is skipped through
+        # (its order is its own, so only the built-in loaders resume mid-epoch exactly).
         skip = 0 if self.dataset_factory.set_epoch(s.epoch, s.epoch_step) else s.epoch_step
         self.model.train()
         self.model.on_epoch_begin(s.epoch)
-        window = MeanMetrics()
         epoch_total = s.epoch_step + len(loader) - skip
         if epoch_total == 0:
             raise MLProjError("the training set is empty: check data_dir and val_fraction (it must leave samples to train on).")
@@ -188,14 +189,15 @@ class MLProject:
             for batch in itertools.islice(loader, skip, None):
                 batch = self._to_device(batch)
                 metrics = self.model.train_batch(batch)
+                self.model.after_batch()
                 s.global_step += 1
                 s.epoch_step += 1
-                window.add(metrics, _batch_size(batch))
+                self._window.add(metrics, _batch_size(batch))
                 bar.update()
                 if s.global_step % cfg["log_iteration_scalars"] == 0:
                     # The only host sync of a training step, and only on logging steps.
-                    self._log_train(_mean_over_ranks(window))
-                    window = MeanMetrics()
+                    self._log_train(_mean_over_ranks(self._window))
+                    self._window = MeanMetrics()
                 if _is_due(cfg["log_iteration_all"], s.global_step):
                     self._log_all(batch)
                 if s.epoch_step == epoch_total:
@@ -246,7 +248,8 @@ class MLProject:
         if not self.dataset_factory.has_test_set():
             raise MLProjError("this dataset has no test set: evaluate on the validation set with project.evaluate().")
         metrics = self.evaluate("test")
-        print("[test] " + _format_metrics(metrics), flush=True)
+        if self.is_global_zero:
+            print("[test] " + _format_metrics(metrics), flush=True)
         self.tracker.flush()
         return metrics
 
@@ -278,7 +281,7 @@ class MLProject:
             atomic_save(self.checkpoint(), last)
             if best:
                 writing = best_path
-                self._copy_atomically(last, best_path)
+                atomic_copy(last, best_path)
         except OSError as err:
             # A full disk must not cost the last good checkpoint: atomic writes left it in place.
             raise MLProjError(
@@ -293,7 +296,9 @@ class MLProject:
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         """Load weights, optimizer/scheduler state and `TrainState` from `path`; restore the RNGs."""
-        checkpoint = load_checkpoint(path, map_location=self.device)
+        # On the CPU: RNG states must stay there, and load_state_dict moves weights and optimizer
+        # state to the model's device by itself.
+        checkpoint = load_checkpoint(path)
         try:
             self.model.load_training_state(checkpoint)
         except (RuntimeError, ValueError, KeyError) as err:
@@ -319,7 +324,7 @@ class MLProject:
             if (self.is_global_zero and os.path.basename(path) == "last.pt" and os.path.exists(source)
                     and not os.path.exists(target)):
                 os.makedirs(self.checkpoint_dir, exist_ok=True)
-                self._copy_atomically(source, target)
+                atomic_copy(source, target)
                 self.tracker.add_artifact(target, name)
         if self._run is not None:
             self._run.info["resumed_from"] = {
@@ -329,17 +334,6 @@ class MLProject:
                 "global_step": self.state.global_step,
             }
         self._last_eval_step = self.state.global_step
-
-    @staticmethod
-    def _copy_atomically(source: str, target: str) -> None:
-        tmp = f"{target}.tmp-{os.getpid()}"
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
 
     # ------------------------------------------------------------------ helpers of the loop
     def _finished(self) -> bool:
@@ -415,7 +409,8 @@ class MLProject:
     def _interrupt(self) -> None:
         path = self.save_checkpoint()
         name = signal.Signals(self._stop_signal).name
-        print(f"\n{name}: saved {path}; continue with `./main.py with resume={self._resume_hint()}`", flush=True)
+        if self.is_global_zero:
+            print(f"\n{name}: saved {path}; continue with `./main.py with resume={self._resume_hint()}`", flush=True)
         raise KeyboardInterrupt(name)
 
     def _progress_bar(self, total: int, initial: int) -> Any:

@@ -52,3 +52,9 @@ def test_register_dataset_name_usable_by_config() -> None:
 def test_dataset_spec_unknown_name_lists_known_ones() -> None:
     with pytest.raises(MLProjError, match=r"dataset='imagenet' is unknown: use one of .*digits.*mnist"):
         dataset_spec("imagenet")
+
+
+def test_factory_shard_ready_train_loader_raises() -> None:
+    factory = DatasetFactory(train_loader=DataLoader(tensors(6), batch_size=2))
+    with pytest.raises(MLProjError, match="ready train_loader.*give it train_set= instead"):
+        factory.shard(1, 2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlproj.model import ClassificationModel, SimpleModel, create_model
+from mlproj.model import ClassificationModel, Model, SimpleModel, create_model
 from mlproj.nets import create_net
 
 
@@ -72,3 +72,32 @@ def test_create_model_uses_config_optimizer() -> None:
     model = create_model({"dataset": "digits", "model": "lenet", "optimizer": "sgd", "lr": 0.3, "weight_decay": 0.0})
     assert isinstance(model.optimizer, torch.optim.SGD)
     assert model.optimizer.param_groups[0]["lr"] == 0.3
+
+
+class TwoOptimizers(Model):
+    """Two parameters, each with its own optimizer, sharing one backward (as GANs do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+        for layer in (self.a, self.b):
+            nn.init.constant_(layer.weight, 0.0)
+        self.optimizers = [torch.optim.SGD(self.a.parameters(), lr=1.0), torch.optim.SGD(self.b.parameters(), lr=1.0)]
+
+    def train_batch(self, batch: torch.Tensor) -> dict:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        self.backward(self.a(batch).sum() + self.b(batch).sum())  # both gradients are 1
+        for optimizer in self.optimizers:
+            self.step(optimizer)
+        return {}
+
+
+def test_model_fp16_two_optimizers_both_unscaled_with_the_same_scale() -> None:
+    model = TwoOptimizers()
+    model.setup("cpu", amp="fp16")
+    model.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)  # the scale changes every update
+    model.train_batch(torch.ones(1, 1))
+    model.after_batch()
+    assert model.a.weight.item() == model.b.weight.item() == -1.0
+    assert model.scaler.get_scale() == 2048.0  # one update for the batch, not one per optimizer

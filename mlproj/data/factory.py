@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mlproj.errors import MLProjError
+
 
 class EpochSampler(Sampler[int]):
     """Shuffles with a permutation drawn from `(seed, epoch)` alone.
@@ -133,7 +135,16 @@ class DatasetFactory:
         return True
 
     def shard(self, rank: int, world_size: int) -> None:
-        """Make this process read only its shard (distributed training); call before the first loader."""
+        """Make this process read only its shard (distributed training); call before the first loader.
+
+        Raises:
+            MLProjError: when the train loader came ready-made: it cannot be sharded from here.
+        """
+        if world_size > 1 and self._loaders["train"] is not None:
+            raise MLProjError(
+                "this DatasetFactory was given a ready train_loader, which every torchrun process would read "
+                "whole: give it train_set= instead (its loader is then sharded per process)."
+            )
         self.rank, self.world_size = rank, world_size
 
     def _eval_loader(self, split: str) -> Any:
