@@ -6,54 +6,22 @@ strings, lists and dicts only, so loading one never runs code from the file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from typing import Any
 
 import torch
 
 from mlproj.errors import MLProjError
+from mlproj.storage import atomic_write
 
 FORMAT = "mlproj.checkpoint/1"
 
 
-def _atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """`write(file)` into a temporary file beside `path`, fsync, then rename over `path`.
-
-    A crash at any moment leaves either the old file or the new one, never half of one.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save(obj)` to `path` atomically (see `_atomic_write`)."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Copy `source` to `path` atomically (see `_atomic_write`)."""
-
-    def copy(f: Any) -> None:
-        with open(source, "rb") as src:
-            shutil.copyfileobj(src, f)
-
-    _atomic_write(path, copy)
+    """`torch.save(obj)` to `path` atomically (see `mlproj.storage.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

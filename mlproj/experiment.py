@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -33,6 +34,8 @@ from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.mongo import BackgroundMongoObserver, redact_uri  # noqa: E402
 from mlproj.observers import RunFolderObserver, mongo_observer  # noqa: E402
 from mlproj.storage import check_writable  # noqa: E402
+
+TEST_NEEDS_CHECKPOINT = "the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt"
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
@@ -74,6 +77,8 @@ class MLProjExperiment(Experiment):
         self._on_command_line = False
 
     def _create_run(self, command_name: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        options = kwargs.get("options", args[4] if len(args) > 4 else None) or {}
+        check_mongo_option(options.get("--mongo_db"))
         run = super()._create_run(command_name, *args, **kwargs)
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
@@ -85,7 +90,9 @@ class MLProjExperiment(Experiment):
             from mlproj.data import prepare_dataset
 
             prepare_dataset(run.config)
-        # A bad checkpoint path fails here, before a run is recorded.
+        # A missing or bad checkpoint fails here, before a run is recorded.
+        if command == "test" and not run.config.get("checkpoint"):
+            raise MLProjError(TEST_NEEDS_CHECKPOINT)
         if command != self.default_command and run.config.get("checkpoint"):
             from mlproj.checkpoint import load_checkpoint
 
@@ -97,7 +104,6 @@ class MLProjExperiment(Experiment):
             path = resolve_checkpoint(run.config["resume"], runs_root)
             check_same_model(load_checkpoint(path), run.config, path)
         check_storage(run, runs_root)
-        redact_mongo_option(run.meta_info)
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
@@ -188,13 +194,6 @@ def check_storage(run: Any, runs_root: str) -> None:
             check_writable(str(run.config[key]), f"config {key}", f"Pass {key}=<a folder you can write>")
 
 
-def redact_mongo_option(meta_info: dict[str, Any]) -> None:
-    """Sacred records the command-line options with the run: keep a password given with `-m` out."""
-    options = meta_info.get("options") or {}
-    if options.get("--mongo_db"):
-        options["--mongo_db"] = redact_uri(options["--mongo_db"])
-
-
 def attach_observers(run: Any) -> None:
     """Give `run` one file observer and, with `MONGODB_URI`, one MongoDB observer (never two of a kind)."""
     file_observers = [o for o in run.observers if isinstance(o, FileStorageObserver)]
@@ -203,15 +202,38 @@ def attach_observers(run: Any) -> None:
             run.observers[run.observers.index(observer)] = RunFolderObserver(observer.basedir)
     if not file_observers:
         run.observers.append(RunFolderObserver(runs_dir()))
+    for observer in list(run.observers):
+        if type(observer) is MongoObserver:  # `-m HOST:PORT:DB`: the same database, copied in the background
+            run.observers[run.observers.index(observer)] = mongo_observer(mongo_option_uri(run.meta_info))
     uri = os.environ.get("MONGODB_URI")
-    has_mongo = any(isinstance(o, (MongoObserver, QueuedMongoObserver, BackgroundMongoObserver)) for o in run.observers)
-    if uri and not has_mongo:
+    mongo = next((o for o in run.observers if isinstance(o, BackgroundMongoObserver)), None)
+    if uri and mongo is None and not any(isinstance(o, (MongoObserver, QueuedMongoObserver)) for o in run.observers):
         mongo = mongo_observer(uri)
         run.observers.append(mongo)
+    if mongo is not None:
         first_free_id = mongo.next_free_id()  # one id in both records (Sacred #540)
         for observer in run.observers:
             if isinstance(observer, RunFolderObserver):
                 observer.first_free_id = first_free_id
+
+
+def check_mongo_option(value: str | None) -> None:
+    """`MLProjError` for a `-m` value Sacred cannot parse (it would fail with a traceback)."""
+    from sacred.observers.mongo import get_pattern
+
+    if value and not re.match(get_pattern(), value):
+        raise MLProjError(
+            f"-m {redact_uri(value)!r} is not [HOST:PORT:]DB_NAME (e.g. -m localhost:27017:sacred); for a full URI with "
+            "credentials set MONGODB_URI instead."
+        )
+
+
+def mongo_option_uri(meta_info: dict[str, Any]) -> str:
+    """The MongoDB URI that Sacred's `-m [HOST:PORT:]DB` option names (Sacred's defaults: localhost, `sacred`)."""
+    from sacred.observers.mongo import parse_mongo_db_arg
+
+    parsed = parse_mongo_db_arg(meta_info["options"]["--mongo_db"])
+    return f"mongodb://{parsed.get('url', 'localhost:27017')}/{parsed.get('db_name', 'sacred')}"
 
 
 def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
@@ -228,7 +250,7 @@ def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> di
     from mlproj.checkpoint import load_checkpoint
 
     if not checkpoint:
-        raise MLProjError("the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt")
+        raise MLProjError(TEST_NEEDS_CHECKPOINT)
     recorded = load_checkpoint(checkpoint)["config"]
     given = run.meta_info.get("config_updates", {})
     config = {**recorded, **{k: v for k, v in run.config.items() if k in given}, "resume": None}

@@ -54,6 +54,16 @@ class _MongoCopy(MongoObserver):
     def final_save(self, attempts: int) -> None:
         self.runs.update_one({"_id": self.run_entry["_id"]}, {"$set": self.run_entry}, upsert=True)
 
+    def artifact_event(self, name: str, filename: str, metadata: Any = None, content_type: Any = None) -> None:
+        """Sacred's, except that an artifact saved again (last.pt every epoch) replaces its earlier
+        copy in GridFS instead of adding one more."""
+        for entry in [a for a in self.run_entry["artifacts"] if a["name"] == name]:
+            self.fs.delete(entry["file_id"])
+            self.run_entry["artifacts"].remove(entry)
+        if content_type is None and filename.endswith(".pt"):
+            content_type = "application/octet-stream"  # Sacred's guess fails on checkpoints, with a warning
+        super().artifact_event(name, filename, metadata, content_type)
+
 
 def _connect(uri: str, db_name: str) -> Any:
     import pymongo

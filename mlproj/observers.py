@@ -18,28 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Any
 
 from sacred.observers import FileStorageObserver
 from sacred.serializer import flatten
 
-
-def _atomic_write(path: str, write: Any, mode: str = "w") -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+from mlproj.storage import atomic_copy, atomic_write
 
 # A heartbeat rewrites metrics.json only when this many times the last rewrite's duration has passed.
 METRICS_REWRITE_RATIO = 100
@@ -64,7 +49,7 @@ class RunFolderObserver(FileStorageObserver):
         def write(f: Any) -> None:
             json.dump(flatten(obj), f, sort_keys=True, indent=2)
 
-        _atomic_write(os.path.join(self.dir, filename), write)
+        atomic_write(os.path.join(self.dir, filename), write, mode="w")
 
     def save_file(self, filename: str, target_name: str | None = None) -> None:
         target = os.path.join(self.dir, target_name or os.path.basename(filename))
@@ -72,12 +57,7 @@ class RunFolderObserver(FileStorageObserver):
             return  # the checkpoint was written into the run folder itself
         if os.path.basename(target) in ("run.json", "config.json", "cout.txt", "metrics.json", "info.json"):
             raise FileExistsError(f"artifact name {os.path.basename(target)} would overwrite the run record")
-
-        def copy(f: Any) -> None:
-            with open(filename, "rb") as source:
-                shutil.copyfileobj(source, f)
-
-        _atomic_write(target, copy, mode="wb")
+        atomic_copy(filename, target)
 
     def artifact_event(self, name: str, filename: str, metadata: Any = None, content_type: Any = None) -> None:
         self.save_file(filename, name)
@@ -100,23 +80,37 @@ class RunFolderObserver(FileStorageObserver):
         if not self._metrics_pending:
             return
         start = time.monotonic()
-        text = json.dumps(self._metrics, sort_keys=True)  # no indent: the C encoder
-        _atomic_write(os.path.join(self.dir, "metrics.json"), lambda f: f.write(text))
+        text = json.dumps(self._metrics, sort_keys=True, default=_number)  # no indent: the C encoder
+        atomic_write(os.path.join(self.dir, "metrics.json"), lambda f: f.write(text), mode="w")
         self._metrics_written_at = time.monotonic()
         self._metrics_write_seconds = self._metrics_written_at - start
         self._metrics_pending = False
 
     def completed_event(self, *args: Any, **kwargs: Any) -> None:
-        self.write_metrics()
-        super().completed_event(*args, **kwargs)
+        try:
+            self.write_metrics()
+        finally:  # the run's status is written even when its metrics cannot be
+            super().completed_event(*args, **kwargs)
 
     def interrupted_event(self, *args: Any, **kwargs: Any) -> None:
-        self.write_metrics()
-        super().interrupted_event(*args, **kwargs)
+        try:
+            self.write_metrics()
+        finally:  # the run's status is written even when its metrics cannot be
+            super().interrupted_event(*args, **kwargs)
 
     def failed_event(self, *args: Any, **kwargs: Any) -> None:
-        self.write_metrics()
-        super().failed_event(*args, **kwargs)
+        try:
+            self.write_metrics()
+        finally:  # the run's status is written even when its metrics cannot be
+            super().failed_event(*args, **kwargs)
+
+
+def _number(value: Any) -> Any:
+    """A value `_run.log_scalar` was given that json cannot write (a 0-d tensor, a numpy scalar)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def mongo_db_name(uri: str) -> str:

@@ -23,14 +23,14 @@ from typing import Any
 import torch
 
 from mlproj import distributed
-from mlproj.checkpoint import FORMAT, atomic_copy, atomic_save, load_checkpoint, resolve_checkpoint
+from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
 from mlproj.config import resolve_device, runs_dir, validate_config, with_defaults
 from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
 from mlproj.metrics import MeanMetrics
 from mlproj.model import Model
 from mlproj.seeding import capture_rng, restore_rng, seed_everything
-from mlproj.storage import check_writable, describe_os_error
+from mlproj.storage import atomic_copy, check_writable, describe_os_error
 from mlproj.tracking import Tracker
 
 

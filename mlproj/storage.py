@@ -1,4 +1,5 @@
-"""Storage checks run before training, and turning a failed write into one line that says what to do.
+"""Writing files so a crash never leaves half of one, storage checks run before training, and
+turning a failed write into one line that says what to do.
 
 A run that cannot write its record or its checkpoints should fail before it trains, not after the
 first epoch. `check_writable` probes a folder without creating it (it may not exist yet: the run
@@ -7,11 +8,50 @@ makes it), so a failed check leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
+from typing import IO, Any
 
 from mlproj.errors import MLProjError
+
+# mkstemp makes 0600 files; records and checkpoints get the mode any other file would (e.g. 0644),
+# so a shared runs dir stays readable by the group, Omniboard's user or a sync job.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
+    """`write(file)` into a temporary file beside `path`, fsync, then rename it over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy `source` to `path` atomically (see `atomic_write`)."""
+
+    def copy(f: IO[Any]) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f)
+
+    atomic_write(path, copy)
 
 
 def _nearest_existing(path: str) -> str:

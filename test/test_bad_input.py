@@ -31,6 +31,8 @@ CASES = [
     (["with", "dataset=cifar10", "download=False"], r"CIFAR10 not found under .*cifar-10-batches-py"),
     (["with", "dataset=digits", "resume=77"], r"resume='77' names no checkpoint"),
     (["test", "with", "dataset=digits", "checkpoint=nowhere.pt"], "checkpoint nowhere.pt does not exist"),
+    (["test", "with", "dataset=digits"], "the test command needs a checkpoint: ./main.py test with checkpoint="),
+    (["-m", "mongodb://ann:pw@db/x", "with", "dataset=digits"], r"-m 'mongodb://ann:\*\*\*@db/x' is not \[HOST:PORT:\]DB_NAME"),
 ]
 if not torch.cuda.is_available():
     CASES.append((["with", "dataset=digits", "device=cuda:0"], "asks for CUDA, but this machine has no usable GPU: run with device=cpu"))

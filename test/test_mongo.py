@@ -135,3 +135,33 @@ def test_main_real_mongodb_one_id_in_both_and_sync_lists_back(tmp_path: Path) ->
         assert client[name].runs.count_documents({}) == 1
     finally:
         client.drop_database(name)
+
+
+def test_mongo_artifact_saved_again_replaces_its_copy(fake_mongo, runs_dir, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("MONGODB_URI", FAKE_URI)
+    ex = create_experiment("artifacts")
+    checkpoint = tmp_path / "last.pt"
+
+    @ex.main
+    def main(_run):
+        for epoch in range(3):  # as the loop writes last.pt after every epoch
+            checkpoint.write_bytes(f"epoch {epoch}".encode())
+            _run.add_artifact(str(checkpoint), "last.pt")
+
+    ex.run()
+    (doc,) = fake_mongo.runs.find()
+    assert [a["name"] for a in doc["artifacts"]] == ["last.pt"]
+    import gridfs
+
+    (stored,) = fake_mongo["fs.files"].find({"filename": {"$regex": "^artifact://"}})  # sources are there too
+    assert stored["_id"] == doc["artifacts"][0]["file_id"]
+    assert gridfs.GridFS(fake_mongo).get(stored["_id"]).read() == b"epoch 2"
+
+
+def test_mongo_option_m_copied_in_background_with_the_folder_id(fake_mongo, runs_dir) -> None:
+    (runs_dir / "1").mkdir(parents=True)
+    ex = tiny_experiment()
+    run = ex.run(options={"--mongo_db": "mongo.test:27017:mlproj_test"})
+    assert str(run._id) == "2"
+    doc = fake_mongo.runs.find_one({"_id": 2})
+    assert doc["status"] == "COMPLETED" and doc["config"]["lr"] == 0.1
