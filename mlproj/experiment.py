@@ -108,7 +108,7 @@ class MLProjExperiment(Experiment):
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
         if not run.unobserved:
-            record_provenance(run, self.base_dir)
+            record_provenance(run, self.base_dir, runs_root)
             attach_observers(run)
         return run
 
@@ -171,7 +171,7 @@ def one_line_sacred_error(err: SacredError) -> str:
     return " ".join(str(err).split()) + " (see `./main.py print_config` and `./main.py --help`)"
 
 
-def record_provenance(run: Any, source_dir: str) -> None:
+def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
     """Where the run came from: the pinned working tree (`git`), the folder it was started in
     (`cwd`, against which relative paths in its config resolve) and, for `mlproj reproduce`, the
     run it reproduces."""
@@ -179,7 +179,8 @@ def record_provenance(run: Any, source_dir: str) -> None:
     if run.config.get("git_pin", True):
         from mlproj.gitpin import pin_or_warn
 
-        run.info["git"] = pin_or_warn(source_dir, run.info["run_key"])
+        results = [runs_root] + [run.config[k] for k in ("model_dir", "tensorboard_dir", "data_dir") if run.config.get(k)]
+        run.info["git"] = pin_or_warn(source_dir, run.info["run_key"], exclude=results)
     if os.environ.get(REPRODUCES_ENV):
         run.info["reproduces"] = json.loads(os.environ[REPRODUCES_ENV])
 

@@ -43,12 +43,14 @@ def run_git(args: list[str], cwd: str, env: dict[str, str] | None = None, check:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def pin_working_tree(path: str, run_key: str) -> dict[str, Any]:
+def pin_working_tree(path: str, run_key: str, exclude: list[str] = ()) -> dict[str, Any]:
     """Commit the working tree holding `path` under `refs/mlproj/runs/<run_key>`.
 
     Args:
         path: a folder inside the work tree (the main file's folder).
         run_key: a name unique to the run (Sacred's run id repeats across run folders).
+        exclude: folders of results rather than source (runs, checkpoints, TensorBoard, data): left
+            out when they lie in the work tree and are not ignored, so no checkpoint is committed.
 
     Returns:
         `{head, branch, snapshot, ref, dirty}`: the HEAD commit (None in a repo without commits),
@@ -74,7 +76,7 @@ def pin_working_tree(path: str, run_key: str) -> dict[str, Any]:
         else:
             os.unlink(tmp_index)  # git makes a fresh index where none exists
         env = {**os.environ, "GIT_INDEX_FILE": tmp_index, **_identity_env(root)}
-        run_git(["add", "--all", "--", ":/"], cwd=root, env=env)
+        run_git(["add", "--all", "--", ":/", *_exclude_pathspecs(root, exclude)], cwd=root, env=env)
         tree = run_git(["write-tree"], cwd=root, env=env)
         message = f"mlproj run {run_key}\n\nThe working tree as it was when the run started."
         parents = ["-p", head] if head else []
@@ -87,6 +89,15 @@ def pin_working_tree(path: str, run_key: str) -> dict[str, Any]:
     run_git(["update-ref", ref, snapshot], cwd=root)
     dirty = head is None or run_git(["rev-parse", f"{head}^{{tree}}"], cwd=root) != tree
     return {"head": head, "branch": branch, "snapshot": snapshot, "ref": ref, "dirty": dirty}
+
+
+def _exclude_pathspecs(root: str, folders: list[str]) -> list[str]:
+    specs = []
+    for folder in folders:
+        relative = os.path.relpath(os.path.realpath(folder), os.path.realpath(root))
+        if relative != "." and not relative.startswith(".."):
+            specs.append(f":(top,exclude){relative}")
+    return specs
 
 
 def _identity_env(root: str) -> dict[str, str]:
@@ -102,13 +113,13 @@ def _identity_env(root: str) -> dict[str, str]:
     return env
 
 
-def pin_or_warn(path: str, run_key: str) -> dict[str, Any] | None:
+def pin_or_warn(path: str, run_key: str, exclude: list[str] = ()) -> dict[str, Any] | None:
     """`pin_working_tree`, or one warning and None when `path` is in no repo or git fails.
 
     A run must never fail because its source could not be pinned; it only loses the pin.
     """
     try:
-        return pin_working_tree(path, run_key)
+        return pin_working_tree(path, run_key, exclude)
     except GitError as err:
         reason = "not inside a Git repository" if "not a git repository" in str(err).lower() else str(err)
         warnings.warn(f"source not pinned ({reason}): run.info['git'] is None; run inside a Git repo to pin it.",

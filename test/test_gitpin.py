@@ -157,3 +157,17 @@ def test_main_enforce_clean_refuses_dirty_repo_before_pinning(tmp_path: Path) ->
     assert "EnforceClean: Uncommited changes" in result.stderr and "Traceback" not in result.stderr
     assert git(repo, "for-each-ref", "refs/mlproj") == ""
     assert not (tmp_path / "runs" / "1").exists()
+
+
+def test_gitpin_result_folders_in_the_tree_left_out(tmp_path: Path) -> None:
+    from mlproj.gitpin import pin_working_tree
+
+    repo = make_project_repo(tmp_path / "repo")
+    (repo / "results").mkdir()
+    (repo / "results" / "last.pt").write_bytes(b"\0" * 1024)  # a checkpoint nobody git-ignored
+    before = repo_state(repo)
+    pin = pin_working_tree(str(repo), "k1", exclude=[str(repo / "results"), str(tmp_path / "elsewhere")])
+    files = git(repo, "ls-tree", "-r", "--name-only", pin["snapshot"]).splitlines()
+    assert "untracked.txt" in files and "main.py" in files
+    assert not any(f.startswith("results/") for f in files)
+    assert repo_state(repo) == before
