@@ -135,7 +135,7 @@ def test_gitpin_without_git_warns_and_returns_none(tmp_path: Path, monkeypatch: 
 
 def test_gitpin_config_false_records_no_pin(tmp_path: Path) -> None:
     run = SimpleNamespace(info={"run_key": "k"}, config={"git_pin": False})  # a stand-in for a Sacred run
-    record_provenance(run, str(tmp_path))
+    record_provenance(run, str(tmp_path), str(tmp_path / "runs"))
     assert "git" not in run.info and run.info["cwd"]
 
 
