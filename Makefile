@@ -1,6 +1,6 @@
 # Two commands on a fresh clone: `make run` trains the offline default, `make test` runs the tests.
 # Both depend on `install`, which builds .venv/ from requirements.txt (pinned) and installs this
-# package in editable mode; it re-runs only when requirements.txt or setup.cfg change.
+# package in editable mode; it re-runs only when requirements.txt, setup.cfg or setup.py change.
 
 PYTHON ?= python3
 VENV := .venv

@@ -303,10 +303,12 @@ def recorded_runs(runs_dir: str, name: str) -> list[RecordedRun]:
     return runs
 
 
-def ignored_keys(spec: SweepSpec) -> set[str]:
-    """Config keys the skip rule leaves out: a random `seed`, and the `device` the scheduler picks."""
-    given = set(spec.fixed) | set(spec.axes)
-    return {key for key in ("seed", "device") if key not in given}
+def ignored_keys(spec: SweepSpec, trials: list[Trial]) -> set[str]:
+    """Config keys the skip rule leaves out unless the sweep sets them: a random `seed`, the
+    `device` the scheduler picks, and `tensorboard_dir`, whose default follows how the runs dir
+    was spelled (relative here, absolute in a SLURM task)."""
+    given = set(spec.fixed) | set(spec.axes) | {key for trial in trials for key in trial.params}  # --seeds sets seed
+    return {key for key in ("seed", "device", "tensorboard_dir") if key not in given}
 
 
 def mark_done(trials: list[Trial], runs: list[RecordedRun], ignore: set[str]) -> None:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     devices = _devices(args.devices, spec, trials)
     runs = runs_dir()
     if not args.force:
-        mark_done(trials, recorded_runs(runs, name), ignored_keys(spec))
+        mark_done(trials, recorded_runs(runs, name), ignored_keys(spec, trials))
     if args.slurm:
         return _write_slurm(args, spec, name, trials, runs)
     selected = trials if args.trial is None else [trials[args.trial - 1]]
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     keys = list(dict.fromkeys(key for trial in trials for key in trial.params))  # the summary's columns
     progress = _Progress(len(todo))
     # J processes that each start one thread per core would fight over the cores: share them out.
-    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // concurrency))}
+    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (len(os.sched_getaffinity(0)) or 1) // concurrency))}
     # SIGTERM (kill, timeout, a scheduler) stops the sweep as Ctrl-C does; SIGINT is handled even when
     # the shell started us ignoring it (a background job), so the trials do not inherit "ignore".
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm), signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -205,7 +205,7 @@ def _write_slurm(args: argparse.Namespace, spec: SweepSpec, name: str, trials: l
     log_dir = os.path.abspath(os.path.join(runs, "_sweeps", name))
     os.makedirs(log_dir, exist_ok=True)
     options = ["--name", name, "--sweep-seed", str(args.sweep_seed)]
-    for flag, value in (("--random", args.random), ("--seeds", args.seeds)):
+    for flag, value in (("--random", args.random), ("--seeds", args.seeds), ("--devices", args.devices)):
         if value is not None:
             options += [flag, str(value)]
     options += ["--force"] * args.force + ["--minimize"] * args.minimize

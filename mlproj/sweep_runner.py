@@ -4,6 +4,7 @@ no two running trials share a GPU unless the device list says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -125,12 +126,17 @@ def _run_id(log: str) -> int | None:
 
 
 def _interrupt(processes: list[subprocess.Popen], grace_s: float = 30.0) -> None:
+    """SIGINT to every running trial (each saves last.pt and ends INTERRUPTED); whatever has not
+    ended after `grace_s`, or when a second Ctrl-C cuts the wait short, is killed."""
     for process in processes:
         process.send_signal(signal.SIGINT)
     deadline = time.monotonic() + grace_s
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
+    try:
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
             process.wait()

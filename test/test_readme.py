@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -16,7 +17,9 @@ def test_readme_own_project_example_runs(tmp_path: Path) -> None:
     (code,) = [block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "register_dataset" in block]
     script = tmp_path / "example.py"
     script.write_text(code)
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "MLPROJ_RUNS_DIR"}  # the example's default: ./runs
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     assert "test.accuracy" in result.stdout
     assert (tmp_path / "runs" / "checkpoints").is_dir()

@@ -170,6 +170,14 @@ def test_sweep_seeds_run_each_point_per_seed_and_record_them(toy: str, runs_dir:
     assert points == [(0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2)]
 
 
+def test_sweep_seeds_one_seed_done_other_seed_still_runs(toy: str, runs_dir: Path, capsys) -> None:
+    args = ["sweep", toy, "with", "lr=[0.1]", "--seeds", "2"]
+    assert mlproj([*args, "--trial", "1"]) == 0  # only seed 1 ran
+    capsys.readouterr()
+    assert mlproj(args) == 0  # the rerun must run seed 2, not take seed 1's run for it
+    assert sorted(r["config"]["seed"] for r in runs_of(runs_dir).values()) == [1, 2]
+
+
 def test_sweep_random_fixed_seed_draws_same_trials_twice(toy: str, runs_dir: Path, capsys) -> None:
     args = ["sweep", toy, "with", "lr=loguniform(1e-4,1e-1)", "batch_size=randint(8,256)", "--random", "3",
             "--sweep-seed", "5"]
