@@ -57,6 +57,7 @@ def bench_config(data_dir: Path, runs: Path, epochs: int, batch_size: int) -> di
         "dataset": "mnist", "model": "lenet", "data_dir": str(data_dir), "download": False, "val_fraction": 0.0,
         "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3, "n_epochs": epochs, "device": "cpu",
         "tensorboard_dir": str(runs / "tensorboard"), "seed": 0,
+        "git_pin": False,  # the runs are deleted with their temporary folder: a pin would outlive them
     }
 
 

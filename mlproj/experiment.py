@@ -142,8 +142,21 @@ class MLProjExperiment(Experiment):
         except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree
             if not str(err).startswith(("EnforceClean", "No version control")):
                 raise
-            print(f"error: {' '.join(str(err).split())} Commit the changes, or run without --enforce_clean.", file=sys.stderr)
+            print(f"error: {self._enforce_clean_refusal(str(err))}", file=sys.stderr)
             sys.exit(1)
+
+    def _enforce_clean_refusal(self, error: str) -> str:
+        """Sacred's `--enforce_clean` refusal as one line naming the checkout (Sacred names the
+        repository's origin URL, in a dict)."""
+        if error.startswith("No version control"):
+            return (f"--enforce_clean: {self.base_dir} is in no Git repository with a commit, so there is nothing to "
+                    "check: commit the project in Git, or run without --enforce_clean.")
+        from mlproj.gitpin import repository_root
+
+        folders = {os.path.dirname(source.filename) for source in self.sources if source.is_dirty}
+        checkouts = sorted({repository_root(folder) or folder for folder in folders}) or [self.base_dir]
+        return (f"--enforce_clean: the checkout {', '.join(checkouts)} has uncommitted changes: commit or stash the "
+                "changes, or run without --enforce_clean.")
 
 
 def _experiment_file_globals() -> dict[str, Any]:
@@ -172,15 +185,17 @@ def one_line_sacred_error(err: SacredError) -> str:
 
 
 def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
-    """Where the run came from: the pinned working tree (`git`), the folder it was started in
-    (`cwd`, against which relative paths in its config resolve) and, for `mlproj reproduce`, the
-    run it reproduces."""
+    """Where the run came from: the pinned working tree (`git`, None with `git_error` when pinning
+    failed), the folder it was started in (`cwd`, against which relative paths in its config
+    resolve) and, for `mlproj reproduce`, the run it reproduces."""
     run.info["cwd"] = os.getcwd()
     if run.config.get("git_pin", True):
         from mlproj.gitpin import pin_or_warn
 
         results = [runs_root] + [run.config[k] for k in ("model_dir", "tensorboard_dir", "data_dir") if run.config.get(k)]
-        run.info["git"] = pin_or_warn(source_dir, run.info["run_key"], exclude=results)
+        run.info["git"], error = pin_or_warn(source_dir, run.info["run_key"], exclude=results)
+        if error:
+            run.info["git_error"] = error  # what `mlproj show` and `mlproj reproduce` tell about the missing pin
     if os.environ.get(REPRODUCES_ENV):
         run.info["reproduces"] = json.loads(os.environ[REPRODUCES_ENV])
 

@@ -12,14 +12,17 @@ working tree, branches and the stash are never touched; only new objects and the
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
-import warnings
 from typing import Any
 
 REF_PREFIX = "refs/mlproj/runs/"
+# The start of `info.json`'s `git_error` when the run's folder is in no Git work tree.
+NOT_IN_REPOSITORY = "not inside a Git repository"
+logger = logging.getLogger("mlproj")
 # The snapshot is a commit made by a machine; its identity is used when the user set none.
 _FALLBACK_IDENTITY = {"name": "mlproj", "email": "mlproj@localhost"}
 
@@ -39,8 +42,22 @@ def run_git(args: list[str], cwd: str, env: dict[str, str] | None = None, check:
     except (OSError, subprocess.TimeoutExpired) as err:
         raise GitError(f"`git {' '.join(args)}` failed: {err}") from None
     if check and result.returncode != 0:
-        raise GitError(f"`git {' '.join(args)}` failed: {result.stderr.strip() or result.returncode}")
+        raise GitError(f"`git {' '.join(args)}` failed: {_one_line(result.stderr) or result.returncode}")
     return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def repository_root(path: str) -> str | None:
+    """The top folder of the Git work tree holding `path`, or None when there is none."""
+    try:
+        return run_git(["rev-parse", "--show-toplevel"], cwd=path)
+    except GitError:
+        return None
+
+
+def _one_line(stderr: str) -> str:
+    """git's error output as one line, without its `hint:` advice."""
+    lines = (line.strip() for line in stderr.splitlines())
+    return " ".join(line for line in lines if line and not line.startswith("hint:"))
 
 
 def pin_working_tree(path: str, run_key: str, exclude: list[str] = ()) -> dict[str, Any]:
@@ -60,7 +77,12 @@ def pin_working_tree(path: str, run_key: str, exclude: list[str] = ()) -> dict[s
     Raises:
         GitError: when `path` is not in a Git work tree, git is missing, or a git command fails.
     """
-    root = run_git(["rev-parse", "--show-toplevel"], cwd=path)
+    try:
+        root = run_git(["rev-parse", "--show-toplevel"], cwd=path)
+    except GitError as err:
+        if "not a git repository" in str(err).lower():
+            raise GitError(f"{NOT_IN_REPOSITORY}: {os.path.abspath(path)}") from None
+        raise
     git_dir, real_index = run_git(["rev-parse", "--absolute-git-dir", "--git-path", "index"], cwd=root).splitlines()
     head = run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], cwd=root, check=False) or None
     branch = run_git(["symbolic-ref", "-q", "--short", "HEAD"], cwd=root, check=False) or None
@@ -92,12 +114,28 @@ def pin_working_tree(path: str, run_key: str, exclude: list[str] = ()) -> dict[s
 
 
 def _exclude_pathspecs(root: str, folders: list[str]) -> list[str]:
+    """`git add` pathspecs leaving out those of `folders` that lie in the work tree and are not ignored.
+
+    An ignored folder must not be named: `git add` fails on any pathspec naming an ignored path,
+    exclusions included (git 2.39), and ignored files are left out anyway.
+    """
     specs = []
     for folder in folders:
         relative = os.path.relpath(os.path.realpath(folder), os.path.realpath(root))
-        if relative != "." and not relative.startswith(".."):
-            specs.append(f":(top,exclude){relative}")
+        if relative != "." and not relative.startswith("..") and not _ignored_or_unknown(root, relative):
+            specs.append(f":(top,exclude,literal){relative}")
     return specs
+
+
+def _ignored_or_unknown(root: str, folder: str) -> bool:
+    """Whether git ignores `folder` (relative to `root`, existing or not), or cannot tell (e.g. a
+    path beyond a symbolic link, which `git add` does not follow either)."""
+    try:
+        result = subprocess.run(["git", "check-ignore", "-q", "--", folder.rstrip("/") + "/"], cwd=root,
+                                capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise GitError(f"`git check-ignore {folder}/` failed: {err}") from None
+    return result.returncode != 1  # 0: ignored, 1: not ignored, 128: cannot tell
 
 
 def _identity_env(root: str) -> dict[str, str]:
@@ -113,15 +151,33 @@ def _identity_env(root: str) -> dict[str, str]:
     return env
 
 
-def pin_or_warn(path: str, run_key: str, exclude: list[str] = ()) -> dict[str, Any] | None:
-    """`pin_working_tree`, or one warning and None when `path` is in no repo or git fails.
+def pin_or_warn(path: str, run_key: str, exclude: list[str] = ()) -> tuple[dict[str, Any] | None, str | None]:
+    """`(pin_working_tree(...), None)`, or `(None, reason)` and one warning line when `path` is in no
+    repo or git fails.
 
     A run must never fail because its source could not be pinned; it only loses the pin.
     """
     try:
-        return pin_working_tree(path, run_key, exclude)
+        return pin_working_tree(path, run_key, exclude), None
     except GitError as err:
-        reason = "not inside a Git repository" if "not a git repository" in str(err).lower() else str(err)
-        warnings.warn(f"source not pinned ({reason}): run.info['git'] is None; run inside a Git repo to pin it.",
-                      stacklevel=2)
+        reason = str(err)
+        what = "run inside a Git repository to pin it" if reason.startswith(NOT_IN_REPOSITORY) else "the run goes on"
+        logger.warning(f"source not pinned ({reason}): info.json records git = null and git_error; {what}.")
+        return None, reason
+
+
+def missing_pin_reason(info: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """Why a run's record holds no pin, in words (None when it has one), from its info and config."""
+    git = info.get("git")
+    if isinstance(git, dict) and git.get("snapshot"):
         return None
+    if "git" not in info:
+        if config.get("git_pin") is False:
+            return "it ran with git_pin=False"
+        return "its record holds no pin (it was not started with mlproj's Git pinning)"
+    error = info.get("git_error")
+    if not error:
+        return "it ran outside a Git repository, or pinning failed when it started"
+    if error.startswith(NOT_IN_REPOSITORY):
+        return f"it ran outside a Git repository ({error.removeprefix(NOT_IN_REPOSITORY).lstrip(': ')})"
+    return f"pinning failed when it started: {error}"

@@ -34,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
     info, record = read_record(run_dir, "info.json"), read_record(run_dir, "run.json")
     git, experiment = info.get("git"), record.get("experiment", {})
     if not git or not git.get("snapshot"):
+        from mlproj.gitpin import missing_pin_reason
+
         raise MLProjError(
-            f"run {run_dir} has no pinned source (info.json has no git snapshot): it ran outside a Git "
-            "repository or with git_pin=False, so its exact code is unknown; rerun it inside a repo."
+            f"run {run_dir} has no source pin: {missing_pin_reason(info, read_record(run_dir, 'config.json'))}, "
+            f"so its exact code is unknown; `mlproj show {run_dir}` prints the command that reruns its config "
+            "on the current code."
         )
     repo, prefix = _repository_with(git["snapshot"], experiment.get("base_dir"), experiment.get("mainfile", "main.py"))
     runs_root = os.path.dirname(run_dir)

@@ -92,10 +92,23 @@ class Run:
 
     @property
     def git(self) -> str:
-        """Short commit sha, with `*` when the working tree was dirty; `` when not recorded."""
+        """The pinned source: its HEAD's short sha, with `*` when the working tree was dirty (the
+        pin holds the changes); `-` when the run has no pin (see `missing_pin`)."""
         git = self.info.get("git")
-        if isinstance(git, dict) and git.get("head"):
-            return str(git["head"])[:7] + ("*" if git.get("dirty") else "")
+        if isinstance(git, dict) and git.get("snapshot"):
+            return str(git.get("head") or git["snapshot"])[:7] + ("*" if git.get("dirty") else "")
+        return "-"
+
+    @property
+    def missing_pin(self) -> str | None:
+        """Why the run has no source pin, in words; None when it has one."""
+        from mlproj.gitpin import missing_pin_reason
+
+        return missing_pin_reason(self.info, self.config)
+
+    @property
+    def sacred_commit(self) -> str:
+        """The HEAD commit Sacred recorded (short, `*` when dirty): no pin, the changes are lost; `` if none."""
         repositories = self.experiment.get("repositories") or []
         if repositories and repositories[0].get("commit"):
             return str(repositories[0]["commit"])[:7] + ("*" if repositories[0].get("dirty") else "")

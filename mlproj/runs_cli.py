@@ -164,13 +164,14 @@ def describe(run: Run) -> str:
 
 
 def _git_line(run: Run) -> str:
-    git = run.info.get("git")
-    if isinstance(git, dict):
-        parts = [run.git, f"on {git['branch']}" if git.get("branch") else "", "(dirty)" if git.get("dirty") else ""]
-        if git.get("snapshot"):
-            parts.append(f"snapshot {str(git['snapshot'])[:7]}" + (f" at {git['ref']}" if git.get("ref") else ""))
-        return " ".join(p for p in parts if p)
-    return (run.git + (" (dirty)" if run.git.endswith("*") else "")) if run.git else "not recorded"
+    reason = run.missing_pin
+    if reason is not None:  # Sacred's HEAD, if it has one, still says which commit the run started from
+        head = f"; Sacred recorded HEAD {run.sacred_commit.rstrip('*')}" + (" (dirty)" if run.sacred_commit.endswith("*") else "")
+        return f"not pinned: {reason}" + (head if run.sacred_commit else "")
+    git = run.info["git"]
+    parts = [run.git, f"on {git['branch']}" if git.get("branch") else "", "(dirty)" if git.get("dirty") else ""]
+    parts.append(f"snapshot {str(git['snapshot'])[:7]}" + (f" at {git['ref']}" if git.get("ref") else ""))
+    return " ".join(p for p in parts if p)
 
 
 def rerun_command(run: Run) -> str:

@@ -71,6 +71,14 @@ def mnist_dir(tmp_path: Path) -> Path:
     return make_mnist(tmp_path / "data")
 
 
+@pytest.fixture(autouse=True)
+def runs_outside_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test records into its own temporary runs dir unless it sets one: a test that runs a
+    project without saying where (`MLProject(config).train()`, `ex.run()`) must not write `runs/`
+    into the developer's checkout."""
+    monkeypatch.setenv("MLPROJ_RUNS_DIR", str(tmp_path / "runs"))
+
+
 @pytest.fixture
 def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "runs"
@@ -108,3 +116,19 @@ def leave_no_run_refs():
     yield
     for ref in sorted(_run_refs() - before):
         subprocess.run(["git", "update-ref", "-d", ref], cwd=ROOT, check=False)
+
+
+def _checkout_runs() -> set[str]:
+    runs = ROOT / "runs"
+    return {str(p.relative_to(ROOT)) for p in runs.rglob("*")} if runs.is_dir() else set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def leave_no_runs_in_the_checkout():
+    """Fail the session when a test wrote into the checkout's `runs/` (checkpoints, TensorBoard
+    files, run folders): every test must record under its tmp_path."""
+    before = _checkout_runs()
+    yield
+    written = sorted(_checkout_runs() - before)
+    if written:
+        pytest.fail(f"tests wrote into the checkout: {', '.join(written[:5])}", pytrace=False)

@@ -6,12 +6,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, _run_refs
 
 from mlproj import bench
 
 
-def test_bench_tiny_run_prints_every_figure_and_ends_with_the_ratio(runs_dir, capsys: pytest.CaptureFixture) -> None:
+def test_bench_tiny_run_prints_every_figure_ends_with_the_ratio_and_leaves_no_ref(runs_dir, capsys: pytest.CaptureFixture) -> None:
+    refs = _run_refs()
     assert bench.main(["--train", "640", "--test", "64", "--repeats", "1", "--startup-repeats", "1", "--data-seconds", "0.1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     for prefix in ("machine:", "workload:", "(c) data path alone", "(a) bare PyTorch loop", "(b) MLProject, tracked",
@@ -19,6 +20,7 @@ def test_bench_tiny_run_prints_every_figure_and_ends_with_the_ratio(runs_dir, ca
         assert any(line.startswith(prefix) for line in lines), prefix
     assert lines[-1].startswith("tracked/bare = ")
     assert float(lines[-1].split("=")[1]) > 0
+    assert not _run_refs() - refs  # its tracked runs lie in a deleted temporary folder: no pin may outlive them
 
 
 def test_print_config_imports_no_torch_torchvision_tensorboard_or_dataset_code() -> None:

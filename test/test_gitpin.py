@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,6 +48,13 @@ def make_project_repo(target: Path) -> Path:
     (repo / "build").mkdir()
     (repo / "build" / "ignored.txt").write_text("ignored by .gitignore\n")
     return repo
+
+
+def run_in_repo(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """`./main.py ARGS` in `repo` as a user runs it there: no MLPROJ_RUNS_DIR, so the runs dir is `repo/runs`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLPROJ_RUNS_DIR", "MONGODB_URI")}
+    return subprocess.run([sys.executable, "main.py", *args], cwd=repo, env={**env, "PYTHONUNBUFFERED": "1"},
+                          capture_output=True, text=True, timeout=300)
 
 
 def repo_state(repo: Path) -> dict:
@@ -119,18 +130,20 @@ def test_gitpin_repo_without_commits_pins_with_no_parent(tmp_path: Path) -> None
     assert git(repo, "status", "--porcelain") == "?? train.py"
 
 
-def test_gitpin_outside_repo_warns_once_and_returns_none(tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match="not inside a Git repository") as caught:
-        assert pin_or_warn(str(tmp_path), "k") is None
-    assert len(caught) == 1
+def test_gitpin_outside_repo_warns_one_line_and_returns_the_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert pin_or_warn(str(tmp_path), "k") == (None, f"not inside a Git repository: {tmp_path}")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"source not pinned (not inside a Git repository: {tmp_path}): info.json records git = null and git_error; "
+        "run inside a Git repository to pin it."]
 
 
-def test_gitpin_without_git_warns_and_returns_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gitpin_without_git_warns_and_returns_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable anywhere on PATH
     with pytest.raises(GitError, match="git is not installed"):
         pin_working_tree(str(tmp_path), "k")
-    with pytest.warns(UserWarning, match="git is not installed"):
-        assert pin_or_warn(str(tmp_path), "k") is None
+    assert pin_or_warn(str(tmp_path), "k") == (None, "git is not installed (no `git` on PATH)")
+    assert len(caplog.records) == 1 and "git is not installed" in caplog.records[0].getMessage()
 
 
 def test_gitpin_config_false_records_no_pin(tmp_path: Path) -> None:
@@ -144,9 +157,31 @@ def test_main_outside_repo_completes_with_git_none(tmp_path: Path) -> None:
     result = run_main("with", "dataset=digits", "n_global_iterations=2", "tensorboard_dir=None",
                       runs=tmp_path / "runs", cwd=project, main=project / "main.py")
     assert result.returncode == 0, result.stderr
-    assert "source not pinned (not inside a Git repository)" in result.stderr
+    assert (f"WARNING - mlproj - source not pinned (not inside a Git repository: {project}): info.json records "
+            "git = null and git_error; run inside a Git repository to pin it.\n") in result.stderr
     assert json.loads((tmp_path / "runs" / "1" / "run.json").read_text())["status"] == "COMPLETED"
-    assert json.loads((tmp_path / "runs" / "1" / "info.json").read_text())["git"] is None
+    info = json.loads((tmp_path / "runs" / "1" / "info.json").read_text())
+    assert info["git"] is None and info["git_error"] == f"not inside a Git repository: {project}"
+
+
+def test_runs_show_and_reproduce_of_an_unpinned_run_say_it_has_no_pin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mlproj.cli import main as mlproj_main
+
+    project = copy_project(tmp_path / "project")  # in no repository: the run is recorded without a pin
+    result = run_main("with", "dataset=digits", "n_global_iterations=1", "tensorboard_dir=None",
+                      runs=tmp_path / "runs", cwd=project, main=project / "main.py")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "1"
+    assert mlproj_main(["runs", str(tmp_path / "runs"), "--format", "csv"]) == 0
+    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert row["git"] == "-"
+    assert mlproj_main(["show", str(run)]) == 0
+    assert f"git:       not pinned: it ran outside a Git repository ({project})" in capsys.readouterr().out.splitlines()
+    assert mlproj_main(["reproduce", str(run)]) == 1
+    assert capsys.readouterr().err == (
+        f"mlproj reproduce: error: run {run} has no source pin: it ran outside a Git repository ({project}), so "
+        f"its exact code is unknown; `mlproj show {run}` prints the command that reruns its config on the current "
+        "code.\n")
 
 
 def test_main_enforce_clean_refuses_dirty_repo_before_pinning(tmp_path: Path) -> None:
@@ -154,8 +189,22 @@ def test_main_enforce_clean_refuses_dirty_repo_before_pinning(tmp_path: Path) ->
     result = run_main("--enforce_clean", "with", "dataset=digits", "n_global_iterations=2",
                       runs=tmp_path / "runs", cwd=repo, main=repo / "main.py")
     assert result.returncode == 1
-    assert "EnforceClean: Uncommited changes" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: --enforce_clean: the checkout {repo} has uncommitted changes: commit or stash the changes, "
+        "or run without --enforce_clean.")
+    assert "Traceback" not in result.stderr and "'url'" not in result.stderr
     assert git(repo, "for-each-ref", "refs/mlproj") == ""
+    assert not (tmp_path / "runs" / "1").exists()
+
+
+def test_main_enforce_clean_outside_repo_one_line(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    result = run_main("--enforce_clean", "with", "dataset=digits", "n_global_iterations=2",
+                      runs=tmp_path / "runs", cwd=project, main=project / "main.py")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: --enforce_clean: {project} is in no Git repository with a commit, so there is nothing to check: "
+        "commit the project in Git, or run without --enforce_clean.")
     assert not (tmp_path / "runs" / "1").exists()
 
 
@@ -171,3 +220,31 @@ def test_gitpin_result_folders_in_the_tree_left_out(tmp_path: Path) -> None:
     assert "untracked.txt" in files and "main.py" in files
     assert not any(f.startswith("results/") for f in files)
     assert repo_state(repo) == before
+
+
+def test_main_default_runs_dir_in_repo_pins_every_run_and_leaves_results_out(tmp_path: Path) -> None:
+    repo = make_project_repo(tmp_path / "repo")  # `.gitignore` ignores /runs/, as in the template
+    small = ("with", "dataset=digits", "n_global_iterations=2")
+    for args in (small, small, ("-F", "results", *small)):  # results/: in the work tree, not ignored
+        result = run_in_repo(repo, *args)
+        assert result.returncode == 0, result.stderr
+        assert "source not pinned" not in result.stderr
+    for run in (repo / "runs" / "1", repo / "runs" / "2", repo / "results" / "1"):
+        info = json.loads((run / "info.json").read_text())
+        pin = info["git"]
+        assert pin is not None and "git_error" not in info, run
+        assert git(repo, "rev-parse", pin["ref"]) == pin["snapshot"]
+        files = git(repo, "ls-tree", "-r", "--name-only", pin["snapshot"]).splitlines()
+        assert "untracked.txt" in files and "mlproj/gitpin.py" in files
+        assert not [f for f in files if f.startswith(("runs/", "results/"))], run
+    assert len(git(repo, "for-each-ref", "refs/mlproj/runs").splitlines()) == 3
+
+
+def test_gitpin_ignored_and_missing_result_folders_do_not_fail_the_pin(tmp_path: Path) -> None:
+    repo = make_project_repo(tmp_path / "repo")
+    (repo / "runs" / "tensorboard").mkdir(parents=True)  # ignored by /runs/
+    (repo / "runs" / "tensorboard" / "events").write_text("x")
+    folders = [repo / "runs", repo / "runs" / "tensorboard", repo / "build", repo / "not-yet", repo / "datasets"]
+    pin = pin_working_tree(str(repo), "k", exclude=[str(f) for f in folders])
+    files = git(repo, "ls-tree", "-r", "--name-only", pin["snapshot"]).splitlines()
+    assert "untracked.txt" in files and not [f for f in files if f.startswith(("runs/", "build/"))]

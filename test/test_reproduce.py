@@ -54,13 +54,22 @@ def test_reproduce_reruns_snapshot_with_identical_metrics(tmp_path: Path) -> Non
     assert git(repo, "worktree", "list").count("\n") == 1  # the repo now lists the new worktree
 
 
-def test_reproduce_run_without_pin_raises(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(("info", "config", "why"), [
+    ({"git": None, "git_error": "`git add --all -- :/` failed: fatal: unable to write new index file"}, {},
+     "pinning failed when it started: `git add --all -- :/` failed: fatal: unable to write new index file"),
+    ({}, {"git_pin": False}, "it ran with git_pin=False"),
+    ({"git": None}, {}, "it ran outside a Git repository, or pinning failed when it started"),  # before git_error
+])
+def test_reproduce_run_without_pin_says_why_it_has_none(tmp_path: Path, capsys: pytest.CaptureFixture, info: dict,
+                                                        config: dict, why: str) -> None:
     run = tmp_path / "runs" / "1"
     run.mkdir(parents=True)
-    (run / "config.json").write_text("{}")
-    (run / "info.json").write_text(json.dumps({"run_key": "k", "git": None}))
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "info.json").write_text(json.dumps({"run_key": "k", **info}))
     assert mlproj_main(["reproduce", str(run)]) == 1
-    assert "has no pinned source" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"mlproj reproduce: error: run {run} has no source pin: {why}, so its exact code is unknown; "
+        f"`mlproj show {run}` prints the command that reruns its config on the current code.\n")
 
 
 def test_reproduce_unknown_run_raises(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

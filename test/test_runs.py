@@ -88,14 +88,24 @@ def test_load_run_not_a_run_folder_raises(tmp_path: Path) -> None:
 
 
 def test_run_git_from_info_git_with_dirty_mark(tmp_path: Path) -> None:
-    info = {"run_key": "k", "git": {"head": "0123456789abcdef", "branch": "main", "snapshot": None, "ref": None, "dirty": True}}
-    run = load_run(str(write_run(tmp_path, 1, {}, {}, info=info)))
-    assert run.git == "0123456*"
+    pin = {"head": "0123456789abcdef", "branch": "main", "snapshot": "fedcba9876543210", "ref": "refs/mlproj/runs/k", "dirty": True}
+    run = load_run(str(write_run(tmp_path, 1, {}, {}, info={"run_key": "k", "git": pin})))
+    assert run.git == "0123456*" and run.missing_pin is None
 
 
-def test_run_git_without_info_git_falls_back_to_sacred_repositories(tmp_path: Path) -> None:
-    assert load_run(str(write_run(tmp_path, 1, {}, {}, dirty=False))).git == "abcdef1"
-    assert load_run(str(write_run(tmp_path, 2, {}, {}, dirty=True))).git == "abcdef1*"
+def test_run_git_without_pin_is_a_dash_whatever_sacred_recorded(tmp_path: Path) -> None:
+    failed = {"run_key": "k", "git": None, "git_error": "`git add --all` failed: fatal: bad"}
+    runs = [write_run(tmp_path, 1, {}, {}, dirty=True, info=failed),
+            write_run(tmp_path, 2, {"git_pin": False}, {}, dirty=False),
+            write_run(tmp_path, 3, {}, {}, info={"run_key": "k", "git": None, "git_error": "not inside a Git repository: /x"})]
+    loaded = [load_run(str(run)) for run in runs]
+    assert [run.git for run in loaded] == ["-", "-", "-"]
+    assert [run.missing_pin for run in loaded] == [
+        "pinning failed when it started: `git add --all` failed: fatal: bad",
+        "it ran with git_pin=False",
+        "it ran outside a Git repository (/x)",
+    ]
+    assert loaded[0].sacred_commit == "abcdef1*"  # Sacred's HEAD stays available to `mlproj show`
 
 
 def test_filter_runs_where_number_string_and_nested_key(three_runs: Path) -> None:

@@ -97,6 +97,17 @@ def test_show_prints_config_git_metrics_artifacts_and_rerun(runs: Path, capsys) 
     assert by_folder == out
 
 
+def test_show_run_whose_pin_failed_says_why_and_sacreds_head(tmp_path: Path, capsys) -> None:
+    from test_runs import write_run
+
+    info = {"run_key": "k", "git": None, "git_error": "`git write-tree` failed: fatal: git-write-tree: error building trees"}
+    folder = write_run(tmp_path / "runs", 1, {}, {}, dirty=True, info=info)
+    code, out, _ = mlproj("show", str(folder), capsys=capsys)
+    assert code == 0
+    assert ("git:       not pinned: pinning failed when it started: `git write-tree` failed: fatal: git-write-tree: "
+            "error building trees; Sacred recorded HEAD abcdef1 (dirty)") in out.splitlines()
+
+
 def test_show_unknown_run_one_line_error(runs: Path, capsys) -> None:
     code, _, err = mlproj("show", "99", "--runs-dir", str(runs), capsys=capsys)
     assert code == 1 and "no run '99'" in err and err.count("\n") == 1
