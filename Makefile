@@ -52,15 +52,20 @@ tensorboard: install
 	$(BIN)/tensorboard --logdir $(RUNS_DIR)/tensorboard
 
 # Omniboard reads MongoDB only (file runs get there with `mlproj sync`). Installed locally, pinned;
-# the URI is passed through the environment so make never echoes its credentials.
+# the URI is passed through the environment so make never echoes its credentials. The URI is
+# checked (set, well-formed, the server answers) before npm installs anything: Omniboard itself
+# starts on a bad URI and dies later with a Node stack trace.
 OMNIBOARD_VERSION := 2.16.1
 OMNIBOARD := node_modules/.bin/omniboard
 
 $(OMNIBOARD):
 	npm install --no-save --no-package-lock --no-audit --no-fund omniboard@$(OMNIBOARD_VERSION)
 
-omniboard: $(OMNIBOARD)
+omniboard:
 	@test -n "$$MONGODB_URI" || { echo "make omniboard: set MONGODB_URI, e.g. MONGODB_URI=mongodb://localhost:27017/sacred make omniboard"; exit 1; }
+	@$(MAKE) --no-print-directory install
+	@$(BIN)/mlproj check-mongo
+	@$(MAKE) --no-print-directory $(OMNIBOARD)
 	@echo "Omniboard on http://localhost:9000 (Ctrl-C stops it)"
 	@$(OMNIBOARD) --mu "$$MONGODB_URI"
 

@@ -24,9 +24,28 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read an mlproj checkpoint; `MLProjError` naming the file if it is missing, corrupt or foreign."""
+def checkpoint_file(path: str | os.PathLike) -> str:
+    """`path`, or for a run folder its best.pt, else its last.pt (so `checkpoint=runs/4` works).
+
+    Raises:
+        MLProjError: when `path` is a folder holding neither.
+    """
     path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    for name in ("best.pt", "last.pt"):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise MLProjError(
+        f"checkpoint {path} is a folder without best.pt or last.pt: pass the folder of a training run "
+        "(a `test` run saves no checkpoint) or the path of a .pt file."
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read an mlproj checkpoint (a .pt file, or a run folder: see `checkpoint_file`); `MLProjError`
+    naming the file if it is missing, corrupt or foreign."""
+    path = checkpoint_file(path)
     if not os.path.isfile(path):
         raise MLProjError(f"checkpoint {path} does not exist: pass the path of a last.pt or best.pt file.")
     try:

@@ -85,23 +85,41 @@ def load_run(
     if info.get("cwd") and isinstance(config.get("data_dir"), str) and not os.path.isabs(config["data_dir"]):
         config["data_dir"] = os.path.join(info["cwd"], config["data_dir"])
     config.update(overrides)
-    path = _checkpoint_path(run_dir, checkpoint)
+    evaluated = config.get("checkpoint")  # what a `test` run evaluated, relative to where it ran
+    if info.get("cwd") and isinstance(evaluated, str) and not os.path.isabs(evaluated):
+        evaluated = os.path.join(info["cwd"], evaluated)
+    path = _checkpoint_path(run_dir, checkpoint, read_record(run_dir, "run.json").get("command"), evaluated)
     project = _project_class(experiment)(config)
     project.load_checkpoint(path)
     project.model.eval()
     return project
 
 
-def _checkpoint_path(run_dir: str, checkpoint: str) -> str:
+def _checkpoint_path(run_dir: str, checkpoint: str, command: str | None, evaluated: Any) -> str:
     if checkpoint in ("best", "last"):
         path = os.path.join(run_dir, f"{checkpoint}.pt")
-        if not os.path.isfile(path):
+        if os.path.isfile(path):
+            return path
+        if command == "test":
+            raise MLProjError(_test_run_hint(run_dir, evaluated))
+        other = "last" if checkpoint == "best" else "best"
+        if os.path.isfile(os.path.join(run_dir, f"{other}.pt")):
             hint = " (a run without a validation or test set keeps only last.pt)" if checkpoint == "best" else ""
-            raise MLProjError(f"run {run_dir} has no {checkpoint}.pt{hint}: pass checkpoint='last' or a .pt path.")
-        return path
+            raise MLProjError(f"run {run_dir} has no {checkpoint}.pt{hint}: pass checkpoint={other!r} or a .pt path.")
+        raise MLProjError(f"run {run_dir} holds no checkpoint (no best.pt or last.pt): pass checkpoint= the path of a .pt file.")
     if not os.path.isfile(checkpoint):
         raise MLProjError(f"checkpoint {checkpoint!r} does not exist: pass 'best', 'last' or the path of a .pt file.")
     return checkpoint
+
+
+def _test_run_hint(run_dir: str, evaluated: Any) -> str:
+    """What to load instead of a `test` run, which evaluated a checkpoint and saved none."""
+    what = f"it evaluated {evaluated} and saved no checkpoint" if evaluated else "it saved no checkpoint"
+    if isinstance(evaluated, str):
+        trained = evaluated if os.path.isdir(evaluated) else os.path.dirname(evaluated)  # checkpoint=runs/4 or runs/4/best.pt
+        if os.path.isfile(os.path.join(trained, "config.json")):
+            return f"run {run_dir} is a `test` run: {what}; load the run that trained it: load_run({os.path.normpath(trained)!r})."
+    return f"run {run_dir} is a `test` run: {what}; load the training run instead, or pass checkpoint= the path of a .pt file."
 
 
 def _project_class(experiment: dict[str, Any]) -> type:

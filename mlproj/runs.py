@@ -73,12 +73,19 @@ class Run:
     @property
     def shown_status(self) -> str:
         """`status`, except that a RUNNING run whose heartbeat stopped (killed, machine gone) shows
-        as PROBABLY_DEAD, as Omniboard shows it. The record itself is left as it is."""
-        if self.status == "RUNNING" and self.heartbeat is not None:
+        as PROBABLY_DEAD, as Omniboard shows it. A run killed before its first heartbeat has none:
+        its start time is judged instead. The record itself is left as it is."""
+        last_sign = self.heartbeat or self.start
+        if self.status == "RUNNING" and last_sign is not None:
             now = datetime.now(timezone.utc).replace(tzinfo=None)  # Sacred records naive UTC times
-            if now - self.heartbeat > STALE_HEARTBEAT:
+            if now - last_sign > STALE_HEARTBEAT:
                 return "PROBABLY_DEAD"
         return self.status
+
+    @property
+    def comment(self) -> str:
+        """Sacred's `-c "comment"` (meta.comment); `` when none was given."""
+        return str(self.meta.get("comment") or "")
 
     @property
     def run_key(self) -> str | None:
@@ -225,24 +232,48 @@ def hide_password(uri: str) -> str:
     return f"{scheme}://{hosts}{slash}{tail}"
 
 
+# What a MongoDB URI looks like, for the message about a malformed one.
+MONGO_URI_FORMS = "mongodb://[USER:PASSWORD@]HOST[:PORT]/DB or mongodb+srv://[USER:PASSWORD@]HOST/DB"
+
+
 def mongo_database(uri: str, db_name: str | None = None) -> Any:
-    """The database `db_name` (default: the one named in `uri`, else `sacred`), checked reachable.
+    """The database `db_name` (default: the one named in `uri`, else `sacred`), checked reachable
+    and readable. A `serverSelectionTimeoutMS` in the URI replaces the default wait of 5 s.
 
     Raises:
-        MLProjError: when the URI is malformed or the server does not answer.
+        MLProjError: one line, the password hidden, when the URI is malformed, the server does not
+            answer, or the database refuses the user.
     """
     import pymongo
     import pymongo.errors
+    from pymongo.uri_parser import parse_uri  # not mlproj.observers: importing Sacred warns and takes time
 
-    from mlproj.observers import mongo_db_name
-
+    options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 5000}
     try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+        client = pymongo.MongoClient(uri, **options)
+        name = db_name or parse_uri(uri).get("database") or "sacred"
+    except (pymongo.errors.InvalidURI, ValueError) as err:  # the text itself, before any network
+        raise MLProjError(f"MongoDB URI {hide_password(uri)} is malformed ({_mongo_reason(err, uri)}): write it as {MONGO_URI_FORMS}.") from None
+    except pymongo.errors.PyMongoError as err:  # e.g. mongodb+srv:// whose DNS record is missing
+        raise MLProjError(f"cannot reach MongoDB at {hide_password(uri)} ({_mongo_reason(err, uri)}): check the URI and that the server runs.") from None
+    try:
         client.admin.command("ping")
-        return client[db_name or mongo_db_name(uri)]
-    except (pymongo.errors.PyMongoError, ValueError) as err:
-        first = str(err).split(",")[0].replace(uri, hide_password(uri))[:160]
-        raise MLProjError(f"cannot reach MongoDB at {hide_password(uri)} ({first}): check the URI and that the server runs.") from None
+    except pymongo.errors.PyMongoError as err:
+        raise MLProjError(f"cannot reach MongoDB at {hide_password(uri)} ({_mongo_reason(err, uri)}): check the URI and that the server runs.") from None
+    try:
+        client[name].list_collection_names()  # ping needs no login; reading the database does
+    except pymongo.errors.PyMongoError as err:
+        raise MLProjError(f"MongoDB at {hide_password(uri)} refuses database {name} ({_mongo_reason(err, uri)}): check the user, password and authSource in the URI.") from None
+    return client[name]
+
+
+def _mongo_reason(err: Exception, uri: str) -> str:
+    """pymongo's first clause, without the URI's credentials (pymongo appends its whole topology)."""
+    text = str(err).split(", Timeout:")[0].split(" (configured timeouts")[0].replace(uri, hide_password(uri))
+    userinfo = uri.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    for secret in {userinfo, userinfo.partition(":")[2]} - {""}:
+        text = text.replace(secret, "***")
+    return text[:160]
 
 
 def run_from_document(doc: dict[str, Any], metrics: Iterable[dict[str, Any]] = ()) -> Run:

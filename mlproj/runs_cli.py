@@ -64,6 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sync.add_argument("--db", metavar="NAME", help="database (default: the one in the URI, else sacred)")
     sync.set_defaults(func=run_sync)
 
+    check = subparsers.add_parser("check-mongo", help="check that MongoDB answers and its database is readable")
+    check.add_argument("--mongo", metavar="URI", default=os.environ.get("MONGODB_URI"), help="MongoDB URI (default $MONGODB_URI)")
+    check.add_argument("--db", metavar="NAME", help="database (default: the one in the URI, else sacred)")
+    check.set_defaults(func=run_check_mongo)
+
 
 def _add_source_options(parser: argparse.ArgumentParser, positional_dir: bool = False) -> None:
     if not positional_dir:
@@ -112,6 +117,8 @@ def run_rows(runs: list[Run], all_config: bool = False) -> list[dict[str, Any]]:
             "id": run.id, "name": run.name, "status": run.shown_status, "start": run.start,
             "duration": run.duration, "git": run.git,
         }
+        if any(r.comment for r in runs):  # Sacred's -c "comment": a column only when some run has one
+            row["comment"] = run.comment
         row.update({key: flat.get(key) for key in keys})
         for name in names:
             summary = run.summary(name)
@@ -139,6 +146,7 @@ def describe(run: Run) -> str:
         ("duration", cell(run.duration)),
         ("git", _git_line(run)),
         ("result", cell(run.result)),
+        *([("comment", run.comment)] if run.comment else []),
         ("rerun", rerun_command(run)),
     ]
     lines += [f"{key + ':':<10} {value}" for key, value in facts]
@@ -203,6 +211,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.plot and not args.metric:
         raise MLProjError("--plot needs --metric NAME: e.g. --plot curves.png --metric validation.accuracy")
     runs = _pick(args, args.runs)
+    if args.plot:
+        _check_metric(runs, args.metric)  # before any table is printed
     keys = differing_keys(runs)
     print("config that differs:" if args.format == "table" else "", end="\n" if args.format == "table" else "")
     config_rows = [{"key": key, **{f"run {r.id}": r.flat_config().get(key) for r in runs}} for key in keys]
@@ -223,8 +233,9 @@ def run_compare(args: argparse.Namespace) -> int:
         for group in groups:
             row = {**group.values, "runs": " ".join(str(r.id) for r in group.runs), "n": len(group.runs)}
             for name in (n for n in metric_names(runs) if metric_goal(n) is not None):  # lr: no mean to take
-                mean, std, _ = group.stats.get(name, (None, None, 0))
-                row[name] = f"{mean:.4g} ± {std:.2g}" if mean is not None else None
+                mean, std, count = group.stats.get(name, (None, None, 0))
+                # A group of one has no spread: its value alone (the n column says 1), not "± 0".
+                row[name] = None if mean is None else f"{mean:.4g} ± {std:.2g}" if count > 1 else f"{mean:.4g}"
             rows.append(row)
         if args.format == "table":
             print(f"\nmean ± std over {args.group_by}:")
@@ -243,8 +254,7 @@ def plot_metric(runs: list[Run], metric: str, path: str, group_by: str | None = 
     Raises:
         MLProjError: when no run logged `metric`.
     """
-    if not any(metric in run.metrics for run in runs):
-        raise MLProjError(f"--metric {metric}: none of these runs logged it; they logged {', '.join(metric_names(runs)) or 'nothing'}.")
+    _check_metric(runs, metric)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,6 +295,22 @@ def plot_metric(runs: list[Run], metric: str, path: str, group_by: str | None = 
     fig.savefig(path, format="png", metadata={"Title": metric, "Description": "\n".join(labels)})
     plt.close(fig)
     return len(labels)
+
+
+def _check_metric(runs: list[Run], metric: str) -> None:
+    if not any(metric in run.metrics for run in runs):
+        raise MLProjError(f"--metric {metric}: none of these runs logged it; they logged {', '.join(metric_names(runs)) or 'nothing'}.")
+
+
+# ---------------------------------------------------------------------- mlproj check-mongo
+def run_check_mongo(args: argparse.Namespace) -> int:
+    """`make omniboard` runs this before installing Omniboard, which would otherwise start and
+    only then die on a bad URI with a Node stack trace."""
+    if not args.mongo:
+        raise MLProjError("no MongoDB URI: set MONGODB_URI or pass --mongo, e.g. --mongo mongodb://localhost:27017/sacred.")
+    database = mongo_database(args.mongo, args.db)
+    print(f"MongoDB at {hide_password(args.mongo)} answers: database {database.name}, {database['runs'].count_documents({})} runs")
+    return 0
 
 
 # ---------------------------------------------------------------------- mlproj sync

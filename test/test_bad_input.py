@@ -90,6 +90,7 @@ IN_PROCESS_CASES = [
     (["with", "dataset=digits", "resume={evil}"], r"refused by the safe loader \(weights_only=True\)"),
     (["with", "dataset=digits", "resume={data}"], r"names no checkpoint: pass a run folder holding last.pt"),
     (["test", "with", "dataset=digits", "checkpoint={evil}"], r"refused by the safe loader"),
+    (["test", "with", "dataset=digits", "checkpoint={partial}"], r"checkpoint .*/partial is a folder without best.pt or last.pt"),
     # data dirs: partial, corrupt header, a file instead of a folder
     (["with", "dataset=mnist", "download=False", "data_dir={partial}"],
      r"MNIST not found under .* \(missing t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte\) and download=False"),

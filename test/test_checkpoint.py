@@ -93,3 +93,19 @@ def test_load_checkpoint_raw_pickle_refused(tmp_path: Path) -> None:
     with pytest.raises(MLProjError, match=rf"checkpoint {path}"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_checkpoint_file_run_folder_best_then_last_else_one_line(tmp_path: Path) -> None:
+    from mlproj.checkpoint import checkpoint_file
+
+    run = tmp_path / "4"
+    run.mkdir()
+    with pytest.raises(MLProjError) as err:
+        load_checkpoint(run)
+    assert str(err.value) == (f"checkpoint {run} is a folder without best.pt or last.pt: pass the folder of a training run "
+                              "(a `test` run saves no checkpoint) or the path of a .pt file.")
+    atomic_save(small_checkpoint(), run / "last.pt")
+    assert checkpoint_file(run) == str(run / "last.pt")
+    atomic_save({**small_checkpoint(), "state": {"epoch": 2}}, run / "best.pt")
+    assert checkpoint_file(run) == str(run / "best.pt")
+    assert load_checkpoint(run)["state"] == {"epoch": 2}

@@ -48,3 +48,14 @@ def test_cifar_prepare_missing_batches_named(tmp_path: Path) -> None:
     (tmp_path / "cifar-100-python" / "test").unlink()
     with pytest.raises(MLProjError, match=r"CIFAR100 not found under .*cifar-100-python \(missing test\)"):
         prepare_dataset(config(tmp_path, "cifar100"))
+
+
+def test_cifar_layouts_name_the_files_torchvision_reads() -> None:
+    import torchvision.datasets
+
+    from mlproj.data.cifar import LAYOUTS
+
+    for name, layout in LAYOUTS.items():
+        cls = getattr(torchvision.datasets, name)
+        assert layout.base_folder == cls.base_folder and layout.meta == cls.meta["filename"]
+        assert (layout.train, layout.test) == ([f for f, _ in cls.train_list], [f for f, _ in cls.test_list])

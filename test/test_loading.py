@@ -82,3 +82,15 @@ def test_load_run_missing_checkpoint_raises(recorded_run: Path, tmp_path: Path) 
     (run / "best.pt").unlink()
     with pytest.raises(MLProjError, match=r"has no best\.pt .*checkpoint='last'"):
         mlproj.load_run(run)
+
+
+def test_test_command_takes_run_folder_and_load_run_of_it_names_the_trained_run(recorded_run: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(recorded_run, runs / "1")
+    result = run_main("test", "with", "checkpoint=runs/1", runs=runs, cwd=tmp_path)  # a folder, as `resume=` takes
+    assert result.returncode == 0, result.stderr
+    assert "test.accuracy" in json.loads((runs / "2" / "metrics.json").read_text())
+    with pytest.raises(MLProjError) as err:
+        mlproj.load_run(runs / "2")
+    assert str(err.value) == (f"run {runs / '2'} is a `test` run: it evaluated {runs / '1'} and saved no checkpoint; "
+                              f"load the run that trained it: load_run('{runs / '1'}').")

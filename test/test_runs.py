@@ -176,3 +176,16 @@ def test_run_running_with_stale_heartbeat_shown_probably_dead_record_kept(tmp_pa
     assert (dead.status, dead.shown_status) == ("RUNNING", "PROBABLY_DEAD")
     assert running.shown_status == "RUNNING"
     assert [r.id for r in filter_runs([dead, running], status="probably_dead")] == [1]
+
+
+def test_run_running_without_heartbeat_judged_by_start_time(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    for run_id, start in ((1, "2026-01-01T10:00:00.000000"), (2, datetime.now(timezone.utc).replace(tzinfo=None).isoformat())):
+        folder = write_run(tmp_path, run_id, {"lr": 0.1}, {}, status="RUNNING")
+        record = json.loads((folder / "run.json").read_text())
+        record.update(heartbeat=None, stop_time=None, start_time=start)  # killed before its first heartbeat / just started
+        (folder / "run.json").write_text(json.dumps(record))
+    killed, starting = load_runs(str(tmp_path))
+    assert (killed.status, killed.shown_status) == ("RUNNING", "PROBABLY_DEAD")
+    assert starting.shown_status == "RUNNING"

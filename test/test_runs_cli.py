@@ -17,10 +17,10 @@ from mlproj.cli import main as cli_main
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three one-epoch digits runs: lr 0.001 with seeds 1 and 2, lr 0.003 with seed 1."""
+    """Three one-epoch digits runs: lr 0.001 with seeds 1 and 2, lr 0.003 with seed 1 (and a comment)."""
     runs = tmp_path_factory.mktemp("cli") / "runs"
-    for lr, seed in (("0.001", "1"), ("0.001", "2"), ("0.003", "1")):
-        result = run_main("with", "dataset=digits", "n_epochs=1", f"lr={lr}", f"seed={seed}", runs=runs)
+    for lr, seed, comment in (("0.001", "1", ()), ("0.001", "2", ()), ("0.003", "1", ("-c", "lr up"))):
+        result = run_main("with", "dataset=digits", "n_epochs=1", f"lr={lr}", f"seed={seed}", *comment, runs=runs)
         assert result.returncode == 0, result.stderr
     return runs
 
@@ -108,6 +108,23 @@ def test_show_run_whose_pin_failed_says_why_and_sacreds_head(tmp_path: Path, cap
             "error building trees; Sacred recorded HEAD abcdef1 (dirty)") in out.splitlines()
 
 
+def test_runs_comment_column_when_a_run_has_one(runs: Path, capsys) -> None:
+    _, out, _ = mlproj("runs", str(runs), capsys=capsys)
+    header, *rows = out.splitlines()
+    assert header.split()[5:7] == ["git", "comment"]
+    _, out_json, _ = mlproj("runs", str(runs), "--format", "json", capsys=capsys)
+    assert [r["comment"] for r in json.loads(out_json)] == ["", "", "lr up"]
+    _, without, _ = mlproj("runs", str(runs), "--last", "2", "--where", "lr=0.001", capsys=capsys)
+    assert "comment" not in without.splitlines()[0].split()
+
+
+def test_show_prints_comment_line_only_when_given(runs: Path, capsys) -> None:
+    _, out, _ = mlproj("show", "3", "--runs-dir", str(runs), capsys=capsys)
+    assert "comment:   lr up" in out.splitlines()
+    _, out, _ = mlproj("show", "2", "--runs-dir", str(runs), capsys=capsys)
+    assert "comment:" not in out
+
+
 def test_show_unknown_run_one_line_error(runs: Path, capsys) -> None:
     code, _, err = mlproj("show", "99", "--runs-dir", str(runs), capsys=capsys)
     assert code == 1 and "no run '99'" in err and err.count("\n") == 1
@@ -119,6 +136,24 @@ def test_compare_config_diff_and_group_by_seed_mean_std(runs: Path, capsys) -> N
     assert "config that differs:" in out and "mean ± std over seed:" in out
     group_lines = out.split("mean ± std over seed:")[1].strip().splitlines()[1:]
     assert len(group_lines) == 2 and group_lines[0].split()[1:4] == ["1", "2", "2"]  # lr 0.001: runs 1 2, n=2
+
+
+def test_compare_group_by_group_of_one_shows_value_without_plus_minus(runs: Path, capsys) -> None:
+    _, out, _ = mlproj("compare", "1", "2", "3", "--runs-dir", str(runs), "--group-by", "seed", capsys=capsys)
+    header, pair, single = out.split("mean ± std over seed:")[1].strip().splitlines()
+    column = header.split().index("validation.accuracy")
+    metrics = json.loads((runs / "3" / "metrics.json").read_text())
+    assert single.split()[:3] == ["0.003", "3", "1"]
+    assert single.split()[column] == f"{max(metrics['validation.accuracy']['values']):.4g}" and "±" not in single
+    assert "±" in pair
+
+
+def test_compare_plot_unknown_metric_one_line_before_any_table(runs: Path, tmp_path: Path, capsys) -> None:
+    code, out, err = mlproj("compare", "1", "2", "--runs-dir", str(runs), "--plot", str(tmp_path / "x.png"), "--metric", "nope",
+                            capsys=capsys)
+    assert code == 1 and out == "" and not (tmp_path / "x.png").exists()
+    assert err == ("mlproj compare: error: --metric nope: none of these runs logged it; they logged lr, train.accuracy, "
+                   "train.loss, validation.accuracy, validation.loss.\n")
 
 
 def test_compare_plot_png_one_curve_per_run(runs: Path, tmp_path: Path, capsys) -> None:
@@ -164,5 +199,6 @@ def test_hparams_summary_readable_by_tensorboard(runs: Path) -> None:
 
 def test_mlproj_help_lists_runs_commands() -> None:
     result = subprocess.run([sys.executable, "-m", "mlproj.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
-    for command in ("runs", "show", "compare", "sync"):
+    for command in ("runs", "show", "compare", "sync", "check-mongo"):
         assert command in result.stdout
+    assert "export" not in result.stdout  # no such command

@@ -157,3 +157,78 @@ def test_sync_cli_no_runs_one_line_error(tmp_path: Path, capsys) -> None:
         assert cli_main(["sync", str(tmp_path / "empty"), "--mongo", "mongodb://mongo.test:27017"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no runs" in err
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sync_cli_malformed_uri_says_malformed_and_the_form(tmp_path: Path, capsys) -> None:
+    assert cli_main(["sync", str(tmp_path), "--mongo", "bogus://x"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "mlproj sync: error: MongoDB URI bogus://x is malformed (Invalid URI scheme: URI must begin with "
+        "'mongodb://' or 'mongodb+srv://'): write it as mongodb://[USER:PASSWORD@]HOST[:PORT]/DB or "
+        "mongodb+srv://[USER:PASSWORD@]HOST/DB.\n"
+    )
+
+
+def test_check_mongo_unset_one_line(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    assert cli_main(["check-mongo"]) == 1
+    assert capsys.readouterr().err == (
+        "mlproj check-mongo: error: no MongoDB URI: set MONGODB_URI or pass --mongo, e.g. --mongo "
+        "mongodb://localhost:27017/sacred.\n"
+    )
+
+
+def test_check_mongo_malformed_one_line_password_hidden(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MONGODB_URI", "mongodb://bob:s3cret@@localhost/sacred")
+    assert cli_main(["check-mongo"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "s3cret" not in err
+    assert err.startswith("mlproj check-mongo: error: MongoDB URI mongodb://***@localhost/sacred is malformed (")
+
+
+def test_check_mongo_closed_port_one_line_password_hidden(monkeypatch, capsys) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("MONGODB_URI", f"mongodb://bob:s3cret@127.0.0.1:{port}/sacred?serverSelectionTimeoutMS=200")
+    assert cli_main(["check-mongo"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"mlproj check-mongo: error: cannot reach MongoDB at mongodb://***@127.0.0.1:{port}/sacred?"
+        f"serverSelectionTimeoutMS=200 (127.0.0.1:{port}: [Errno 111] Connection refused): check the URI and "
+        "that the server runs.\n"
+    )
+
+
+def test_check_mongo_server_answers_counts_runs(recorded, capsys) -> None:
+    runs, _ = recorded
+    uri = "mongodb://bob:pw@mongo.test:27017/synced"
+    with mongomock.patch(servers=(("mongo.test", 27017),)):
+        assert cli_main(["sync", str(runs), "--mongo", uri]) == 0
+        capsys.readouterr()
+        assert cli_main(["check-mongo", "--mongo", uri]) == 0
+    assert capsys.readouterr().out == "MongoDB at mongodb://***@mongo.test:27017/synced answers: database synced, 1 runs\n"
+
+
+def test_make_omniboard_checks_uri_before_npm(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    had_node_modules = (ROOT / "node_modules").exists()
+    unset = subprocess.run(["make", "--no-print-directory", "omniboard"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert unset.returncode != 0 and (ROOT / "node_modules").exists() == had_node_modules
+    assert unset.stdout == "make omniboard: set MONGODB_URI, e.g. MONGODB_URI=mongodb://localhost:27017/sacred make omniboard\n"
+    absent = f"OMNIBOARD={tmp_path}/node_modules/.bin/omniboard"  # as if not installed yet
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "omniboard", absent], cwd=ROOT, env={**env, "MONGODB_URI": "mongodb://h/db"},
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    order = [i for i, line in enumerate(dry) if "mlproj check-mongo" in line or line.startswith("npm install")]
+    assert [dry[i].split()[0] for i in order] == [".venv/bin/mlproj", "npm"]

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, NamedTuple
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlproj.errors import MLProjError
 
-from .factory import DatasetFactory
 from .files import ensure_files
-from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
-from .splits import loader_options, train_validation
+
+# torch, torchvision and the loaders are imported inside the functions, lazily: registering the
+# datasets (and `mlproj datasets`, which only checks their files) must not pay torch's seconds of import.
+if TYPE_CHECKING:
+    import torch
+
+    from .factory import DatasetFactory
 
 NORMALIZATION = {
     "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -32,6 +33,15 @@ class _Layout(NamedTuple):
     base_folder: str
     train: list[str]
     test: list[str]
+    meta: str
+
+
+# The files torchvision's CIFAR10/CIFAR100 classes read (their base_folder, train_list, test_list and
+# meta), written out so that checking for them needs no torchvision.
+LAYOUTS = {
+    "CIFAR10": _Layout("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
+    "CIFAR100": _Layout("cifar-100-python", ["train"], ["test"], "meta"),
+}
 
 
 def _torchvision_class(name: str, verify_checksums: bool) -> type:
@@ -59,13 +69,15 @@ def _torchvision_class(name: str, verify_checksums: bool) -> type:
 def prepare_cifar(config: dict[str, Any], name: str) -> None:
     """Ensure the batch files of CIFAR10 or CIFAR100 are present (and match their md5 if asked)."""
     verify = config.get("verify_checksums", True)
-    cls = _torchvision_class(name, verify)
-    folder = os.path.join(config["data_dir"], cls.base_folder)
-    files = [filename for filename, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    ensure_files(name, folder, files, config, lambda: cls(config["data_dir"], download=True), "python pickle batches")
+    layout = LAYOUTS[name]
+    folder = os.path.join(config["data_dir"], layout.base_folder)
+    files = [*layout.train, *layout.test, layout.meta]
+    ensure_files(name, folder, files, config, lambda: _torchvision_class(name, verify)(config["data_dir"], download=True),
+                 "python pickle batches")
     if verify:
         from torchvision.datasets.utils import check_integrity
 
+        cls = _torchvision_class(name, verify)
         for filename, md5 in cls.train_list + cls.test_list:
             if not check_integrity(os.path.join(folder, filename), md5):
                 raise MLProjError(
@@ -76,6 +88,9 @@ def prepare_cifar(config: dict[str, Any], name: str) -> None:
 
 def read_cifar_batches(folder: str, files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The python pickle batches `files` as uint8 images (N, 3, 32, 32) and int64 labels."""
+    import numpy as np
+    import torch
+
     images, labels = [], []
     for filename in files:
         with open(os.path.join(folder, filename), "rb") as f:
@@ -86,8 +101,9 @@ def read_cifar_batches(folder: str, files: list[str]) -> tuple[torch.Tensor, tor
 
 
 def build_cifar_memory(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
-    cls = {"CIFAR10": _Layout("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
-           "CIFAR100": _Layout("cifar-100-python", ["train"], ["test"])}[name]
+    from .memory import BatchTransform, memory_factory
+
+    cls = LAYOUTS[name]
     folder = os.path.join(config["data_dir"], cls.base_folder)
     try:
         train, test = read_cifar_batches(folder, cls.train), read_cifar_batches(folder, cls.test)
@@ -102,6 +118,10 @@ def build_cifar_memory(config: dict[str, Any], name: str, num_classes: int) -> D
 
 
 def build_cifar(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
+    from .factory import DatasetFactory
+    from .memory import use_memory_backend
+    from .splits import loader_options, train_validation
+
     if use_memory_backend(config):
         return build_cifar_memory(config, name, num_classes)
     from torchvision import transforms

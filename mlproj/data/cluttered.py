@@ -7,18 +7,17 @@ Generated once from the MNIST IDX files with a fixed seed and cached under
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.data import TensorDataset
-
-from mlproj.checkpoint import atomic_save
-
-from .factory import DatasetFactory
-from .memory import BatchTransform, memory_factory, use_memory_backend
 from .mnist import NORMALIZATION, prepare_idx_dataset
 from .registry import register_dataset
-from .splits import loader_options, train_validation
+
+# torch, torchvision and the loaders are imported inside the functions, lazily: registering the
+# datasets (and `mlproj datasets`, which only checks their files) must not pay torch's seconds of import.
+if TYPE_CHECKING:
+    import torch
+
+    from .factory import DatasetFactory
 
 CANVAS = 60
 N_CLUTTER = 4
@@ -31,6 +30,8 @@ def clutter(
 ) -> torch.Tensor:
     """Place each (28x28 uint8) digit at random on a `canvas` square with `n_clutter` patches cut
     from random other digits; deterministic in `seed`."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     n, size = digits.shape[0], digits.shape[-1]
     out = torch.zeros(n, canvas, canvas, dtype=torch.uint8)
@@ -52,10 +53,14 @@ def clutter(
 
 def cached_cluttered(config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The cluttered train and test tensors, generated on first use and cached under the data root."""
+    import torch
+
     path = os.path.join(config["data_dir"], "ClutteredMNIST", f"cluttered-{CANVAS}-{N_CLUTTER}-{GENERATION_SEED}.pt")
     if os.path.exists(path):
         return torch.load(path, weights_only=True)
     import torchvision.datasets
+
+    from mlproj.checkpoint import atomic_save
 
     data = {}
     for split, train in (("train", True), ("test", False)):
@@ -79,6 +84,12 @@ def _normalized(images: torch.Tensor) -> torch.Tensor:
     prepare=lambda c: prepare_idx_dataset(c, "MNIST", "MNIST"),
 )
 def cluttered_mnist(config: dict[str, Any]) -> DatasetFactory:
+    from torch.utils.data import TensorDataset
+
+    from .factory import DatasetFactory
+    from .memory import BatchTransform, memory_factory, use_memory_backend
+    from .splits import loader_options, train_validation
+
     data = cached_cluttered(config)
     if use_memory_backend(config):
         transform = BatchTransform(*NORMALIZATION["MNIST"])

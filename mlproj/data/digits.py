@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.data import TensorDataset
-
-from .factory import DatasetFactory
-from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
-from .splits import loader_options, split_indices, train_validation
+
+# torch, torchvision and the loaders are imported inside the functions, lazily: registering the
+# datasets (and `mlproj datasets`, which only checks their files) must not pay torch's seconds of import.
+if TYPE_CHECKING:
+    import torch
+
+    from .factory import DatasetFactory
 
 TEST_FRACTION = 0.2
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1797 digits as (N, 1, 8, 8) float images in [0, 1] and int64 labels."""
+    import torch
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -27,6 +29,13 @@ def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
 @register_dataset("digits", input_shape=(1, 8, 8), num_classes=10)
 def digits(config: dict[str, Any]) -> DatasetFactory:
     """A fixed 20% test split; validation carved from the rest by `val_fraction`."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from .factory import DatasetFactory
+    from .memory import BatchTransform, memory_factory, use_memory_backend
+    from .splits import loader_options, split_indices, train_validation
+
     images, labels = load_digits_tensors()
     train_idx, test_idx = split_indices(len(labels), TEST_FRACTION)
     mean, std = images[train_idx].mean(), images[train_idx].std()

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mlproj.errors import MLProjError
 
-from .factory import DatasetFactory
 from .files import ensure_files
-from .memory import BatchTransform, memory_factory, use_memory_backend
 from .registry import register_dataset
-from .splits import loader_options, train_validation
+
+# torch, torchvision and the loaders are imported inside the functions, lazily: registering the
+# datasets (and `mlproj datasets`, which only checks their files) must not pay torch's seconds of import.
+if TYPE_CHECKING:
+    import torch
+
+    from .factory import DatasetFactory
 
 IDX_FILES = {
     # file name: (magic number, dimensions after the count)
@@ -77,6 +79,8 @@ def prepare_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: 
 
 def read_idx(path: str) -> torch.Tensor:
     """An uncompressed IDX file (checked by `check_idx_file`) as a uint8 tensor of its dimensions."""
+    import torch
+
     with open(path, "rb") as f:
         data = f.read()
     n_dims = data[3]
@@ -85,6 +89,8 @@ def read_idx(path: str) -> torch.Tensor:
 
 
 def build_idx_memory(config: dict[str, Any], folder: str) -> DatasetFactory:
+    from .memory import BatchTransform, memory_factory
+
     raw = raw_folder(config["data_dir"], folder)
 
     def split(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +102,10 @@ def build_idx_memory(config: dict[str, Any], folder: str) -> DatasetFactory:
 
 
 def build_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: str) -> DatasetFactory:
+    from .factory import DatasetFactory
+    from .memory import use_memory_backend
+    from .splits import loader_options, train_validation
+
     if use_memory_backend(config):
         return build_idx_memory(config, folder)
     import torchvision.datasets

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlproj.errors import MLProjError
 
-from .factory import DatasetFactory
+if TYPE_CHECKING:  # the factory imports torch; registering a dataset must not (see datasets_cli)
+    from .factory import DatasetFactory
 
 
 @dataclass(frozen=True)
