@@ -15,6 +15,9 @@ from mlproj.errors import MLProjError
 
 # key: (default, meaning). The README's config table mirrors this.
 MACHINERY: dict[str, tuple[Any, str]] = {
+    # Read by every dataset factory; here so that a config scope without them still runs.
+    "batch_size": (64, "samples per batch (per process under torchrun)"),
+    "data_dir": ("datasets", "the data root (env `DATA_DIR`)"),
     "device": ("auto", "`auto` (cuda:0 if available, else cpu), `cpu`, `cuda`, `cuda:N`"),
     "num_workers": (0, "DataLoader worker processes"),
     "n_epochs": (10, "epochs to train"),
@@ -44,6 +47,7 @@ def machinery_defaults() -> dict[str, Any]:
     """The machinery keys with their defaults, the runs-dir dependent ones resolved now."""
     defaults = {key: default for key, (default, _) in MACHINERY.items()}
     defaults["tensorboard_dir"] = os.path.join(runs_dir(), "tensorboard")
+    defaults["data_dir"] = os.environ.get("DATA_DIR", "datasets")
     return defaults
 
 
