@@ -28,7 +28,7 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "log_iteration_all": ("epoch", "log images and histograms every N steps, or each `epoch`"),
     "save_iterations": ("epoch", "write last.pt every N steps, or each `epoch`"),
     "prefix": ("", "prepended to every metric name (e.g. `mnist.`)"),
-    "resume": (None, "continue from a run folder, a run id in the runs dir, or a checkpoint path"),
+    "resume": (None, "continue a run (its folder, its id in the runs dir, or a checkpoint path) with its recorded config"),
     "deterministic": (False, "use torch's deterministic algorithms"),
     "git_pin": (True, "commit the working tree under refs/mlproj/runs/<run key> at run start"),
     "data_backend": ("memory", "`memory` (uint8 tensors, batched transforms on the device) or `torchvision`"),
