@@ -77,7 +77,8 @@ class MLProjExperiment(Experiment):
         self.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: keep each line's last state
         self.add_config(machinery_defaults())
         self._on_command_line = False
-        self._file_storage: str | None = None  # `-F DIR` of the run being created
+        # `-F DIR` of the run being created: Sacred adds its observer only after the config hooks ran.
+        self._file_storage: str | None = None
         self._read_checkpoint: tuple[str, dict[str, Any]] | None = None  # what the config hook read
 
         def recorded_config(config: dict[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
