@@ -85,18 +85,26 @@ def resolve_checkpoint(target: str | int, runs_root: str) -> str:
     )
 
 
-def check_same_model(checkpoint: dict[str, Any], config: dict[str, Any], path: str) -> None:
-    """`MLProjError` when `checkpoint` was written for another `model` or `dataset` than `config` names.
+# What a run is: a resumed run keeps these recorded values, because other ones would not load its
+# checkpoint (model, dataset, optimizer) or would not continue its data order (batch_size counts
+# the steps into an epoch; val_fraction moves samples between training and validation; seed draws
+# each epoch's order). Everything else (n_epochs, device, lr, data_dir, ...) may be given anew.
+RESUME_FIXED_KEYS = ("dataset", "model", "optimizer", "batch_size", "val_fraction", "seed")
 
-    Checked before a run is recorded, so resuming the wrong run costs nothing; a deeper mismatch
-    (another width of the same net) is still caught when the weights are loaded.
+
+def check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], target: Any) -> None:
+    """`MLProjError` when `config` gives a `RESUME_FIXED_KEYS` value other than the one recorded in
+    `checkpoint`, the checkpoint that `resume=target` names.
+
+    Checked before a run is recorded, so a mistake costs nothing; a deeper mismatch (another width
+    of the same net) is still caught when the weights are loaded.
     """
     recorded = checkpoint.get("config") or {}
-    differ = [key for key in ("model", "dataset") if key in recorded and key in config and recorded[key] != config[key]]
+    differ = [key for key in RESUME_FIXED_KEYS if key in recorded and key in config and recorded[key] != config[key]]
     if differ:
         theirs = " ".join(f"{key}={recorded[key]}" for key in differ)
         ours = " ".join(f"{key}={config[key]}" for key in differ)
         raise MLProjError(
-            f"config resume names {path}, a checkpoint of {theirs}, but this run has {ours}: "
-            f"resume with {theirs} (the config of the run that wrote it), or start a new run without resume."
+            f"resume={target} continues a run of {theirs}, but this run is given {ours}: drop {ours} to "
+            "continue that run as recorded, or start a new run without resume."
         )

@@ -15,6 +15,9 @@ from mlproj.errors import MLProjError
 
 # key: (default, meaning). The README's config table mirrors this.
 MACHINERY: dict[str, tuple[Any, str]] = {
+    # Read by every dataset factory; here so that a config scope without them still runs.
+    "batch_size": (64, "samples per batch (per process under torchrun)"),
+    "data_dir": ("datasets", "the data root (env `DATA_DIR`)"),
     "device": ("auto", "`auto` (cuda:0 if available, else cpu), `cpu`, `cuda`, `cuda:N`"),
     "num_workers": (0, "DataLoader worker processes"),
     "n_epochs": (10, "epochs to train"),
@@ -25,7 +28,7 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "log_iteration_all": ("epoch", "log images and histograms every N steps, or each `epoch`"),
     "save_iterations": ("epoch", "write last.pt every N steps, or each `epoch`"),
     "prefix": ("", "prepended to every metric name (e.g. `mnist.`)"),
-    "resume": (None, "continue from a run folder, a run id in the runs dir, or a checkpoint path"),
+    "resume": (None, "continue a run (its folder, its id in the runs dir, or a checkpoint path) with its recorded config"),
     "deterministic": (False, "use torch's deterministic algorithms"),
     "git_pin": (True, "commit the working tree under refs/mlproj/runs/<run key> at run start"),
     "data_backend": ("memory", "`memory` (uint8 tensors, batched transforms on the device) or `torchvision`"),
@@ -44,6 +47,7 @@ def machinery_defaults() -> dict[str, Any]:
     """The machinery keys with their defaults, the runs-dir dependent ones resolved now."""
     defaults = {key: default for key, (default, _) in MACHINERY.items()}
     defaults["tensorboard_dir"] = os.path.join(runs_dir(), "tensorboard")
+    defaults["data_dir"] = os.environ.get("DATA_DIR", "datasets")
     return defaults
 
 

@@ -4,6 +4,8 @@
 - starts from the machinery defaults (`mlproj.config`), so `main.py` holds only its own keys;
 - records every run: a file observer under the runs dir unless one was given with `-F`, and a
   MongoDB observer when `MONGODB_URI` is set (unless `-m` gave one); `-u` records nothing;
+- starts `with resume=RUN` from RUN's recorded config, and `test with checkpoint=FILE` from the
+  config of the run that wrote FILE (keys given on the command line override it);
 - checks the config and the dataset files before the run starts, so a mistake writes nothing;
 - prints user mistakes as one line and exits 1, without a traceback.
 """
@@ -75,34 +77,77 @@ class MLProjExperiment(Experiment):
         self.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: keep each line's last state
         self.add_config(machinery_defaults())
         self._on_command_line = False
+        # `-F DIR` of the run being created: Sacred adds its observer only after the config hooks ran.
+        self._file_storage: str | None = None
+        self._read_checkpoint: tuple[str, dict[str, Any]] | None = None  # what the config hook read
+
+        def recorded_config(config: dict[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
+            return self._recorded_config(config, command_name)
+
+        self.config_hook(recorded_config)  # Sacred checks a hook's argument names: a plain function
+
+    def _recorded_config(self, config: dict[str, Any], command_name: str) -> dict[str, Any]:
+        """Config hook: start from the config recorded in the checkpoint a run continues from.
+
+        `with resume=RUN` continues RUN as it was recorded, and `test with checkpoint=FILE` evaluates
+        the run that wrote FILE, so both take that run's config (from the checkpoint, which also
+        holds it when it lies outside a run folder) as their base. Sacred applies the keys given on
+        the command line and in named configs on top of what a config hook returns
+        (`Scaffold.run_config_hooks`), so those still win without this hook knowing which they
+        are; `_create_run` then compares the result with the recorded config and refuses keys that
+        would change the run being resumed. So `config.json` records what actually runs.
+        """
+        self._read_checkpoint = None
+        resuming = command_name == self.default_command or command_name in READ_ONLY_COMMANDS
+        target = config.get("resume") if resuming else config.get("checkpoint")
+        if target is None or target == "":
+            return {}
+        from mlproj.checkpoint import load_checkpoint, resolve_checkpoint
+
+        path = resolve_checkpoint(target, self._runs_root()) if resuming else str(target)
+        checkpoint = load_checkpoint(path)
+        self._read_checkpoint = (path, checkpoint)
+        # A test run keeps its own seed and TensorBoard folder and never resumes.
+        own = {"resume"} if resuming else {"resume", "checkpoint", "seed", "tensorboard_dir"}
+        recorded = checkpoint.get("config") or {}
+        # `seed` enters the config after the hooks (Sacred draws it then unless it is set).
+        return {k: v for k, v in recorded.items() if (k in config or k == "seed") and k not in own}
+
+    def _runs_root(self) -> str:
+        """The runs dir the run being created records into: `-F DIR`, an added file observer, else the default."""
+        if self._file_storage:
+            return self._file_storage
+        return next((o.basedir for o in self.observers if isinstance(o, FileStorageObserver)), runs_dir())
 
     def _create_run(self, command_name: str | None = None, *args: Any, **kwargs: Any) -> Any:
         options = kwargs.get("options", args[4] if len(args) > 4 else None) or {}
         check_mongo_option(options.get("--mongo_db"))
-        run = super()._create_run(command_name, *args, **kwargs)
+        self._file_storage = options.get("--file_storage") or None  # for the config hook
+        try:
+            run = super()._create_run(command_name, *args, **kwargs)
+            read = self._read_checkpoint
+        finally:
+            self._read_checkpoint = None
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
         command = command_name or self.default_command
         if command in READ_ONLY_COMMANDS:
             return run
+        if read is not None and command == self.default_command:
+            from mlproj.checkpoint import check_resumable
+
+            check_resumable(read[1], run.config, run.config["resume"])
+        elif read is not None:
+            run.mlproj_checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
         validate_config(run.config)
         if "dataset" in run.config and command == self.default_command:
             from mlproj.data import prepare_dataset
 
             prepare_dataset(run.config)
-        # A missing or bad checkpoint fails here, before a run is recorded.
+        # A missing or bad checkpoint failed in the config hook, before a run is recorded.
         if command == "test" and not run.config.get("checkpoint"):
             raise MLProjError(TEST_NEEDS_CHECKPOINT)
-        if command != self.default_command and run.config.get("checkpoint"):
-            from mlproj.checkpoint import load_checkpoint
-
-            load_checkpoint(run.config["checkpoint"])
         runs_root = next((o.basedir for o in run.observers if isinstance(o, FileStorageObserver)), runs_dir())
-        if command == self.default_command and run.config.get("resume") is not None:
-            from mlproj.checkpoint import check_same_model, load_checkpoint, resolve_checkpoint
-
-            path = resolve_checkpoint(run.config["resume"], runs_root)
-            check_same_model(load_checkpoint(path), run.config, path)
         check_storage(run, runs_root)
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
@@ -260,17 +305,14 @@ def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
 def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> dict[str, float]:
     """The `test` command: evaluate `checkpoint` on the test set and log `test.*` into `run`.
 
-    The model is built from the config recorded in the checkpoint; keys given on this command line
-    (e.g. `data_dir`, `device`) override it.
+    `run.config` is the config recorded in the checkpoint with the keys given on this command line
+    (e.g. `data_dir`, `device`) on top (the experiment's config hook), so the test run's record
+    names the model and data it evaluated.
     """
-    from mlproj.checkpoint import load_checkpoint
-
     if not checkpoint:
         raise MLProjError(TEST_NEEDS_CHECKPOINT)
-    recorded = load_checkpoint(checkpoint)["config"]
-    given = run.meta_info.get("config_updates", {})
-    config = {**recorded, **{k: v for k, v in run.config.items() if k in given}, "resume": None}
-    config.update(seed=run.config["seed"], tensorboard_dir=run.config["tensorboard_dir"])
-    project = project_class(config, _run=run)
-    project.load_checkpoint(checkpoint)
+    read = getattr(run, "mlproj_checkpoint", None)
+    run.mlproj_checkpoint = None
+    project = project_class({**run.config, "resume": None}, _run=run)
+    project.load_checkpoint(checkpoint, read[1] if read and read[0] == str(checkpoint) else None)
     return project.test()

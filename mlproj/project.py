@@ -294,11 +294,13 @@ class MLProject:
             self.tracker.add_artifact(best_path, "best.pt")
         return last
 
-    def load_checkpoint(self, path: str) -> dict[str, Any]:
-        """Load weights, optimizer/scheduler state and `TrainState` from `path`; restore the RNGs."""
+    def load_checkpoint(self, path: str, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Load weights, optimizer/scheduler state and `TrainState` from `path` (or from `checkpoint`,
+        its content when already read); restore the RNGs."""
         # On the CPU: RNG states must stay there, and load_state_dict moves weights and optimizer
         # state to the model's device by itself.
-        checkpoint = load_checkpoint(path)
+        if checkpoint is None:
+            checkpoint = load_checkpoint(path)
         try:
             self.model.load_training_state(checkpoint)
         except (RuntimeError, ValueError, KeyError) as err:
@@ -426,7 +428,8 @@ class MLProject:
     def _print_header(self) -> None:
         if not self.is_global_zero:
             return
-        what = f"{self.config['n_global_iterations']} steps" if self.config["n_global_iterations"] else f"{self.config['n_epochs']} epochs"
+        n_steps, n_epochs = self.config["n_global_iterations"], self.config["n_epochs"]
+        what = _count(n_steps, "step") if n_steps else _count(n_epochs, "epoch")
         start = f", resuming at step {self.state.global_step}" if self.state.global_step else ""
         name = self.model.name()
         if type(self.model).__name__ == name and "model" in self.config and "dataset" in self.config:
@@ -487,6 +490,10 @@ def _mean_over_ranks(meter: MeanMetrics) -> dict[str, float]:
 def _batch_size(batch: Any) -> int:
     first = batch[0] if isinstance(batch, (tuple, list)) else next(iter(batch.values())) if isinstance(batch, dict) else batch
     return int(first.shape[0]) if isinstance(first, torch.Tensor) else 1
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:

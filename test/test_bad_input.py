@@ -84,7 +84,7 @@ IN_PROCESS_CASES = [
     (["with", "cifar11_resnet18"], "`with cifar11_resnet18` is neither key=value nor a named config"),
     # resume targets: a run of another model, a corrupt checkpoint, a foreign file, a malicious pickle
     (["with", "dataset=digits", "model=lenet", "resume={mlp_run}"],
-     r"a checkpoint of model=mlp, but this run has model=lenet: resume with model=mlp"),
+     r"continues a run of model=mlp, but this run is given model=lenet: drop model=lenet to continue that run"),
     (["with", "dataset=digits", "model=mlp", "resume={corrupt_run}"], r"last.pt is truncated or corrupt"),
     (["with", "dataset=digits", "resume={foreign}"], r"is not an mlproj checkpoint"),
     (["with", "dataset=digits", "resume={evil}"], r"refused by the safe loader \(weights_only=True\)"),

@@ -131,3 +131,51 @@ def test_print_config_imports_no_torchvision_tensorboard_or_datasets(tmp_path: P
 
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "IMPORTED []" in result.stdout, result.stdout + result.stderr
+
+
+RECIPE_WITHOUT_BATCH_SIZE = '''
+import torch
+from torch.utils.data import TensorDataset
+
+from mlproj import DatasetFactory, MLProject, register_dataset
+from mlproj.experiment import create_experiment
+
+
+@register_dataset("blobs", input_shape=(1, 4, 4), num_classes=2)
+def blobs(config):
+    x = torch.randn(200, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = (x.sum(dim=(1, 2, 3)) > 0).long()
+    return DatasetFactory(train_set=TensorDataset(x[:150], y[:150]), test_set=TensorDataset(x[150:], y[150:]),
+                          batch_size=config["batch_size"])
+
+
+ex = create_experiment("recipe")
+
+
+@ex.config
+def config():
+    dataset = "blobs"
+    model = "mlp"
+    n_epochs = 1
+
+
+@ex.main
+def train(_run):
+    return MLProject.from_run(_run).train()
+
+
+if __name__ == "__main__":
+    ex.run_commandline()
+'''
+
+
+def test_create_experiment_recipe_without_batch_size_runs_with_the_default(tmp_path: Path) -> None:
+    script = tmp_path / "recipe.py"
+    script.write_text(RECIPE_WITHOUT_BATCH_SIZE)
+    runs = tmp_path / "runs"
+    result = run_main("with", "git_pin=False", "device=cpu", runs=runs, cwd=tmp_path, main=script)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Training mlp on blobs (cpu) for 1 epoch; checkpoints in" in result.stdout  # "1 epoch", not "1 epochs"
+    assert read_json(runs / "1" / "run.json")["status"] == "COMPLETED"
+    assert read_json(runs / "1" / "config.json")["batch_size"] == 64

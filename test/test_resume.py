@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_main
 from torch import nn
 
 from mlproj.errors import MLProjError
@@ -105,10 +106,12 @@ def test_resume_unknown_target_raises(tmp_path: Path) -> None:
         MLProject(digits_config(tmp_path, resume=str(tmp_path / "nowhere")))
 
 
-def test_main_sigint_writes_last_then_resume_is_bit_identical(tmp_path: Path) -> None:
+def test_main_sigint_writes_last_then_the_printed_resume_line_is_bit_identical(tmp_path: Path) -> None:
+    # The user's layout: `./runs` in the folder main.py is started from, and the printed line pasted as is.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("MLPROJ_RUNS_DIR", "MONGODB_URI"):
+        env.pop(name, None)
     runs = tmp_path / "runs"
-    env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
-    env.pop("MONGODB_URI", None)
     common = ["dataset=digits", "seed=3", "deterministic=True", "device=cpu", "model=mlp", "git_pin=False", "tensorboard_dir=None"]
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "with", *common, "n_epochs=1000"],
@@ -120,20 +123,24 @@ def test_main_sigint_writes_last_then_resume_is_bit_identical(tmp_path: Path) ->
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, out + err
-    assert "SIGINT: saved" in out and "resume=" in out
+    (printed,) = re.findall(r"SIGINT: saved runs/1/last.pt; continue with `\./main\.py (with resume=\S+)`", out)
+    assert printed == "with resume=runs/1"
     assert json.loads((runs / "1" / "run.json").read_text())["status"] == "INTERRUPTED"
     stopped = torch.load(runs / "1" / "last.pt", weights_only=True)["state"]
     assert stopped["global_step"] > 0
 
     n_epochs = stopped["epoch"] + 1
     result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "with", *common, f"n_epochs={n_epochs}", f"resume={runs / '1'}"],
+        [sys.executable, str(ROOT / "main.py"), *printed.split(), f"n_epochs={n_epochs}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((runs / "2" / "run.json").read_text())["status"] == "COMPLETED"
     resumed_from = json.loads((runs / "2" / "info.json").read_text())["resumed_from"]
     assert str(resumed_from["run_id"]) == "1" and resumed_from["global_step"] == stopped["global_step"]
+    config = json.loads((runs / "2" / "config.json").read_text())
+    assert {k: config[k] for k in ("dataset", "model", "seed", "n_epochs", "resume")} == {
+        "dataset": "digits", "model": "mlp", "seed": 3, "n_epochs": n_epochs, "resume": "runs/1"}
 
     # The same config trained without a stop (in this process) ends with the same weights.
     straight = MLProject(digits_config(tmp_path, model="mlp", n_epochs=n_epochs))
@@ -142,3 +149,62 @@ def test_main_sigint_writes_last_then_resume_is_bit_identical(tmp_path: Path) ->
     assert resumed["state"]["global_step"] == straight.state.global_step
     for name, value in straight.model.state_dict().items():
         assert torch.equal(resumed["model"][name], value), f"weights {name} differ"
+
+
+@pytest.fixture(scope="module")
+def digits_mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 1-epoch digits/mlp run (not the experiment's default config) in `<folder>/runs/1`."""
+    folder = tmp_path_factory.mktemp("trained")
+    result = run_main("with", "dataset=digits", "model=mlp", "n_epochs=1", "device=cpu", runs=Path("runs"), cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "runs"
+
+
+@pytest.fixture
+def user_dir(digits_mlp_run: Path, tmp_path: Path) -> Path:
+    """A folder to start main.py in, whose `./runs` holds a copy of `digits_mlp_run`."""
+    shutil.copytree(digits_mlp_run, tmp_path / "runs")
+    return tmp_path
+
+
+def step_of(run_dir: Path) -> int:
+    return torch.load(run_dir / "last.pt", weights_only=True)["state"]["global_step"]
+
+
+def test_main_resume_by_folder_id_or_file_continues_the_recorded_config(user_dir: Path) -> None:
+    runs = user_dir / "runs"
+    steps = step_of(runs / "1")
+    # resume= as a run folder (the form the program prints), a run id, and a checkpoint file.
+    for n_epochs, target in ((2, "runs/1"), (3, "2"), (4, "runs/3/last.pt")):
+        result = run_main("with", f"resume={target}", f"n_epochs={n_epochs}", runs=Path("runs"), cwd=user_dir)
+        assert result.returncode == 0, result.stderr
+        run = runs / str(n_epochs)
+        assert f"Training mlp on digits (cpu) for {n_epochs} epochs, resuming at step {steps * (n_epochs - 1)}" in result.stdout
+        config = json.loads((run / "config.json").read_text())
+        assert (config["dataset"], config["model"], config["n_epochs"], config["device"]) == ("digits", "mlp", n_epochs, "cpu")
+        assert step_of(run) == steps * n_epochs  # one more epoch on top of the resumed run's steps
+        steps_logged = json.loads((run / "metrics.json").read_text())["validation.accuracy"]["steps"]
+        assert steps_logged == [steps * n_epochs]
+
+
+@pytest.mark.parametrize(("given", "recorded"), [("model=lenet", "model=mlp"), ("dataset=mnist", "dataset=digits"),
+                                                 ("batch_size=32", "batch_size=64")])
+def test_main_resume_with_another_model_or_data_refused_one_line_exit_1(user_dir: Path, given: str, recorded: str) -> None:
+    result = run_main("with", "resume=runs/1", given, runs=Path("runs"), cwd=user_dir)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (f"error: resume=runs/1 continues a run of {recorded}, but this run is given {given}: drop {given} "
+                    "to continue that run as recorded, or start a new run without resume.")
+    assert sorted(p.name for p in (user_dir / "runs").iterdir() if p.name.isdigit()) == ["1"]
+
+
+def test_main_test_command_records_the_evaluated_runs_config(user_dir: Path) -> None:
+    result = run_main("test", "with", "checkpoint=runs/1/best.pt", runs=Path("runs"), cwd=user_dir)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((user_dir / "runs" / "2" / "config.json").read_text())
+    assert (config["dataset"], config["model"], config["checkpoint"], config["resume"]) == ("digits", "mlp", "runs/1/best.pt", None)
+    listed = subprocess.run([sys.executable, "-m", "mlproj.cli", "runs", "--where", "model=mlp", "--status", "COMPLETED"],
+                            cwd=user_dir, env={**os.environ, "MLPROJ_RUNS_DIR": "runs"}, capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["1", "2"]
