@@ -26,13 +26,13 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 from sacred import Experiment  # noqa: E402
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
-from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
+from sacred.utils import SacredError  # noqa: E402
 
 from mlproj import distributed  # noqa: E402
 from mlproj.config import machinery_defaults, runs_dir, validate_config  # noqa: E402
 from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.mongo import BackgroundMongoObserver, redact_uri  # noqa: E402
-from mlproj.observers import RunFolderObserver, mongo_observer  # noqa: E402
+from mlproj.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
 from mlproj.storage import check_writable  # noqa: E402
 
 TEST_NEEDS_CHECKPOINT = "the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt"
@@ -72,7 +72,7 @@ class MLProjExperiment(Experiment):
                 for filename in sorted(files):
                     if filename.endswith(".py"):
                         self.add_source_file(os.path.join(folder, filename))
-        self.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: keep each line's last state
+        self.captured_out_filter = collapse_redraws  # `\r` redraws: keep each line as the terminal shows it
         self.add_config(machinery_defaults())
         self._on_command_line = False
 
@@ -82,6 +82,8 @@ class MLProjExperiment(Experiment):
         run = super()._create_run(command_name, *args, **kwargs)
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
+        # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
+        run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
         command = command_name or self.default_command
         if command in READ_ONLY_COMMANDS:
             return run
@@ -191,7 +193,7 @@ def check_storage(run: Any, runs_root: str) -> None:
     if not run.unobserved:
         check_writable(runs_root, "runs dir", "Set MLPROJ_RUNS_DIR (or -F) to a folder you can write")
     for key in ("model_dir", "tensorboard_dir"):
-        if run.config.get(key):
+        if run.config.get(key) and run.config[key] != "auto":  # `auto` lies in the runs dir, checked above
             check_writable(str(run.config[key]), f"config {key}", f"Pass {key}=<a folder you can write>")
 
 
