@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
+import logging
 import os
 import re
 import sys
@@ -23,7 +26,7 @@ from typing import Any
 # sacred 0.8.7 imports pkg_resources, which setuptools<81 (pinned for it) marks deprecated on import.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-from sacred import Experiment  # noqa: E402
+from sacred import Experiment, commands  # noqa: E402
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
 from sacred.utils import SacredError  # noqa: E402
@@ -51,6 +54,8 @@ class MLProjExperiment(Experiment):
         # Experiment(); here that is this module, so point it at the experiment's own file instead.
         caller = _experiment_file_globals()
         super().__init__(name, save_git_info=False, **kwargs)
+        self.doc = caller.get("__doc__") or ""  # `--help` describes the experiment's file, not this module
+        self.command(print_config, unobserved=True)  # replaces Sacred's: colours only on a terminal
         main_file = caller.get("__file__")
         self.base_dir = os.path.abspath(kwargs.get("base_dir") or os.path.dirname(main_file or "."))
         try:
@@ -82,6 +87,7 @@ class MLProjExperiment(Experiment):
         run = super()._create_run(command_name, *args, **kwargs)
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
+            run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
         # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
         run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
         command = command_name or self.default_command
@@ -154,6 +160,18 @@ def _experiment_file_globals() -> dict[str, Any]:
     while frame is not None and frame.f_globals.get("__name__", "").startswith("mlproj."):
         frame = frame.f_back
     return frame.f_globals if frame is not None else {}
+
+
+def print_config(_run: Any) -> None:
+    """Print the updated configuration and exit."""
+    # Sacred's own command highlights modified, added and retyped keys with colour codes; a pipe
+    # or a file gets the same text without them.
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+        commands.print_config(_run)
+    output = text.getvalue()
+    if not getattr(sys.stdout, "isatty", lambda: False)():
+        output = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    sys.stdout.write(output)
 
 
 def one_line_sacred_error(err: SacredError) -> str:
