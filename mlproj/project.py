@@ -477,12 +477,12 @@ class MLProject:
         return self._recording_root() or runs_dir()
 
     def _recording_root(self) -> str | None:
-        """The runs folder this project records into: the file observer's (`-F DIR`), the default
-        one without a Sacred run, and None for a Sacred run that records nothing (`-u`)."""
+        """The runs folder this project records into: the file observer's (`-F DIR`), None for a
+        Sacred run that records nothing (`-u`), else the default one."""
         run_dir = self._file_observer_dir()
         if run_dir:
             return os.path.dirname(run_dir)
-        return runs_dir() if self._run is None else None
+        return None if getattr(self._run, "unobserved", False) else runs_dir()
 
     def _checkpoint_dir(self) -> str | None:
         if self.config["model_dir"]:
