@@ -30,6 +30,10 @@ def epoch_numbers(cout: str) -> list[int]:
     return [int(match.group(1)) for match in map(EPOCH_LINE.fullmatch, cout.splitlines()) if match]
 
 
+def read_text(path: Path) -> str:
+    return path.read_bytes().decode()  # Path.read_text would turn a "\r" into "\n"
+
+
 def run_on_terminal(*args: str, runs: Path, timeout: float = 300) -> tuple[int, str]:
     """main.py with stdout and stderr on a 100-column pseudo-terminal; its exit code and what the terminal got."""
     master, slave = pty.openpty()
@@ -74,18 +78,23 @@ def test_run_folder_observer_cout_rewrites_redrawn_last_line(tmp_path: Path) -> 
     observer.started_event(ex_info, "train", {}, datetime.datetime.now(), {}, {}, None)
     for captured in ("Training\n\repoch 1/2: 0/6", "Training\n\repoch 1/2: 3/6", "Training\nepoch 1 step 6: ok\n"):
         observer.heartbeat_event({}, captured, datetime.datetime.now(), None)
-    assert (Path(observer.dir) / "cout.txt").read_text() == "Training\nepoch 1 step 6: ok\n"
+    assert read_text(Path(observer.dir) / "cout.txt") == "Training\nepoch 1 step 6: ok\n"
 
 
 def test_main_redirected_output_cout_keeps_every_epoch_line_and_no_redraws(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    result = run_main("with", *DIGITS, "n_epochs=8", "-b", "0.02", runs=runs)  # -b: a heartbeat every 20 ms
-    assert result.returncode == 0, result.stderr
-    assert "\r" not in result.stdout + result.stderr  # output that is not a terminal gets no bar
-    cout = (runs / "1" / "cout.txt").read_text()
+    env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs)}
+    env.pop("MONGODB_URI", None)
+    # Bytes, not text=True: universal newlines would turn a "\r" into "\n". -b: a heartbeat every 20 ms.
+    result = subprocess.run([sys.executable, "main.py", "with", "git_pin=False", *DIGITS, "n_epochs=8", "-b", "0.02"],
+                            cwd=ROOT, env=env, capture_output=True, timeout=300)
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "\r" not in stdout + stderr  # output that is not a terminal gets no bar
+    cout = read_text(runs / "1" / "cout.txt")
     assert "\r" not in cout
     assert epoch_numbers(cout) == list(range(1, 9)), cout
-    assert epoch_numbers(result.stdout) == list(range(1, 9))
+    assert epoch_numbers(stdout) == list(range(1, 9))
 
 
 def test_main_on_terminal_draws_bar_there_and_cout_keeps_every_epoch_line(tmp_path: Path) -> None:
@@ -93,7 +102,7 @@ def test_main_on_terminal_draws_bar_there_and_cout_keeps_every_epoch_line(tmp_pa
     code, terminal = run_on_terminal("with", "git_pin=False", *DIGITS, "n_epochs=8", "-b", "0.02", runs=runs)
     assert code == 0, terminal
     assert "epoch 1/8:   0%|" in terminal and "it/s]" in terminal  # the bar is drawn on the terminal
-    cout = (runs / "1" / "cout.txt").read_text()
+    cout = read_text(runs / "1" / "cout.txt")
     assert "\r" not in cout
     assert epoch_numbers(cout) == list(range(1, 9)), cout
 
