@@ -323,11 +323,9 @@ class MLProject:
         checkpoint = self.load_checkpoint(path)
         # The new run's folder starts with the checkpoints it continues from, so it is complete
         # even when nothing is left to train (a run killed after its last save).
-        for name in ("last.pt", "best.pt"):
+        for name in ("last.pt", "best.pt") if self.checkpoint_dir is not None else ():
             source = os.path.join(os.path.dirname(path), name)
             target = os.path.join(self.checkpoint_dir, name)
-            if self.checkpoint_dir is None:
-                break
             if (self.is_global_zero and os.path.basename(path) == "last.pt" and os.path.exists(source)
                     and not os.path.exists(target)):
                 os.makedirs(self.checkpoint_dir, exist_ok=True)

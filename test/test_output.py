@@ -139,16 +139,19 @@ def test_main_file_storage_option_keeps_record_checkpoints_and_tensorboard_under
     assert list(cwd.iterdir()) == []  # nothing under the default ./runs
 
 
+class UnobservedRun:
+    """What MLProject sees of a `-u` run: no observer."""
+
+    info: dict = {}
+    observers: list = []
+    unobserved = True
+
+    def log_scalar(self, *args: object) -> None:
+        pass
+
+
 def test_project_interrupted_without_checkpoints_says_none_was_saved(capsys: pytest.CaptureFixture) -> None:
     from mlproj import MLProject
-
-    class UnobservedRun:  # what MLProject sees of a `-u` run: no observer
-        info: dict = {}
-        observers: list = []
-        unobserved = True
-
-        def log_scalar(self, *args: object) -> None:
-            pass
 
     project = MLProject({"dataset": "digits", "model": "mlp", "n_epochs": 1, "device": "cpu"}, _run=UnobservedRun())
     project.model.after_batch = lambda: os.kill(os.getpid(), signal.SIGINT)
@@ -158,6 +161,19 @@ def test_project_interrupted_without_checkpoints_says_none_was_saved(capsys: pyt
     assert capsys.readouterr().out.splitlines()[-1] == (
         "SIGINT: stopped at step 1; no checkpoint saved (the run records nothing; pass model_dir=DIR to keep checkpoints)"
     )
+
+
+def test_project_unobserved_resume_continues_and_writes_nothing(tmp_path: Path) -> None:
+    from mlproj import MLProject
+
+    config = {"dataset": "digits", "model": "mlp", "device": "cpu", "tensorboard_dir": "auto"}
+    first = MLProject({**config, "n_global_iterations": 2, "model_dir": str(tmp_path), "tensorboard_dir": str(tmp_path)})
+    first.train()
+    written = sorted(tmp_path.rglob("*"))
+    resumed = MLProject({**config, "n_global_iterations": 4, "resume": first.checkpoint_dir}, _run=UnobservedRun())
+    resumed.train()
+    assert resumed.global_step == 4
+    assert sorted(tmp_path.rglob("*")) == written
 
 
 # ---------------------------------------------------------------------------------- help and print_config
