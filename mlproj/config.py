@@ -22,8 +22,9 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "num_workers": (0, "DataLoader worker processes"),
     "n_epochs": (10, "epochs to train"),
     "n_global_iterations": (None, "optimizer steps to train; wins over n_epochs when given"),
-    "model_dir": (None, "where checkpoints go; None = the run's folder"),
-    "tensorboard_dir": ("<runs dir>/tensorboard", "TensorBoard root, one sub-folder per run; None = off"),
+    "model_dir": (None, "where checkpoints go; None = the run's folder (none with -u)"),
+    "tensorboard_dir": ("auto", "TensorBoard root, one sub-folder per run; `auto` = tensorboard/ in the runs dir "
+                                "(none with -u); None = off"),
     "log_iteration_scalars": (10, "log train scalars every N steps"),
     "log_iteration_all": ("epoch", "log images and histograms every N steps, or each `epoch`"),
     "save_iterations": ("epoch", "write last.pt every N steps, or each `epoch`"),
@@ -44,11 +45,19 @@ def runs_dir() -> str:
 
 
 def machinery_defaults() -> dict[str, Any]:
-    """The machinery keys with their defaults, the runs-dir dependent ones resolved now."""
+    """The machinery keys with their defaults, the environment-dependent ones resolved now."""
     defaults = {key: default for key, (default, _) in MACHINERY.items()}
-    defaults["tensorboard_dir"] = os.path.join(runs_dir(), "tensorboard")
     defaults["data_dir"] = os.environ.get("DATA_DIR", "datasets")
     return defaults
+
+
+def tensorboard_root(value: Any, runs_root: str | None) -> str | None:
+    """The TensorBoard root config `tensorboard_dir` names: `auto` is `tensorboard/` in
+    `runs_root` (the folder the run is recorded in; None when it records nothing), and None,
+    False or "" turn TensorBoard off."""
+    if value == "auto":
+        return os.path.join(runs_root, "tensorboard") if runs_root else None
+    return str(value) if value else None
 
 
 def with_defaults(config: dict[str, Any]) -> dict[str, Any]:

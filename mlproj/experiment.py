@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
+import logging
 import os
 import re
 import sys
@@ -25,16 +28,16 @@ from typing import Any
 # sacred 0.8.7 imports pkg_resources, which setuptools<81 (pinned for it) marks deprecated on import.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-from sacred import Experiment  # noqa: E402
+from sacred import Experiment, commands  # noqa: E402
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
-from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
+from sacred.utils import SacredError  # noqa: E402
 
 from mlproj import distributed  # noqa: E402
-from mlproj.config import machinery_defaults, runs_dir, validate_config  # noqa: E402
+from mlproj.config import machinery_defaults, runs_dir, tensorboard_root, validate_config  # noqa: E402
 from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.mongo import BackgroundMongoObserver, redact_uri  # noqa: E402
-from mlproj.observers import RunFolderObserver, mongo_observer  # noqa: E402
+from mlproj.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
 from mlproj.storage import check_writable  # noqa: E402
 
 TEST_NEEDS_CHECKPOINT = "the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt"
@@ -53,6 +56,8 @@ class MLProjExperiment(Experiment):
         # Experiment(); here that is this module, so point it at the experiment's own file instead.
         caller = _experiment_file_globals()
         super().__init__(name, save_git_info=False, **kwargs)
+        self.doc = caller.get("__doc__") or ""  # `--help` describes the experiment's file, not this module
+        self.command(print_config, unobserved=True)  # replaces Sacred's: colours only on a terminal
         main_file = caller.get("__file__")
         self.base_dir = os.path.abspath(kwargs.get("base_dir") or os.path.dirname(main_file or "."))
         try:
@@ -74,7 +79,7 @@ class MLProjExperiment(Experiment):
                 for filename in sorted(files):
                     if filename.endswith(".py"):
                         self.add_source_file(os.path.join(folder, filename))
-        self.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: keep each line's last state
+        self.captured_out_filter = collapse_redraws  # `\r` redraws: keep each line as the terminal shows it
         self.add_config(machinery_defaults())
         self._on_command_line = False
         # `-F DIR` of the run being created: Sacred adds its observer only after the config hooks ran.
@@ -130,6 +135,9 @@ class MLProjExperiment(Experiment):
             self._read_checkpoint = None
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
+            run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
+        # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
+        run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
         command = command_name or self.default_command
         if command in READ_ONLY_COMMANDS:
             return run
@@ -212,6 +220,18 @@ def _experiment_file_globals() -> dict[str, Any]:
     return frame.f_globals if frame is not None else {}
 
 
+def print_config(_run: Any) -> None:
+    """Print the updated configuration and exit."""
+    # Sacred's own command highlights modified, added and retyped keys with colour codes; a pipe
+    # or a file gets the same text without them.
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+        commands.print_config(_run)
+    output = text.getvalue()
+    if not getattr(sys.stdout, "isatty", lambda: False)():
+        output = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    sys.stdout.write(output)
+
+
 def one_line_sacred_error(err: SacredError) -> str:
     """Sacred's configuration errors as one line that says what to do."""
     from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
@@ -237,7 +257,9 @@ def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
     if run.config.get("git_pin", True):
         from mlproj.gitpin import pin_or_warn
 
-        results = [runs_root] + [run.config[k] for k in ("model_dir", "tensorboard_dir", "data_dir") if run.config.get(k)]
+        tensorboard = tensorboard_root(run.config.get("tensorboard_dir"), runs_root)
+        results = [runs_root, tensorboard] + [run.config[k] for k in ("model_dir", "data_dir") if run.config.get(k)]
+        results = [folder for folder in results if folder]
         run.info["git"], error = pin_or_warn(source_dir, run.info["run_key"], exclude=results)
         if error:
             run.info["git_error"] = error  # what `mlproj show` and `mlproj reproduce` tell about the missing pin
@@ -251,7 +273,7 @@ def check_storage(run: Any, runs_root: str) -> None:
     if not run.unobserved:
         check_writable(runs_root, "runs dir", "Set MLPROJ_RUNS_DIR (or -F) to a folder you can write")
     for key in ("model_dir", "tensorboard_dir"):
-        if run.config.get(key):
+        if run.config.get(key) and run.config[key] != "auto":  # `auto` lies in the runs dir, checked above
             check_writable(str(run.config[key]), f"config {key}", f"Pass {key}=<a folder you can write>")
 
 

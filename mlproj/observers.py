@@ -12,6 +12,10 @@ one, measured by `make bench`). It is written without indentation (json's C enco
 and a heartbeat skips the rewrite while less than `METRICS_REWRITE_RATIO` times the last rewrite's
 duration has passed since it, which bounds the cost at about 1/100 of the run's time whatever its
 length. The run's end (completed, failed, interrupted) always writes it whole.
+
+cout.txt holds every line as a terminal would show it (`collapse_redraws`, the experiment's
+captured-output filter). Sacred's own observer only appends to cout.txt, which breaks a line whose
+`\r` redraw was cut by a heartbeat; `save_cout` rewrites that line instead.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from sacred.observers import FileStorageObserver
 from sacred.serializer import flatten
+from sacred.utils import apply_backspaces_and_linefeeds
 
 from mlproj.storage import atomic_copy, atomic_write
 
@@ -43,7 +48,22 @@ class RunFolderObserver(FileStorageObserver):
     def started_event(self, *args: Any, **kwargs: Any) -> Any:
         self._metrics: dict[str, dict[str, list]] = {}
         self._metrics_written_at, self._metrics_write_seconds, self._metrics_pending = 0.0, 0.0, False
+        self._cout_written = ""
         return super().started_event(*args, **kwargs)
+
+    def save_cout(self) -> None:
+        """Make cout.txt equal the captured text: append what is new and, when the filter redrew
+        the last (unfinished) line since the last write, rewrite from that line on."""
+        written, cout = self._cout_written, self.cout
+        keep = len(written)
+        while keep and not cout.startswith(written[:keep]):
+            keep = written.rfind("\n", 0, keep - 1) + 1  # back to the start of the redrawn line
+        path = os.path.join(self.dir, "cout.txt")
+        with open(path, "r+b" if os.path.exists(path) else "wb") as f:
+            f.seek(len(written[:keep].encode("utf-8", "replace")))
+            f.truncate()
+            f.write(cout[keep:].encode("utf-8", "replace"))
+        self._cout_written = cout
 
     def save_json(self, obj: Any, filename: str) -> None:
         def write(f: Any) -> None:
@@ -103,6 +123,24 @@ class RunFolderObserver(FileStorageObserver):
             self.write_metrics()
         finally:  # the run's status is written even when its metrics cannot be
             super().failed_event(*args, **kwargs)
+
+
+def collapse_redraws(text: str) -> str:
+    """Sacred's captured-output filter: each finished line as a terminal shows it (a `\r` returns
+    to the line's start, a `\b` goes back one character), the unfinished last line kept as it is.
+
+    Sacred applies the filter at every heartbeat to what was captured so far; collapsing only
+    finished lines means a redraw cut by a heartbeat is collapsed whole once its line ends.
+    """
+    head, newline, tail = text.rpartition("\n")
+    if not newline:
+        return text
+    lines = head.split("\n")
+    for i, line in enumerate(lines):
+        if "\r" in line or "\b" in line:
+            # The blanks a progress bar clears itself with are not part of the line.
+            lines[i] = apply_backspaces_and_linefeeds(line + "\n")[:-1].rstrip(" ")
+    return "\n".join(lines) + "\n" + tail
 
 
 def _number(value: Any) -> Any:

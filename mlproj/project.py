@@ -24,7 +24,7 @@ import torch
 
 from mlproj import distributed
 from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
-from mlproj.config import resolve_device, runs_dir, validate_config, with_defaults
+from mlproj.config import resolve_device, runs_dir, tensorboard_root, validate_config, with_defaults
 from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
 from mlproj.metrics import MeanMetrics
@@ -98,8 +98,8 @@ class MLProject:
         )
         self.state = TrainState()
         self.run_key = self._run_info("run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
-        self.checkpoint_dir = self._checkpoint_dir()
-        if self.is_global_zero:
+        self.checkpoint_dir = self._checkpoint_dir()  # None: this run writes no checkpoints (-u)
+        if self.is_global_zero and self.checkpoint_dir is not None:
             check_writable(self.checkpoint_dir, "checkpoint folder", "Pass model_dir=<a folder you can write>")
         # Only rank 0 records; the other ranks' Sacred runs are unobserved (experiment._create_run).
         tensorboard = self._tensorboard_run_dir() if self.is_global_zero else None
@@ -265,12 +265,17 @@ class MLProject:
             "run": {"id": self._run_id(), "key": self.run_key, "git": self._run_info("git")},
         }
 
-    def save_checkpoint(self, best: bool = False) -> str:
+    def save_checkpoint(self, best: bool = False) -> str | None:
         """Write last.pt (and best.pt when `best`) atomically and record them with the run.
+
+        Returns:
+            The path of last.pt, or None when this run writes no checkpoints (`-u` without `model_dir`).
 
         Raises:
             MLProjError: when the write fails (disk full, folder gone); the previous file is kept.
         """
+        if self.checkpoint_dir is None:
+            return None
         last = os.path.join(self.checkpoint_dir, "last.pt")
         best_path = os.path.join(self.checkpoint_dir, "best.pt")
         if not self.is_global_zero:
@@ -320,7 +325,7 @@ class MLProject:
         checkpoint = self.load_checkpoint(path)
         # The new run's folder starts with the checkpoints it continues from, so it is complete
         # even when nothing is left to train (a run killed after its last save).
-        for name in ("last.pt", "best.pt"):
+        for name in ("last.pt", "best.pt") if self.checkpoint_dir is not None else ():
             source = os.path.join(os.path.dirname(path), name)
             target = os.path.join(self.checkpoint_dir, name)
             if (self.is_global_zero and os.path.basename(path) == "last.pt" and os.path.exists(source)
@@ -411,19 +416,31 @@ class MLProject:
     def _interrupt(self) -> None:
         path = self.save_checkpoint()
         name = signal.Signals(self._stop_signal).name
-        if self.is_global_zero:
+        if self.is_global_zero and path is None:
+            print(f"\n{name}: stopped at step {self.state.global_step}; no checkpoint saved (the run records nothing; "
+                  "pass model_dir=DIR to keep checkpoints)", flush=True)
+        elif self.is_global_zero:
             print(f"\n{name}: saved {path}; continue with `./main.py with resume={self._resume_hint()}`", flush=True)
         raise KeyboardInterrupt(name)
 
     def _progress_bar(self, total: int, initial: int) -> Any:
+        """The epoch's progress bar, drawn only when stdout is a terminal: redirected output
+        (`> log.txt`, a SLURM log) gets the printed lines alone, with no `\r` redraws.
+
+        It goes to stdout, not stderr: Sacred's capture tees the two through separate processes,
+        and a redraw sent through stderr could land in the middle of the line printed before it.
+        """
         from tqdm import tqdm
 
         # tqdm's monitor thread can redraw a bar just after it closed, over the line printed next.
         tqdm.monitor_interval = 0
         n = self.config["n_global_iterations"]
         desc = f"epoch {self.state.epoch + 1}" + ("" if n is not None else f"/{self.config['n_epochs']}")
-        return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True, leave=False,
-                    disable=not self.is_global_zero)
+        terminal = getattr(self._run, "stdout_is_terminal", None)  # known before Sacred's capture began
+        if terminal is None:
+            terminal = _isatty(sys.stdout)
+        return tqdm(total=total, initial=initial, desc=desc, file=sys.stdout, mininterval=1.0, dynamic_ncols=True,
+                    leave=False, disable=not (terminal and self.is_global_zero))
 
     def _print_header(self) -> None:
         if not self.is_global_zero:
@@ -434,7 +451,8 @@ class MLProject:
         name = self.model.name()
         if type(self.model).__name__ == name and "model" in self.config and "dataset" in self.config:
             name = f"{self.config['model']} on {self.config['dataset']}"  # the config-built classifier
-        print(f"Training {name} ({self.device}) for {what}{start}; checkpoints in {self.checkpoint_dir}", flush=True)
+        saving = f"checkpoints in {self.checkpoint_dir}" if self.checkpoint_dir else "no checkpoints (pass model_dir=DIR to keep them)"
+        print(f"Training {name} ({self.device}) for {what}{start}; {saving}", flush=True)
 
     def _print_progress(self, metrics: dict[str, float], improved: bool) -> None:
         if not self.is_global_zero:
@@ -456,16 +474,27 @@ class MLProject:
         return None
 
     def _runs_root(self) -> str:
-        run_dir = self._file_observer_dir()
-        return os.path.dirname(run_dir) if run_dir else runs_dir()
+        """Where a run id given to `resume` is looked up."""
+        return self._recording_root() or runs_dir()
 
-    def _checkpoint_dir(self) -> str:
+    def _recording_root(self) -> str | None:
+        """The runs folder this project records into: the file observer's (`-F DIR`), None for a
+        Sacred run that records nothing (`-u`), else the default one."""
+        run_dir = self._file_observer_dir()
+        if run_dir:
+            return os.path.dirname(run_dir)
+        return None if getattr(self._run, "unobserved", False) else runs_dir()
+
+    def _checkpoint_dir(self) -> str | None:
         if self.config["model_dir"]:
             return os.path.join(self.config["model_dir"], self.run_key)
-        return self._file_observer_dir() or os.path.join(runs_dir(), "checkpoints", self.run_key)
+        if self._file_observer_dir():
+            return self._file_observer_dir()
+        root = self._recording_root()
+        return os.path.join(root, "checkpoints", self.run_key) if root else None
 
     def _tensorboard_run_dir(self) -> str | None:
-        root = self.config["tensorboard_dir"]
+        root = tensorboard_root(self.config["tensorboard_dir"], self._recording_root())
         if not root:
             return None
         run_id = self._run_id()
@@ -474,7 +503,15 @@ class MLProject:
         return os.path.join(root, f"{run_id}_{self._run.experiment_info['name']}_{self.run_key[-8:]}")
 
     def _resume_hint(self) -> str:
-        return self._file_observer_dir() or self.checkpoint_dir
+        """What `resume=` takes to continue this run: its run folder, else its last.pt."""
+        return self._file_observer_dir() or os.path.join(self.checkpoint_dir, "last.pt")
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a stand-in without isatty, or closed
+        return False
 
 
 def _is_due(interval: int | str, step: int) -> bool:

@@ -34,6 +34,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         process.communicate()
         pytest.fail("torchrun did not finish within 180 s")
     assert process.returncode == 0, stderr[-3000:]
+    (runs.parent / "stderr.txt").write_text(stderr)  # both ranks' stderr, for the logging test
     return runs
 
 
@@ -52,6 +53,12 @@ def test_ddp_metrics_logged_once_per_step_by_rank_zero(ddp_runs: Path) -> None:
     # digits: 1294 training samples, 647 per rank, batch 64 -> 11 steps per epoch, 22 in all.
     assert metrics["train.loss"]["steps"] == [5, 10, 15, 20]
     assert len(metrics["validation.accuracy"]["values"]) == 2
+
+
+def test_ddp_sacred_info_lines_logged_by_rank_zero_only(ddp_runs: Path) -> None:
+    stderr = (ddp_runs.parent / "stderr.txt").read_text()
+    assert stderr.count("INFO - mlproj - Running command 'train'") == 1, stderr
+    assert stderr.count("INFO - mlproj - Completed after") == 1
 
 
 def test_ddp_checkpoint_loads_without_torchrun(ddp_runs: Path) -> None:

@@ -41,7 +41,7 @@ def test_main_digits_run_records_sources_and_stdout(digits_run: tuple[Path, Path
     record = read_json(run / "run.json")
     sources = [path for path, _ in record["experiment"]["sources"]]
     assert "main.py" in sources and any(s.startswith("mlproj/") for s in sources)
-    cout = (run / "cout.txt").read_text()
+    cout = (run / "cout.txt").read_bytes().decode()  # read_text would turn a "\r" into "\n"
     assert "epoch 2 step" in cout
     assert "\r" not in cout  # progress-bar redraws are collapsed, not stored
 
