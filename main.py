@@ -14,7 +14,7 @@ override get_dataset_factory / get_model (see README.md, "Your own project").
 
 import os
 
-from mlproj.experiment import create_experiment, test_checkpoint
+from mlproj.record.experiment import create_experiment, test_checkpoint
 
 ex = create_experiment("mlproj")
 

@@ -14,14 +14,14 @@ from mlproj.errors import MLProjError
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "MLProject": "mlproj.project",
-    "TrainState": "mlproj.project",
-    "Model": "mlproj.model",
-    "ClassificationModel": "mlproj.model",
-    "SimpleModel": "mlproj.model",
+    "MLProject": "mlproj.train.loop",
+    "TrainState": "mlproj.train.loop",
+    "Model": "mlproj.train.model",
+    "ClassificationModel": "mlproj.train.model",
+    "SimpleModel": "mlproj.train.model",
     "DatasetFactory": "mlproj.data",
     "register_dataset": "mlproj.data",
-    "create_experiment": "mlproj.experiment",
+    "create_experiment": "mlproj.record.experiment",
     "load_run": "mlproj.loading",
 }
 

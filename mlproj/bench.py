@@ -105,8 +105,8 @@ def bare_loop(config: dict[str, Any], epochs: int) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------- (b) tracked
 def tracked_loop(config: dict[str, Any], runs: Path) -> tuple[float, float]:
     """(wall, CPU) seconds of `MLProject.train()` in a Sacred run with the file observer and TensorBoard."""
-    from mlproj.experiment import create_experiment
-    from mlproj.project import MLProject
+    from mlproj.record.experiment import create_experiment
+    from mlproj.train.loop import MLProject
 
     previous = os.environ.get("MLPROJ_RUNS_DIR")
     os.environ["MLPROJ_RUNS_DIR"] = str(runs)
@@ -177,7 +177,7 @@ def metrics_json_cost(steps_per_second: float, n_steps: int, log_every: int = 10
     """
     import datetime
 
-    from mlproj.observers import RunFolderObserver
+    from mlproj.record.observers import RunFolderObserver
 
     steps_per_beat = max(1, int(steps_per_second * beat))
     with tempfile.TemporaryDirectory() as tmp:

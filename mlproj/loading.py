@@ -20,8 +20,8 @@ import sys
 import warnings
 from typing import Any
 
-from mlproj.config import runs_dir
 from mlproj.errors import MLProjError
+from mlproj.train.config import runs_dir
 
 # The module-level name in a main file that load_run builds (default: MLProject).
 PROJECT_CLASS_NAME = "Project"
@@ -123,7 +123,7 @@ def _test_run_hint(run_dir: str, evaluated: Any) -> str:
 
 
 def _project_class(experiment: dict[str, Any]) -> type:
-    from mlproj.project import MLProject
+    from mlproj.train.loop import MLProject
 
     base_dir, mainfile = experiment.get("base_dir"), experiment.get("mainfile")
     main_path = os.path.join(base_dir, mainfile) if base_dir and mainfile else None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlproj.errors import MLProjError
-from mlproj.project import MLProject
+from mlproj.train.loop import MLProject
 
 
 def train_digits(**config) -> MLProject:

@@ -105,7 +105,7 @@ IN_PROCESS_CASES = [
 
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from mlproj.project import MLProject
+    from mlproj.train.loop import MLProject
 
     root = tmp_path_factory.mktemp("bad")
     mlp_run = root / "mlp-run"

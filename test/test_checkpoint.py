@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint
 from mlproj.errors import MLProjError
+from mlproj.train.checkpoint import FORMAT, atomic_save, load_checkpoint
 
 
 def small_checkpoint() -> dict:
@@ -96,7 +96,7 @@ def test_load_checkpoint_raw_pickle_refused(tmp_path: Path) -> None:
 
 
 def test_checkpoint_file_run_folder_best_then_last_else_one_line(tmp_path: Path) -> None:
-    from mlproj.checkpoint import checkpoint_file
+    from mlproj.train.checkpoint import checkpoint_file
 
     run = tmp_path / "4"
     run.mkdir()

@@ -10,7 +10,7 @@ from conftest import make_cifar, make_mnist
 
 from mlproj.data import create_dataset_factory
 from mlproj.errors import MLProjError
-from mlproj.project import MLProject
+from mlproj.train.loop import MLProject
 
 
 def factory(dataset: str, root: Path, backend: str, **extra):

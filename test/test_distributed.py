@@ -62,7 +62,7 @@ def test_ddp_sacred_info_lines_logged_by_rank_zero_only(ddp_runs: Path) -> None:
 
 
 def test_ddp_checkpoint_loads_without_torchrun(ddp_runs: Path) -> None:
-    from mlproj.project import MLProject
+    from mlproj.train.loop import MLProject
 
     project = MLProject({"dataset": "digits", "model": "mlp", "tensorboard_dir": None})
     project.load_checkpoint(str(ddp_runs / "1" / "last.pt"))

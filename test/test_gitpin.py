@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import ROOT, run_main
 
-from mlproj.experiment import record_provenance
-from mlproj.gitpin import GitError, pin_or_warn, pin_working_tree
+from mlproj.record.experiment import record_provenance
+from mlproj.record.gitpin import GitError, pin_or_warn, pin_working_tree
 
 EDIT = "# an uncommitted edit\n"
 
@@ -90,7 +90,7 @@ def test_gitpin_run_ref_holds_edit_and_untracked_file(pinned_run: tuple[Path, Pa
     assert git(repo, "show", f"{pin['ref']}:main.py").endswith(EDIT.strip())
     assert git(repo, "show", f"{pin['ref']}:untracked.txt") == "not yet added"
     files = git(repo, "ls-tree", "-r", "--name-only", pin["ref"]).splitlines()
-    assert "build/ignored.txt" not in files and "mlproj/project.py" in files
+    assert "build/ignored.txt" not in files and "mlproj/train/loop.py" in files
     assert git(repo, "rev-parse", f"{pin['ref']}^") == pin["head"]  # HEAD is the snapshot's parent
     assert pin["branch"] == "main" and pin["dirty"] is True
 
@@ -209,7 +209,7 @@ def test_main_enforce_clean_outside_repo_one_line(tmp_path: Path) -> None:
 
 
 def test_gitpin_result_folders_in_the_tree_left_out(tmp_path: Path) -> None:
-    from mlproj.gitpin import pin_working_tree
+    from mlproj.record.gitpin import pin_working_tree
 
     repo = make_project_repo(tmp_path / "repo")
     (repo / "results").mkdir()
@@ -235,7 +235,7 @@ def test_main_default_runs_dir_in_repo_pins_every_run_and_leaves_results_out(tmp
         assert pin is not None and "git_error" not in info, run
         assert git(repo, "rev-parse", pin["ref"]) == pin["snapshot"]
         files = git(repo, "ls-tree", "-r", "--name-only", pin["snapshot"]).splitlines()
-        assert "untracked.txt" in files and "mlproj/gitpin.py" in files
+        assert "untracked.txt" in files and "mlproj/record/gitpin.py" in files
         assert not [f for f in files if f.startswith(("runs/", "results/"))], run
     assert len(git(repo, "for-each-ref", "refs/mlproj/runs").splitlines()) == 3
 

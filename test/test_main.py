@@ -81,7 +81,7 @@ def test_main_test_command_reproduces_recorded_metric(digits_run: tuple[Path, Pa
     assert "test.accuracy" in metrics and "test.loss" in metrics
     assert read_json(test_run / "run.json")["status"] == "COMPLETED"
 
-    from mlproj.project import MLProject
+    from mlproj.train.loop import MLProject
 
     project = MLProject({**best["config"], "tensorboard_dir": None, "model_dir": str(tmp_path)})
     project.load_checkpoint(str(run / "best.pt"))
@@ -138,7 +138,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from mlproj import DatasetFactory, MLProject, register_dataset
-from mlproj.experiment import create_experiment
+from mlproj.record.experiment import create_experiment
 
 
 @register_dataset("blobs", input_shape=(1, 4, 4), num_classes=2)

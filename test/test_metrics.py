@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlproj.metrics import MeanMetrics
+from mlproj.train.metrics import MeanMetrics
 
 
 def test_mean_metrics_weights_by_batch_size_and_mixes_floats_and_tensors() -> None:

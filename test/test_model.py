@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from mlproj.model import ClassificationModel, Model, SimpleModel, create_model
 from mlproj.nets import create_net
+from mlproj.train.model import ClassificationModel, Model, SimpleModel, create_model
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:

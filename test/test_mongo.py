@@ -21,7 +21,7 @@ import mongomock.gridfs
 import pytest
 from conftest import run_main
 
-from mlproj.experiment import create_experiment
+from mlproj.record.experiment import create_experiment
 
 SECRET = "s3cret-pw"
 FAKE_URI = f"mongodb://alice:{SECRET}@mongo.test:27017/mlproj_test"

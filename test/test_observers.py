@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from mlproj.experiment import create_experiment
+from mlproj.record.experiment import create_experiment
 
 
 def test_run_folder_tensor_metric_recorded_and_run_completed(runs_dir: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_main
 
-from mlproj.observers import RunFolderObserver, collapse_redraws
+from mlproj.record.observers import RunFolderObserver, collapse_redraws
 
 DIGITS = ("dataset=digits", "model=mlp", "batch_size=256", "tensorboard_dir=None")  # 6 steps an epoch
 EPOCH_LINE = re.compile(r"epoch (\d+) step (\d+): validation\.accuracy \d\.\d{4}  validation\.loss \d+\.\d{4}(  \(best\))?")

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from mlproj import DatasetFactory, MLProject, SimpleModel
-from mlproj.model import ClassificationModel
+from mlproj.train.model import ClassificationModel
 
 
 def small_factory(n_train: int = 40, n_test: int = 10, batch_size: int = 5) -> DatasetFactory:

@@ -22,7 +22,8 @@ import pytest
 from conftest import run_main
 from test_reliability_storage import main_experiment
 
-from mlproj.mongo import BackgroundMongoObserver, redact_uri
+from mlproj.record.mongo import BackgroundMongoObserver
+from mlproj.util.uri import redact_uri
 
 N_STEPS = 12
 TRAIN = ["with", "dataset=digits", "model=mlp", "batch_size=32", f"n_global_iterations={N_STEPS}",
@@ -80,7 +81,7 @@ def mongo_that_breaks(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(mongomock.collection.Collection, name, broken)
-    from mlproj.model import ClassificationModel
+    from mlproj.train.model import ClassificationModel
 
     train_batch = ClassificationModel.train_batch
     steps = []

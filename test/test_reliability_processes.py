@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from warm_main import WarmMain
 
-from mlproj.checkpoint import load_checkpoint
+from mlproj.train.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlproj.checkpoint import load_checkpoint
 from mlproj.errors import MLProjError
+from mlproj.train.checkpoint import load_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlproj"
 # CIFAR's python batches are themselves pickles (torchvision unpickles them too): a dataset the user

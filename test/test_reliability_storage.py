@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import torch
 
-from mlproj.checkpoint import load_checkpoint
 from mlproj.errors import MLProjError
-from mlproj.storage import check_writable
+from mlproj.train.checkpoint import load_checkpoint
+from mlproj.util.files import check_writable
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["with", "dataset=digits", "model=mlp", "tensorboard_dir=None"]

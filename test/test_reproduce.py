@@ -50,7 +50,7 @@ def test_reproduce_reruns_snapshot_with_identical_metrics(tmp_path: Path) -> Non
     assert (worktree / "main.py").read_text().endswith(EDIT)
     experiment = read_json(again / "run.json")["experiment"]
     assert experiment["base_dir"] == str(worktree)
-    assert any(path == "mlproj/project.py" for path, _ in experiment["sources"])  # mlproj from the worktree
+    assert any(path == "mlproj/train/loop.py" for path, _ in experiment["sources"])  # mlproj from the worktree
     assert git(repo, "worktree", "list").count("\n") == 1  # the repo now lists the new worktree
 
 

@@ -22,8 +22,8 @@ from conftest import ROOT, run_main
 from torch import nn
 
 from mlproj.errors import MLProjError
-from mlproj.model import ClassificationModel
-from mlproj.project import MLProject
+from mlproj.train.loop import MLProject
+from mlproj.train.model import ClassificationModel
 
 
 class DropoutProject(MLProject):

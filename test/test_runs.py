@@ -1,4 +1,4 @@
-"""mlproj.runs: run folders written in Sacred's FileStorageObserver layout, read back and compared."""
+"""mlproj.runs.reader: run folders written in Sacred's FileStorageObserver layout, read back and compared."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlproj.errors import MLProjError
-from mlproj.runs import (
+from mlproj.runs.reader import (
     Series,
     differing_keys,
     filter_runs,
@@ -20,7 +20,7 @@ from mlproj.runs import (
     sort_runs,
     summarize,
 )
-from mlproj.tracking import metric_goal
+from mlproj.util.goals import metric_goal
 
 
 def write_run(runs: Path, run_id: int, config: dict, metrics: dict[str, list[float]], status: str = "COMPLETED",

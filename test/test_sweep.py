@@ -1,4 +1,4 @@
-"""mlproj.sweep: reading specs, expanding them into trials, handing out devices."""
+"""mlproj.sweep.spec: reading specs, expanding them into trials, handing out devices."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mlproj.errors import MLProjError
-from mlproj.sweep import Distribution, expand, literal, parse_spec, render
+from mlproj.sweep.spec import Distribution, expand, literal, parse_spec, render
 
 
 def test_parse_spec_script_named_configs_fixed_and_axes_separated() -> None:

@@ -23,7 +23,7 @@ from mlproj.cli import main as mlproj
 TOY = '''"""A tiny experiment for sweep tests: returns lr * batch_size, fails where told to."""
 import time
 
-from mlproj.experiment import create_experiment
+from mlproj.record.experiment import create_experiment
 
 ex = create_experiment("toy")
 

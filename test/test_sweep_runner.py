@@ -1,8 +1,8 @@
-"""mlproj.sweep_runner: handing out devices to the trials that start."""
+"""mlproj.sweep.runner: handing out devices to the trials that start."""
 
 from __future__ import annotations
 
-from mlproj.sweep_runner import DevicePool
+from mlproj.sweep.runner import DevicePool
 
 
 def test_device_pool_gpu_listed_once_runs_one_trial_at_a_time() -> None:

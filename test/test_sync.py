@@ -20,8 +20,8 @@ from sacred import Experiment
 from sacred.observers import MongoObserver
 
 from mlproj.cli import main as cli_main
-from mlproj.observers import RunFolderObserver
-from mlproj.sync import sync_runs
+from mlproj.record.observers import RunFolderObserver
+from mlproj.runs.sync import sync_runs
 
 mongomock.gridfs.enable_gridfs_integration()
 

@@ -34,7 +34,7 @@ def _warm_up() -> object:
     import sklearn.datasets  # noqa: F401 - what the digits dataset imports
     import torch
 
-    import mlproj.project  # noqa: F401
+    import mlproj.train.loop  # noqa: F401
 
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # imports torch._dynamo; computes nothing
     return main.ex
@@ -50,7 +50,7 @@ def _child(ex: object, request: dict) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.update(request.get("env") or {})
     if request.get("progress"):
-        from mlproj.model import ClassificationModel
+        from mlproj.train.model import ClassificationModel
 
         progress = os.open(request["progress"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         train_batch = ClassificationModel.train_batch

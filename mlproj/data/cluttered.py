@@ -60,7 +60,7 @@ def cached_cluttered(config: dict[str, Any]) -> dict[str, torch.Tensor]:
         return torch.load(path, weights_only=True)
     import torchvision.datasets
 
-    from mlproj.checkpoint import atomic_save
+    from mlproj.util.files import atomic_write
 
     data = {}
     for split, train in (("train", True), ("test", False)):
@@ -68,7 +68,7 @@ def cached_cluttered(config: dict[str, Any]) -> dict[str, torch.Tensor]:
         data[f"{split}_images"] = clutter(mnist.data, seed=GENERATION_SEED + int(train))
         data[f"{split}_labels"] = mnist.targets.clone()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_save(data, path)
+    atomic_write(path, lambda f: torch.save(data, f))
     return data
 
 

@@ -207,8 +207,7 @@ def memory_factory(
 ) -> MemoryDatasetFactory:
     """The factory of a dataset given as uint8 (images, labels) tensors, with the validation split
     carved from `train` exactly as the torchvision path carves it (`splits.train_validation`)."""
-    from mlproj.config import resolve_device
-    from mlproj.distributed import local_device
+    from mlproj.util.device import local_device, resolve_device
 
     images, labels = train
     validation = None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mlproj.sweep import SWEEP_ENV, Trial
+from mlproj.sweep.spec import SWEEP_ENV, Trial
 
 
 class DevicePool:

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 
 from mlproj.errors import MLProjError
-from mlproj.storage import atomic_write
+from mlproj.util.files import atomic_write
 
 FORMAT = "mlproj.checkpoint/1"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save(obj)` to `path` atomically (see `mlproj.storage.atomic_write`)."""
+    """`torch.save(obj)` to `path` atomically (see `mlproj.util.files.atomic_write`)."""
     atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -211,7 +211,7 @@ def expand(spec: SweepSpec, random_trials: int | None = None, sweep_seed: int = 
 
 def load_experiment(script: str) -> Any:
     """The Sacred experiment `script` defines, imported without running it."""
-    from mlproj.experiment import Experiment  # sacred's class, loaded behind mlproj's warning filter
+    from mlproj.record.experiment import Experiment  # sacred's class, loaded behind mlproj's warning filter
 
     if not os.path.isfile(script):
         raise MLProjError(f"experiment script {script} not found: name it first, e.g. `mlproj sweep main.py with ...`")
@@ -246,8 +246,9 @@ def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None
     from sacred.serializer import flatten
     from sacred.utils import ConfigAddedError, SacredError, set_by_dotted_path
 
-    from mlproj.config import validate_config
-    from mlproj.experiment import one_line_sacred_error
+    from mlproj.record.experiment import one_line_sacred_error
+    from mlproj.train.config import validate_config
+    from mlproj.train.model import check_builtin_choices
 
     for trial in trials:
         updates: dict[str, Any] = {}
@@ -265,6 +266,7 @@ def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None
         trial.config = json.loads(json.dumps(flatten(run.config)))
         try:
             validate_config(trial.config)
+            check_builtin_choices(trial.config)
         except MLProjError as err:
             raise MLProjError(f"trial {trial.index} ({describe(trial.params)}): {err}") from None
 

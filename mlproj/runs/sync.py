@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs import Run, load_runs, parse_time
+from mlproj.runs.reader import Run, load_runs, parse_time
 
 MONGO_FORMAT = "MongoObserver-0.7.0"  # sacred.observers.MongoObserver.VERSION
 

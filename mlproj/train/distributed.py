@@ -36,13 +36,6 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
-def local_device(device: str) -> str:
-    """`device` for this process: on CUDA under torchrun, the GPU of its `LOCAL_RANK`."""
-    if is_distributed() and device.startswith("cuda"):
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
-
-
 def setup(device: str) -> None:
     """Join the process group of a torchrun job (no-op for a single process or when joined already)."""
     import torch

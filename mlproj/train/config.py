@@ -124,15 +124,6 @@ def validate_config(config: dict[str, Any]) -> None:
             raise _fail(key, config[key], "a folder path")
     if "device" in config:
         check_device(config["device"])
-    if "dataset" in config:
-        from mlproj.data import dataset_spec
-
-        dataset_spec(config["dataset"])
-    if "model" in config:
-        from mlproj.nets import NETS
-
-        if config["model"] not in NETS:
-            raise _fail("model", config["model"], "one of " + ", ".join(sorted(NETS)))
 
 
 def check_device(device: Any) -> None:
@@ -159,12 +150,3 @@ def check_device(device: Any) -> None:
             )
         return
     raise _fail("device", device, "'auto', 'cpu' or 'cuda:N'")
-
-
-def resolve_device(device: str) -> str:
-    """`auto` becomes `cuda:0` when CUDA is available, else `cpu`; other names pass through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"

@@ -29,7 +29,7 @@ from sacred.observers import FileStorageObserver
 from sacred.serializer import flatten
 from sacred.utils import apply_backspaces_and_linefeeds
 
-from mlproj.storage import atomic_copy, atomic_write
+from mlproj.util.files import atomic_copy, atomic_write
 
 # A heartbeat rewrites metrics.json only when this many times the last rewrite's duration has passed.
 METRICS_REWRITE_RATIO = 100
@@ -151,16 +151,9 @@ def _number(value: Any) -> Any:
         return str(value)
 
 
-def mongo_db_name(uri: str) -> str:
-    """The database named in a MongoDB URI, or `sacred`."""
-    from pymongo.uri_parser import parse_uri
-
-    return parse_uri(uri).get("database") or "sacred"
-
-
 def mongo_observer(uri: str) -> Any:
-    """The MongoDB copy of the run (`mlproj.mongo.BackgroundMongoObserver`): events go through a
+    """The MongoDB copy of the run (`mlproj.record.mongo.BackgroundMongoObserver`): events go through a
     background thread, and an outage costs one warning, never the run or its end."""
-    from mlproj.mongo import BackgroundMongoObserver
+    from mlproj.record.mongo import BackgroundMongoObserver
 
     return BackgroundMongoObserver(uri)

@@ -1,7 +1,7 @@
 """Sacred glue: the experiment class `main.py` builds on, its observers, checks and commands.
 
 `create_experiment(name)` returns a Sacred `Experiment` that
-- starts from the machinery defaults (`mlproj.config`), so `main.py` holds only its own keys;
+- starts from the machinery defaults (`mlproj.train.config`), so `main.py` holds only its own keys;
 - records every run: a file observer under the runs dir unless one was given with `-F`, and a
   MongoDB observer when `MONGODB_URI` is set (unless `-m` gave one); `-u` records nothing;
 - starts `with resume=RUN` from RUN's recorded config, and `test with checkpoint=FILE` from the
@@ -33,12 +33,13 @@ from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
 from sacred.utils import SacredError  # noqa: E402
 
-from mlproj import distributed  # noqa: E402
-from mlproj.config import machinery_defaults, runs_dir, tensorboard_root, validate_config  # noqa: E402
 from mlproj.errors import MLProjError  # noqa: E402
-from mlproj.mongo import BackgroundMongoObserver, redact_uri  # noqa: E402
-from mlproj.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
-from mlproj.storage import check_writable  # noqa: E402
+from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
+from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
+from mlproj.train import distributed  # noqa: E402
+from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root, validate_config  # noqa: E402
+from mlproj.util.files import check_writable  # noqa: E402
+from mlproj.util.uri import redact_uri  # noqa: E402
 
 TEST_NEEDS_CHECKPOINT = "the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt"
 
@@ -73,7 +74,7 @@ class MLProjExperiment(Experiment):
         self.save_git_info = save_git_info
         # mlproj's modules are imported lazily, after Sacred looked: record the package's files when
         # the project carries its own copy of it (the template layout), so every run keeps them.
-        package_dir = os.path.dirname(os.path.abspath(__file__))
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # mlproj/, above record/
         if package_dir.startswith(self.base_dir + os.sep):
             for folder, _, files in os.walk(package_dir):
                 for filename in sorted(files):
@@ -107,7 +108,7 @@ class MLProjExperiment(Experiment):
         target = config.get("resume") if resuming else config.get("checkpoint")
         if target is None or target == "":
             return {}
-        from mlproj.checkpoint import load_checkpoint, resolve_checkpoint
+        from mlproj.train.checkpoint import load_checkpoint, resolve_checkpoint
 
         path = resolve_checkpoint(target, self._runs_root()) if resuming else str(target)
         checkpoint = load_checkpoint(path)
@@ -142,12 +143,15 @@ class MLProjExperiment(Experiment):
         if command in READ_ONLY_COMMANDS:
             return run
         if read is not None and command == self.default_command:
-            from mlproj.checkpoint import check_resumable
+            from mlproj.train.checkpoint import check_resumable
 
             check_resumable(read[1], run.config, run.config["resume"])
         elif read is not None:
             run.mlproj_checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
         validate_config(run.config)
+        from mlproj.train.model import check_builtin_choices  # lazy: imports torch, which print_config must not
+
+        check_builtin_choices(run.config)
         if "dataset" in run.config and command == self.default_command:
             from mlproj.data import prepare_dataset
 
@@ -204,7 +208,7 @@ class MLProjExperiment(Experiment):
         if error.startswith("No version control"):
             return (f"--enforce_clean: {self.base_dir} is in no Git repository with a commit, so there is nothing to "
                     "check: commit the project in Git, or run without --enforce_clean.")
-        from mlproj.gitpin import repository_root
+        from mlproj.record.gitpin import repository_root
 
         folders = {os.path.dirname(source.filename) for source in self.sources if source.is_dirty}
         checkouts = sorted({repository_root(folder) or folder for folder in folders}) or [self.base_dir]
@@ -255,7 +259,7 @@ def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
     resolve) and, for `mlproj reproduce`, the run it reproduces."""
     run.info["cwd"] = os.getcwd()
     if run.config.get("git_pin", True):
-        from mlproj.gitpin import pin_or_warn
+        from mlproj.record.gitpin import pin_or_warn
 
         tensorboard = tensorboard_root(run.config.get("tensorboard_dir"), runs_root)
         results = [runs_root, tensorboard] + [run.config[k] for k in ("model_dir", "data_dir") if run.config.get(k)]

@@ -1,7 +1,7 @@
 """`mlproj runs`, `mlproj show`, `mlproj compare` and `mlproj sync`: looking at recorded runs.
 
 Runs come from a runs dir (default `$MLPROJ_RUNS_DIR` or `./runs`) or, with `--mongo URI`, from
-MongoDB; see `mlproj.runs` for the records and the best-value rule.
+MongoDB; see `mlproj.runs.reader` for the records and the best-value rule.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import os
 import shlex
 from typing import Any
 
-from mlproj.config import runs_dir as default_runs_dir
 from mlproj.errors import MLProjError
-from mlproj.runs import (
+from mlproj.runs.reader import (
     Run,
     differing_keys,
     filter_runs,
@@ -28,8 +27,9 @@ from mlproj.runs import (
     mongo_database,
     sort_runs,
 )
-from mlproj.runs_format import FORMATS, cell, render
-from mlproj.tracking import metric_goal
+from mlproj.train.config import runs_dir as default_runs_dir
+from mlproj.util.goals import metric_goal
+from mlproj.util.table import FORMATS, cell, render
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -197,7 +197,7 @@ def rerun_command(run: Run) -> str:
 
 def _sacred_value(value: Any) -> str:
     """`value` as Sacred's `with key=value` parses it back (strings bare when that is unambiguous)."""
-    from mlproj.runs import parse_value
+    from mlproj.runs.reader import parse_value
 
     if isinstance(value, str) and parse_value(value) == value and value.replace("_", "").replace("-", "").replace("/", "").replace(".", "").isalnum():
         return value
@@ -315,7 +315,7 @@ def run_check_mongo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- mlproj sync
 def run_sync(args: argparse.Namespace) -> int:
-    from mlproj.sync import sync_runs
+    from mlproj.runs.sync import sync_runs
 
     database = mongo_database(args.mongo, args.db)
     result = sync_runs(args.runs_dir, database)

@@ -16,10 +16,10 @@ from mlproj.errors import MLProjError
 
 # Modules that define sub-commands, in the order `mlproj --help` lists them.
 COMMAND_MODULES = [
-    "mlproj.datasets_cli",
-    "mlproj.runs_cli",
-    "mlproj.reproduce_cli",
-    "mlproj.sweep_cli",
+    "mlproj.cli.datasets",
+    "mlproj.cli.runs",
+    "mlproj.cli.reproduce",
+    "mlproj.cli.sweep",
 ]
 
 

@@ -21,27 +21,18 @@ from __future__ import annotations
 import copy
 import logging
 import queue
-import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from sacred.observers import MongoObserver, RunObserver
 
+from mlproj.util.uri import mongo_db_name, redact_uri, uri_password
+
 logger = logging.getLogger("mlproj")
 
 END_EVENTS = ("completed_event", "interrupted_event", "failed_event")
 DEFAULT_TIMEOUT_MS = 3000  # server selection; a URI's own serverSelectionTimeoutMS wins
-
-
-def redact_uri(uri: str) -> str:
-    """`mongodb://user:PASSWORD@host/db` -> `mongodb://user:***@host/db`; other text unchanged."""
-    return re.sub(r"(://[^:/@\s]*):[^@/\s]*@", r"\1:***@", uri)
-
-
-def _uri_password(uri: str) -> str | None:
-    match = re.search(r"://[^:/@\s]*:([^@/\s]*)@", uri)
-    return match.group(1) if match and match.group(1) else None
 
 
 class _MongoCopy(MongoObserver):
@@ -86,10 +77,8 @@ class BackgroundMongoObserver(RunObserver):
 
     def __init__(self, uri: str, db_name: str | None = None, *, end_wait_s: float = 5.0,
                  connect: Callable[[], Any] | None = None):
-        from mlproj.observers import mongo_db_name
-
         self.shown_uri = redact_uri(uri)
-        self._password = _uri_password(uri)
+        self._password = uri_password(uri)
         db_name = db_name or mongo_db_name(uri)
         self._connect = connect or (lambda: _connect(uri, db_name))
         self.end_wait_s = end_wait_s

@@ -22,16 +22,17 @@ from typing import Any
 
 import torch
 
-from mlproj import distributed
-from mlproj.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
-from mlproj.config import resolve_device, runs_dir, tensorboard_root, validate_config, with_defaults
 from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
-from mlproj.metrics import MeanMetrics
-from mlproj.model import Model
-from mlproj.seeding import capture_rng, restore_rng, seed_everything
-from mlproj.storage import atomic_copy, check_writable, describe_os_error
-from mlproj.tracking import Tracker
+from mlproj.train import distributed
+from mlproj.train.checkpoint import FORMAT, atomic_save, load_checkpoint, resolve_checkpoint
+from mlproj.train.config import runs_dir, tensorboard_root, validate_config, with_defaults
+from mlproj.train.metrics import MeanMetrics
+from mlproj.train.model import Model
+from mlproj.train.state import capture_rng, restore_rng, seed_everything
+from mlproj.train.tracker import Tracker
+from mlproj.util.device import local_device, resolve_device
+from mlproj.util.files import atomic_copy, check_writable, describe_os_error
 
 
 @dataclass
@@ -81,7 +82,7 @@ class MLProject:
         self.config = with_defaults(dict(config))
         validate_config(self.config)
         self._run = _run
-        self.device = distributed.local_device(resolve_device(self.config["device"]))
+        self.device = local_device(resolve_device(self.config["device"]))
         distributed.setup(self.device)  # under torchrun: join the job (no-op otherwise)
         self.is_global_zero = distributed.is_global_zero()
         seed_everything(self.config.get("seed") or 0, self.config["deterministic"])
@@ -126,7 +127,7 @@ class MLProject:
     @staticmethod
     def get_model(config: dict[str, Any]) -> Model:
         """The classifier of config `model` for config `dataset` (override to bring your own)."""
-        from mlproj.model import create_model
+        from mlproj.train.model import create_model
 
         return create_model(config)
 

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlproj.config import check_device, runs_dir
 from mlproj.errors import MLProjError
-from mlproj.sweep import (
+from mlproj.sweep.runner import DevicePool, TrialOutcome, run_trials
+from mlproj.sweep.spec import (
     SweepSpec,
     Trial,
     describe,
@@ -31,7 +31,7 @@ from mlproj.sweep import (
     recorded_runs,
     render,
 )
-from mlproj.sweep_runner import DevicePool, TrialOutcome, run_trials
+from mlproj.train.config import check_device, runs_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

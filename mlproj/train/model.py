@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlproj.errors import MLProjError
+
 Metrics = dict[str, Any]
 
 
@@ -106,7 +108,7 @@ class Model(nn.Module):
             if compile:
                 getattr(self, name).compile()
             if distributed:
-                from mlproj import distributed as dist
+                from mlproj.train import distributed as dist
 
                 self._ddp_wrapped.append(name)
                 setattr(self, name, dist.wrap(getattr(self, name), self.device))
@@ -257,3 +259,17 @@ def create_model(config: dict[str, Any]) -> ClassificationModel:
     spec = dataset_spec(config["dataset"])
     net = create_net(config["model"], spec.input_shape, spec.num_classes)
     return ClassificationModel(net, create_optimizer(config, net.parameters()), nn.CrossEntropyLoss())
+
+
+def check_builtin_choices(config: dict[str, Any]) -> None:
+    """`MLProjError` unless config `dataset` and `model` name a registered dataset and a built-in net."""
+    from mlproj.data import dataset_spec
+    from mlproj.nets import NETS
+
+    if "dataset" in config:
+        dataset_spec(config["dataset"])
+    if "model" in config and config["model"] not in NETS:
+        raise MLProjError(
+            f"config model={config['model']!r} is invalid: expected one of {', '.join(sorted(NETS))}. "
+            "Run with model=<value> to fix it."
+        )

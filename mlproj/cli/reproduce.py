@@ -27,14 +27,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlproj.experiment import REPRODUCES_ENV
     from mlproj.loading import find_run_dir, read_record
+    from mlproj.record.experiment import REPRODUCES_ENV
 
     run_dir = find_run_dir(args.run)
     info, record = read_record(run_dir, "info.json"), read_record(run_dir, "run.json")
     git, experiment = info.get("git"), record.get("experiment", {})
     if not git or not git.get("snapshot"):
-        from mlproj.gitpin import missing_pin_reason
+        from mlproj.record.gitpin import missing_pin_reason
 
         raise MLProjError(
             f"run {run_dir} has no source pin: {missing_pin_reason(info, read_record(run_dir, 'config.json'))}, "
@@ -83,7 +83,7 @@ def compare_metrics(run_a: str, run_b: str) -> tuple[list[str], list[str]]:
 def _repository_with(snapshot: str, base_dir: str | None, mainfile: str) -> tuple[str, str]:
     """(repository root, main file's folder inside it): the run's own repo when it is still there,
     else the repository of the current folder, as long as it holds `snapshot`."""
-    from mlproj.gitpin import GitError, run_git
+    from mlproj.record.gitpin import GitError, run_git
 
     for folder in (base_dir, os.getcwd()):
         if not folder or not os.path.isdir(folder):
@@ -106,7 +106,7 @@ def _repository_with(snapshot: str, base_dir: str | None, mainfile: str) -> tupl
 
 
 def _add_worktree(repo: str, worktree: str, snapshot: str) -> None:
-    from mlproj.gitpin import GitError, run_git
+    from mlproj.record.gitpin import GitError, run_git
 
     try:
         run_git(["worktree", "add", "--detach", worktree, snapshot], repo)

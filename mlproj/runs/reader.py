@@ -3,7 +3,7 @@
 Every run becomes one `Run` record, whichever store it came from; the `mlproj runs`, `show`,
 `compare` and `sync` commands work on these records only.
 
-Which way is better for a metric is decided by its name (`mlproj.tracking.metric_goal`): the best
+Which way is better for a metric is decided by its name (`mlproj.util.goals.metric_goal`): the best
 value of a loss-like metric (`loss`, `error`, `mse`, ...) is its minimum, of `lr`/`epoch`/`step`/`time`
 there is none, and of every other metric (accuracy, f1, ...) its maximum.
 """
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.tracking import metric_goal
+from mlproj.util.goals import metric_goal
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Run:
     @property
     def missing_pin(self) -> str | None:
         """Why the run has no source pin, in words; None when it has one."""
-        from mlproj.gitpin import missing_pin_reason
+        from mlproj.record.gitpin import missing_pin_reason
 
         return missing_pin_reason(self.info, self.config)
 
@@ -246,7 +246,7 @@ def mongo_database(uri: str, db_name: str | None = None) -> Any:
     """
     import pymongo
     import pymongo.errors
-    from pymongo.uri_parser import parse_uri  # not mlproj.observers: importing Sacred warns and takes time
+    from pymongo.uri_parser import parse_uri  # not mlproj.record.observers: importing Sacred warns and takes time
 
     options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 5000}
     try:

@@ -1,0 +1,7 @@
+"""`python -m mlproj.cli`: the `mlproj` command."""
+
+import sys
+
+from mlproj.cli import main
+
+sys.exit(main())

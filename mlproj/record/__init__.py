@@ -1,0 +1,1 @@
+"""Writing a run: the Sacred experiment glue, observers, MongoDB, the Git pin."""

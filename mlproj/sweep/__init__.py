@@ -1,0 +1,1 @@
+"""Sweeps: the spec, the skip rule, the trial runner."""

@@ -1,0 +1,1 @@
+"""Leaf helpers: atomic files, values, URIs, tables. Imports nothing of mlproj's but errors."""
