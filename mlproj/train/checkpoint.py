@@ -6,6 +6,7 @@ strings, lists and dicts only, so loading one never runs code from the file.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -22,6 +23,31 @@ FORMAT = "mlproj.checkpoint/1"
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save(obj)` to `path` atomically (see `mlproj.util.files.atomic_write`)."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def checkpoint_dict(model: Any, state: dict[str, Any], config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of `model` (weights, optimizers, schedulers, scaler) at `state`, with the
+    `config` it trained with (as JSON values) and who wrote it (`run`: id, key, git)."""
+    return {
+        "format": FORMAT,
+        **model.training_state(),
+        "state": state,
+        "config": json.loads(json.dumps(config, default=str)),
+        "run": run,
+    }
+
+
+def load_into(model: Any, checkpoint: dict[str, Any], path: str) -> None:
+    """`model.load_training_state(checkpoint)`; `MLProjError` when the checkpoint (read from `path`)
+    was written for another model."""
+    try:
+        model.load_training_state(checkpoint)
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0][:200]
+        raise MLProjError(
+            f"checkpoint {path} does not fit this model ({first}): it was written for another model "
+            "or dataset; resume or test with the config of the run that wrote it."
+        ) from None
 
 
 def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fix: str) -> list[str]:

@@ -14,7 +14,6 @@ global generators, opening the TensorBoard writer) wait until it trains or evalu
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import uuid
 from typing import Any
@@ -25,7 +24,14 @@ from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
 from mlproj.train import console, distributed, places
 from mlproj.train.batches import batch_size, first_tensor, to_device
-from mlproj.train.checkpoint import FORMAT, adopt_checkpoints, load_checkpoint, resolve_checkpoint, write_checkpoint
+from mlproj.train.checkpoint import (
+    adopt_checkpoints,
+    checkpoint_dict,
+    load_checkpoint,
+    load_into,
+    resolve_checkpoint,
+    write_checkpoint,
+)
 from mlproj.train.config import validate_config, with_defaults
 from mlproj.train.metrics import MeanMetrics
 from mlproj.train.model import Model
@@ -41,9 +47,9 @@ __all__ = ["MLProject", "TrainState"]
 class MLProject:
     """Trains `model` on the data of `dataset_factory` as `config` says.
 
-    Subclass and override `get_dataset_factory(config)` and `get_model(config)` (static methods, as
-    in the original template), or pass `model=` and `dataset_factory=` directly. The defaults build
-    what config keys `dataset` and `model` name.
+    Subclass and override the static methods `get_dataset_factory(config)` and `get_model(config)`,
+    or pass `model=` and `dataset_factory=`. The defaults build what config `dataset` and `model` name.
+    Building configures; training or evaluating joins a torchrun job, seeds and opens TensorBoard.
 
     Args:
         config: the config dict (Sacred's `_run.config`); machinery keys missing from it get defaults.
@@ -243,13 +249,8 @@ class MLProject:
     def checkpoint(self) -> dict[str, Any]:
         """The checkpoint dict: plain values and tensors under stable keys."""
         self.state.rng = capture_rng()
-        return {
-            "format": FORMAT,
-            **self.model.training_state(),  # model, optimizers, schedulers, scaler
-            "state": self.state.saved(),
-            "config": json.loads(json.dumps(self.config, default=str)),
-            "run": {"id": places.run_id(self._run), "key": self.run_key, "git": places.run_info(self._run, "git")},
-        }
+        run = {"id": places.run_id(self._run), "key": self.run_key, "git": places.run_info(self._run, "git")}
+        return checkpoint_dict(self.model, self.state.saved(), self.config, run)
 
     def save_checkpoint(self, best: bool = False) -> str | None:
         """Write last.pt (and best.pt when `best`) atomically and record them with the run.
@@ -276,14 +277,7 @@ class MLProject:
         once if it has), so loading a checkpoint to evaluate leaves the caller's generators alone."""
         if checkpoint is None:
             checkpoint = load_checkpoint(path)  # on the CPU: load_state_dict moves tensors to the model
-        try:
-            self.model.load_training_state(checkpoint)
-        except (RuntimeError, ValueError, KeyError) as err:
-            first = str(err).strip().splitlines()[0][:200]
-            raise MLProjError(
-                f"checkpoint {path} does not fit this model ({first}): it was written for another model "
-                "or dataset; resume or test with the config of the run that wrote it."
-            ) from None
+        load_into(self.model, checkpoint, path)
         self.state = TrainState(**checkpoint["state"])
         if self._training_started and self.state.rng:
             restore_rng(self.state.rng)
