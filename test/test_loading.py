@@ -94,3 +94,25 @@ def test_test_command_takes_run_folder_and_load_run_of_it_names_the_trained_run(
         mlproj.load_run(runs / "2")
     assert str(err.value) == (f"run {runs / '2'} is a `test` run: it evaluated {runs / '1'} and saved no checkpoint; "
                               f"load the run that trained it: load_run('{runs / '1'}').")
+
+
+def test_load_run_caller_rng_states_process_group_and_tensorboard_untouched(
+    recorded_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    import numpy as np
+    import torch.distributed as dist
+    from torch.utils import tensorboard
+
+    opened: list[object] = []  # the folders a TensorBoard writer was opened on
+    monkeypatch.setattr(tensorboard, "SummaryWriter", lambda *args, **kwargs: opened.append(args))
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    before = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    project = mlproj.load_run(recorded_run)
+    project.evaluate("validation")
+    after = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    assert after[0] == before[0], "python's random state changed"
+    assert all(np.array_equal(a, b) for a, b in zip(after[1], before[1], strict=True)), "numpy's state changed"
+    assert torch.equal(after[2], before[2]), "torch's state changed"
+    assert not dist.is_initialized() and opened == []

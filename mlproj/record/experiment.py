@@ -139,6 +139,7 @@ class MLProjExperiment(Experiment):
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
         # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
         run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
+        run.resume_command = "`./main.py with resume={}`"  # how the loop's "continue with" hints read here
         command = command_name or self.default_command
         if command in READ_ONLY_COMMANDS:
             return run

@@ -6,6 +6,7 @@ strings, lists and dicts only, so loading one never runs code from the file.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from mlproj.errors import MLProjError
-from mlproj.util.files import atomic_write
+from mlproj.util.files import atomic_copy, atomic_write, describe_os_error
 
 FORMAT = "mlproj.checkpoint/1"
 
@@ -22,6 +23,72 @@ FORMAT = "mlproj.checkpoint/1"
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save(obj)` to `path` atomically (see `mlproj.util.files.atomic_write`)."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def checkpoint_dict(model: Any, state: dict[str, Any], config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of `model` (weights, optimizers, schedulers, scaler) at `state`, with the
+    `config` it trained with (as JSON values) and who wrote it (`run`: id, key, git)."""
+    return {
+        "format": FORMAT,
+        **model.training_state(),
+        "state": state,
+        "config": json.loads(json.dumps(config, default=str)),
+        "run": run,
+    }
+
+
+def load_into(model: Any, checkpoint: dict[str, Any], path: str) -> None:
+    """`model.load_training_state(checkpoint)`; `MLProjError` when the checkpoint (read from `path`)
+    was written for another model."""
+    try:
+        model.load_training_state(checkpoint)
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0][:200]
+        raise MLProjError(
+            f"checkpoint {path} does not fit this model ({first}): it was written for another model "
+            "or dataset; resume or test with the config of the run that wrote it."
+        ) from None
+
+
+def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fix: str) -> list[str]:
+    """Write `obj` to `folder`/last.pt atomically, and copy it to best.pt when `best`.
+
+    Returns:
+        The paths written: last.pt, then best.pt when `best`.
+
+    Raises:
+        MLProjError: naming the file whose write failed and what to do (`fix`); atomic writes kept
+            the previous file, so a full disk does not cost the last good checkpoint.
+    """
+    written = [os.path.join(folder, "last.pt")]
+    try:
+        os.makedirs(folder, exist_ok=True)
+        atomic_save(obj, written[0])
+        if best:
+            written.append(os.path.join(folder, "best.pt"))
+            atomic_copy(written[0], written[1])
+    except OSError as err:
+        raise MLProjError(
+            f"writing checkpoint {written[-1]} failed at step {step} ({describe_os_error(err)}); "
+            f"the previous checkpoint is kept. {fix}"
+        ) from None
+    return written
+
+
+def adopt_checkpoints(path: str, folder: str) -> list[str]:
+    """Copy the last.pt and best.pt lying beside `path` (a last.pt) into `folder`, where absent.
+
+    A resumed run's folder so starts with the checkpoints it continues from, and is complete even
+    when nothing is left to train (a run killed after its last save). Returns the copies made.
+    """
+    copies = []
+    for name in ("last.pt", "best.pt") if os.path.basename(path) == "last.pt" else ():
+        source, copy = os.path.join(os.path.dirname(path), name), os.path.join(folder, name)
+        if os.path.exists(source) and not os.path.exists(copy):
+            os.makedirs(folder, exist_ok=True)
+            atomic_copy(source, copy)
+            copies.append(copy)
+    return copies
 
 
 def checkpoint_file(path: str | os.PathLike) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from mlproj.errors import MLProjError
 
@@ -96,22 +97,17 @@ class Model(nn.Module):
             compile: `torch.compile` each network (each child module with parameters), in place,
                 so parameter names and checkpoints stay those of the plain network.
             channels_last: store 4-D weights channels-last (the loop feeds images the same way).
-            distributed: wrap each network in `DistributedDataParallel` (under torchrun).
+            distributed: wrap each network in `DistributedDataParallel` now (see `distribute`).
         """
         self.device = torch.device(device)
         self.to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.to(memory_format=torch.channels_last)
-        networks = [name for name, child in self.named_children() if any(True for _ in child.parameters())]
-        for name in networks:
-            if compile:
-                getattr(self, name).compile()
-            if distributed:
-                from mlproj.train import distributed as dist
-
-                self._ddp_wrapped.append(name)
-                setattr(self, name, dist.wrap(getattr(self, name), self.device))
+        for name in self._networks() if compile else ():
+            getattr(self, name).compile()
+        if distributed:
+            self.distribute()
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
@@ -141,11 +137,26 @@ class Model(nn.Module):
             self.scaler.update()
 
     # ----------------------------------------------------------------- checkpoint state
+    def _networks(self) -> list[str]:
+        """The children that hold parameters: each is compiled and wrapped on its own."""
+        return [name for name, child in self.named_children() if any(True for _ in child.parameters())]
+
+    def distribute(self) -> None:
+        """Wrap each network in `DistributedDataParallel` (under torchrun; the process group must be
+        joined). Done once: a second call changes nothing."""
+        from mlproj.train import distributed as dist  # lazy: distributed imports torch where used
+
+        for name in self._networks() if not self._ddp_wrapped else ():
+            self._ddp_wrapped.append(name)
+            setattr(self, name, dist.wrap(getattr(self, name), self.device))
+
     def _unwrapped_keys(self, state: dict[str, Any]) -> dict[str, Any]:
         """Parameter names without DDP's `module.`, so checkpoints load with or without torchrun."""
         for name in self._ddp_wrapped:
-            state = {k.replace(f"{name}.module.", f"{name}.", 1) if k.startswith(f"{name}.module.") else k: v
-                     for k, v in state.items()}
+            inner = {key[len(name) + 1:]: value for key, value in state.items() if key.startswith(f"{name}.")}
+            consume_prefix_in_state_dict_if_present(inner, "module.")  # `net.module.0.weight` -> `net.0.weight`
+            state = {**{k: v for k, v in state.items() if not k.startswith(f"{name}.")},
+                     **{f"{name}.{key}": value for key, value in inner.items()}}
         return state
 
     def _wrapped_keys(self, state: dict[str, Any]) -> dict[str, Any]:

@@ -3,12 +3,44 @@ whole in checkpoints so a resumed run draws exactly what the uninterrupted one w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training: counters, best score and RNG states are saved whole
+    in each checkpoint; the fields marked `scratch` belong to the running loop and are not."""
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0  # optimizer steps completed
+    epoch_step: int = 0  # steps completed within the current epoch
+    best_score: float | None = None  # best value of the model's benchmark metric so far
+    best_step: int | None = None  # global_step at which best_score was reached
+    rng: dict[str, Any] = field(default_factory=dict)  # every RNG's state, captured at save time
+    # Why training stops ("n_epochs", "n_global_iterations", "SIGINT", ...): None while it goes on.
+    stop_reason: str | None = field(default=None, metadata={"scratch": True})
+    last_eval_step: int | None = field(default=None, metadata={"scratch": True})  # global_step of the last evaluation
+    window: Any = field(default=None, metadata={"scratch": True})  # train metrics since the last logging step
+
+    def improve(self, value: float | None, lower_is_better: bool) -> bool:
+        """Keep `value` as the best score (at this step) if it beats the best so far; whether it did."""
+        best = self.best_score
+        if value is None or (best is not None and (value >= best if lower_is_better else value <= best)):
+            return False
+        self.best_score, self.best_step = value, self.global_step
+        return True
+
+    def saved(self) -> dict[str, Any]:
+        """The fields a checkpoint keeps (plain values and tensors), by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("scratch")}
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -49,3 +81,15 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][: torch.cuda.device_count()]])
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the body with every generator seeded from `seed`, then give the caller's states back:
+    what the body builds (initial weights) is the seed's, and the caller's draws are untouched."""
+    caller = capture_rng()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        restore_rng(caller)

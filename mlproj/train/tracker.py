@@ -29,11 +29,16 @@ class Tracker:
         self.best: dict[str, float] = {}  # best value of each ranked scalar logged so far (HParams)
         self.prefix = prefix or ""
         self.tensorboard_dir = tensorboard_dir
-        self.writer = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+        self.writer = None  # opened by the first write: building a tracker opens no file
+        self._closed = False
 
-            self.writer = SummaryWriter(tensorboard_dir)
+    def _tensorboard(self) -> Any:
+        """The TensorBoard writer, opened on first use; None without a TensorBoard folder or once closed."""
+        if self.writer is None and self.tensorboard_dir is not None and not self._closed:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
+
+            self.writer = SummaryWriter(self.tensorboard_dir)
+        return self.writer
 
     def log_scalars(self, split: str | None, metrics: dict[str, float], step: int) -> None:
         """Log `{split}.{name}` for each metric (just `{name}` when split is None)."""
@@ -41,7 +46,7 @@ class Tracker:
             full = self.prefix + (f"{split}.{name}" if split else name)
             if self.run is not None:
                 self.run.log_scalar(full, value, step)
-            if self.writer is not None:
+            if self._tensorboard() is not None:
                 self.writer.add_scalar(full.replace(".", "/"), value, step)
             self._keep_best(full, value)
 
@@ -59,7 +64,7 @@ class Tracker:
         The best values are also written as scalars `best/<metric>` at `step`, which the HPARAMS tab
         reads as the session's metrics.
         """
-        if self.writer is None or not self.best:
+        if not self.best or self._tensorboard() is None:
             return
         from torch.utils.tensorboard.summary import hparams
 
@@ -72,13 +77,13 @@ class Tracker:
         self.writer.flush()
 
     def log_histograms(self, module: torch.nn.Module, step: int) -> None:
-        if self.writer is None:
+        if self._tensorboard() is None:
             return
         for name, param in module.named_parameters():
             self.writer.add_histogram(f"{self.prefix}weights/{name}", param.detach().float().cpu(), step)
 
     def log_images(self, name: str, images: torch.Tensor, step: int, max_images: int = 16) -> None:
-        if self.writer is None or images.dim() != 4 or images.shape[1] not in (1, 3):
+        if images.dim() != 4 or images.shape[1] not in (1, 3) or self._tensorboard() is None:
             return
         shown = images[:max_images].detach().float().cpu()
         low, high = shown.amin(), shown.amax()
@@ -94,6 +99,7 @@ class Tracker:
             self.writer.flush()
 
     def close(self) -> None:
+        self._closed = True
         if self.writer is not None:
             self.writer.close()
             self.writer = None
