@@ -175,3 +175,43 @@ def test_run_running_without_heartbeat_judged_by_start_time(tmp_path: Path) -> N
     killed, starting = read_runs(str(tmp_path))
     assert (killed.status, killed.shown_status) == ("RUNNING", "PROBABLY_DEAD")
     assert starting.shown_status == "RUNNING"
+
+
+def test_read_run_metrics_read_on_first_use_not_before(tmp_path: Path) -> None:
+    folder = write_run(tmp_path, 1, {"lr": 0.1}, {"train.loss": [1.0]})
+    (folder / "metrics.json").write_text("{damaged")
+    run = read_run(folder)  # listing, matching and the sweep's skip rule never open metrics.json
+    assert run.config == {"lr": 0.1}
+    with pytest.raises(MLProjError, match=r"metrics\.json is not valid JSON"):
+        _ = run.metrics
+
+
+def test_filter_runs_where_reads_values_as_sacred_and_json_spellings_match(tmp_path: Path) -> None:
+    write_run(tmp_path, 1, {"amp": True, "model": "mlp", "resume": None, "lr": 0.001}, {})
+    write_run(tmp_path, 2, {"amp": False, "model": "1e-3", "resume": "runs/1", "lr": 0.01}, {})
+    runs = read_runs(str(tmp_path))
+    assert [r.id for r in filter_runs(runs, ["amp=true"])] == [1] == [r.id for r in filter_runs(runs, ["amp=True"])]
+    assert [r.id for r in filter_runs(runs, ["resume=null"])] == [1] == [r.id for r in filter_runs(runs, ["resume=None"])]
+    assert [r.id for r in filter_runs(runs, ["model='1e-3'"])] == [2]  # quoted: the string, as Sacred reads it
+    assert [r.id for r in filter_runs(runs, ["lr=1e-3"])] == [1]
+
+
+def test_runs_package_imports_neither_engine_writer_nor_sacred() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, mlproj.runs.query, mlproj.runs.reader, mlproj.runs.mongo, mlproj.runs.sync; "
+            "from mlproj.runs.record import missing_pin_reason; missing_pin_reason({}, {}); "
+            "print(sorted({m for m in sys.modules if m.startswith(('mlproj.train', 'mlproj.record', 'sacred', 'torch'))}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"  # runs/ reads records: no engine, no writer, no Sacred (slow, warns)
+
+
+def test_missing_pin_reason_knows_the_prefix_the_writer_records() -> None:
+    from mlproj.record.gitpin import NOT_IN_REPOSITORY
+    from mlproj.runs.record import NOT_IN_REPOSITORY as READ_PREFIX
+
+    assert READ_PREFIX == NOT_IN_REPOSITORY
