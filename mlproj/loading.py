@@ -14,41 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import sys
 import warnings
 from typing import Any
 
 from mlproj.errors import MLProjError
+from mlproj.runs.reader import find_run_dir, read_run
 from mlproj.train.config import runs_dir
 
 # The module-level name in a main file that load_run builds (default: MLProject).
 PROJECT_CLASS_NAME = "Project"
-
-
-def find_run_dir(run: str | int | os.PathLike) -> str:
-    """The folder of `run`: a run folder path, or a run id in the runs dir (`$MLPROJ_RUNS_DIR`)."""
-    target = os.fspath(run) if not isinstance(run, int) else str(run)
-    for candidate in (target, os.path.join(runs_dir(), target)):
-        if os.path.isfile(os.path.join(candidate, "config.json")):
-            return os.path.abspath(candidate)
-    raise MLProjError(
-        f"run {target!r} not found: pass a run folder holding config.json (e.g. runs/3) or a run id "
-        f"in {os.path.abspath(runs_dir())}."
-    )
-
-
-def read_record(run_dir: str, name: str) -> dict[str, Any]:
-    """One JSON file of a run folder (`config.json`, `run.json`, `info.json`); {} when absent."""
-    path = os.path.join(run_dir, name)
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise MLProjError(f"{path} is unreadable ({err}): the run folder is damaged.") from None
 
 
 def load_run(
@@ -76,11 +52,9 @@ def load_run(
         >>> project = load_run("runs/3")
         >>> project.model(torch.zeros(1, 1, 8, 8)).argmax(1)
     """
-    run_dir = find_run_dir(run)
-    config = read_record(run_dir, "config.json")
-    info = read_record(run_dir, "info.json")
-    experiment = read_record(run_dir, "run.json").get("experiment", {})
-    config = {**config, "resume": None, "tensorboard_dir": None, "device": device}
+    record = read_run(find_run_dir(run, runs_dir()))
+    run_dir, info = record.path, record.info
+    config = {**record.config, "resume": None, "tensorboard_dir": None, "device": device}
     # Relative paths in the config meant the folder the run was started in.
     if info.get("cwd") and isinstance(config.get("data_dir"), str) and not os.path.isabs(config["data_dir"]):
         config["data_dir"] = os.path.join(info["cwd"], config["data_dir"])
@@ -88,8 +62,8 @@ def load_run(
     evaluated = config.get("checkpoint")  # what a `test` run evaluated, relative to where it ran
     if info.get("cwd") and isinstance(evaluated, str) and not os.path.isabs(evaluated):
         evaluated = os.path.join(info["cwd"], evaluated)
-    path = _checkpoint_path(run_dir, checkpoint, read_record(run_dir, "run.json").get("command"), evaluated)
-    project = _project_class(experiment)(config)
+    path = _checkpoint_path(run_dir, checkpoint, record.command, evaluated)
+    project = _project_class(record.experiment)(config)
     project.load_checkpoint(path)
     project.model.eval()
     return project

@@ -33,7 +33,7 @@ def test_datasets_imports_no_torch_so_it_answers_fast(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     *table, imported = result.stdout.strip().splitlines()
     assert imported == "[]"  # torch alone takes seconds to import
-    assert "mnist            1x28x28           10  ready" in table
+    assert "mnist            1x28x28       10  ready" in table
 
 
 def test_data_package_registers_datasets_and_exports_factory_lazily() -> None:

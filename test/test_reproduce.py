@@ -64,6 +64,7 @@ def test_reproduce_run_without_pin_says_why_it_has_none(tmp_path: Path, capsys: 
                                                         config: dict, why: str) -> None:
     run = tmp_path / "runs" / "1"
     run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"status": "COMPLETED", "command": "train"}))
     (run / "config.json").write_text(json.dumps(config))
     (run / "info.json").write_text(json.dumps({"run_key": "k", **info}))
     assert mlproj_main(["reproduce", str(run)]) == 1

@@ -1,4 +1,4 @@
-"""mlproj.runs.reader: run folders written in Sacred's FileStorageObserver layout, read back and compared."""
+"""mlproj.runs: run folders written in Sacred's FileStorageObserver layout, read back and compared."""
 
 from __future__ import annotations
 
@@ -8,18 +8,9 @@ from pathlib import Path
 import pytest
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import (
-    Series,
-    differing_keys,
-    filter_runs,
-    find_run,
-    group_runs,
-    hide_password,
-    load_run,
-    load_runs,
-    sort_runs,
-    summarize,
-)
+from mlproj.runs.query import differing_keys, filter_runs, find_run, group_runs, sort_runs
+from mlproj.runs.reader import read_run, read_runs
+from mlproj.runs.record import Series, summarize
 from mlproj.util.goals import metric_goal
 
 
@@ -71,7 +62,7 @@ def test_summarize_lr_has_no_best_nan_ignored() -> None:
 
 
 def test_load_runs_skips_sources_and_tensorboard_folders(three_runs: Path) -> None:
-    runs = load_runs(str(three_runs))
+    runs = read_runs(str(three_runs))
     assert [r.id for r in runs] == [1, 2, 3]
     assert runs[0].status == "COMPLETED" and runs[0].run_key == "key-1"
     assert str(runs[0].duration) == "0:01:30.500000"
@@ -79,17 +70,17 @@ def test_load_runs_skips_sources_and_tensorboard_folders(three_runs: Path) -> No
 
 def test_load_runs_missing_dir_raises(tmp_path: Path) -> None:
     with pytest.raises(MLProjError, match="does not exist"):
-        load_runs(str(tmp_path / "nope"))
+        read_runs(str(tmp_path / "nope"))
 
 
 def test_load_run_not_a_run_folder_raises(tmp_path: Path) -> None:
     with pytest.raises(MLProjError, match="not a run folder"):
-        load_run(str(tmp_path))
+        read_run(str(tmp_path))
 
 
 def test_run_git_from_info_git_with_dirty_mark(tmp_path: Path) -> None:
     pin = {"head": "0123456789abcdef", "branch": "main", "snapshot": "fedcba9876543210", "ref": "refs/mlproj/runs/k", "dirty": True}
-    run = load_run(str(write_run(tmp_path, 1, {}, {}, info={"run_key": "k", "git": pin})))
+    run = read_run(str(write_run(tmp_path, 1, {}, {}, info={"run_key": "k", "git": pin})))
     assert run.git == "0123456*" and run.missing_pin is None
 
 
@@ -98,7 +89,7 @@ def test_run_git_without_pin_is_a_dash_whatever_sacred_recorded(tmp_path: Path) 
     runs = [write_run(tmp_path, 1, {}, {}, dirty=True, info=failed),
             write_run(tmp_path, 2, {"git_pin": False}, {}, dirty=False),
             write_run(tmp_path, 3, {}, {}, info={"run_key": "k", "git": None, "git_error": "not inside a Git repository: /x"})]
-    loaded = [load_run(str(run)) for run in runs]
+    loaded = [read_run(str(run)) for run in runs]
     assert [run.git for run in loaded] == ["-", "-", "-"]
     assert [run.missing_pin for run in loaded] == [
         "pinning failed when it started: `git add --all` failed: fatal: bad",
@@ -109,7 +100,7 @@ def test_run_git_without_pin_is_a_dash_whatever_sacred_recorded(tmp_path: Path) 
 
 
 def test_filter_runs_where_number_string_and_nested_key(three_runs: Path) -> None:
-    runs = load_runs(str(three_runs))
+    runs = read_runs(str(three_runs))
     assert [r.id for r in filter_runs(runs, ["lr=0.1"])] == [1, 2]
     assert [r.id for r in filter_runs(runs, ["dataset=digits", "optim.momentum=0.5"])] == [3]
     assert [r.id for r in filter_runs(runs, status="failed")] == [3]
@@ -117,11 +108,11 @@ def test_filter_runs_where_number_string_and_nested_key(three_runs: Path) -> Non
 
 def test_filter_runs_where_without_equals_raises(three_runs: Path) -> None:
     with pytest.raises(MLProjError, match="not key=value"):
-        filter_runs(load_runs(str(three_runs)), ["lr"])
+        filter_runs(read_runs(str(three_runs)), ["lr"])
 
 
 def test_sort_runs_accuracy_descending_loss_ascending(three_runs: Path) -> None:
-    runs = load_runs(str(three_runs))
+    runs = read_runs(str(three_runs))
     assert [r.id for r in sort_runs(runs, "validation.accuracy")] == [2, 3, 1]  # best 0.9, 0.8, 0.7
     assert [r.id for r in sort_runs(runs, "validation.loss")] == [3, 2, 1]  # best 0.3, 0.4, 0.6
     assert [r.id for r in sort_runs(runs, "lr")] == [3, 1, 2]  # a config key: ascending
@@ -129,17 +120,17 @@ def test_sort_runs_accuracy_descending_loss_ascending(three_runs: Path) -> None:
 
 def test_sort_runs_unknown_key_raises(three_runs: Path) -> None:
     with pytest.raises(MLProjError, match="no run has that metric"):
-        sort_runs(load_runs(str(three_runs)), "bleu")
+        sort_runs(read_runs(str(three_runs)), "bleu")
 
 
 def test_differing_keys_only_keys_that_vary(three_runs: Path) -> None:
-    runs = load_runs(str(three_runs))
+    runs = read_runs(str(three_runs))
     assert differing_keys(runs) == ["lr", "optim.momentum", "seed"]
     assert differing_keys(runs[:2]) == ["seed"]
 
 
 def test_group_runs_by_seed_mean_and_std_of_best(three_runs: Path) -> None:
-    groups = group_runs(load_runs(str(three_runs)), "seed")
+    groups = group_runs(read_runs(str(three_runs)), "seed")
     by_lr = {g.values["lr"]: g for g in groups}
     assert [r.id for r in by_lr[0.1].runs] == [1, 2]
     mean, std, n = by_lr[0.1].stats["validation.accuracy"]
@@ -149,19 +140,14 @@ def test_group_runs_by_seed_mean_and_std_of_best(three_runs: Path) -> None:
 
 def test_group_runs_unknown_key_raises(three_runs: Path) -> None:
     with pytest.raises(MLProjError, match="--group-by batch"):
-        group_runs(load_runs(str(three_runs)), "batch")
+        group_runs(read_runs(str(three_runs)), "batch")
 
 
 def test_find_run_by_id_or_run_key_else_raises(three_runs: Path) -> None:
-    runs = load_runs(str(three_runs))
+    runs = read_runs(str(three_runs))
     assert find_run(runs, "2").id == 2 and find_run(runs, "key-3").id == 3
     with pytest.raises(MLProjError, match="no run '9'"):
         find_run(runs, "9")
-
-
-def test_hide_password_replaces_user_and_password() -> None:
-    assert hide_password("mongodb://u:p%40ss@h1:27017,h2/db?authSource=admin") == "mongodb://***@h1:27017,h2/db?authSource=admin"
-    assert hide_password("mongodb://localhost:27017") == "mongodb://localhost:27017"
 
 
 def test_run_running_with_stale_heartbeat_shown_probably_dead_record_kept(tmp_path: Path) -> None:
@@ -172,7 +158,7 @@ def test_run_running_with_stale_heartbeat_shown_probably_dead_record_kept(tmp_pa
     record = json.loads((live / "run.json").read_text())
     record["heartbeat"] = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()  # beating now
     (live / "run.json").write_text(json.dumps(record))
-    dead, running = load_runs(str(tmp_path))
+    dead, running = read_runs(str(tmp_path))
     assert (dead.status, dead.shown_status) == ("RUNNING", "PROBABLY_DEAD")
     assert running.shown_status == "RUNNING"
     assert [r.id for r in filter_runs([dead, running], status="probably_dead")] == [1]
@@ -186,6 +172,46 @@ def test_run_running_without_heartbeat_judged_by_start_time(tmp_path: Path) -> N
         record = json.loads((folder / "run.json").read_text())
         record.update(heartbeat=None, stop_time=None, start_time=start)  # killed before its first heartbeat / just started
         (folder / "run.json").write_text(json.dumps(record))
-    killed, starting = load_runs(str(tmp_path))
+    killed, starting = read_runs(str(tmp_path))
     assert (killed.status, killed.shown_status) == ("RUNNING", "PROBABLY_DEAD")
     assert starting.shown_status == "RUNNING"
+
+
+def test_read_run_metrics_read_on_first_use_not_before(tmp_path: Path) -> None:
+    folder = write_run(tmp_path, 1, {"lr": 0.1}, {"train.loss": [1.0]})
+    (folder / "metrics.json").write_text("{damaged")
+    run = read_run(folder)  # listing, matching and the sweep's skip rule never open metrics.json
+    assert run.config == {"lr": 0.1}
+    with pytest.raises(MLProjError, match=r"metrics\.json is not valid JSON"):
+        _ = run.metrics
+
+
+def test_filter_runs_where_reads_values_as_sacred_and_json_spellings_match(tmp_path: Path) -> None:
+    write_run(tmp_path, 1, {"amp": True, "model": "mlp", "resume": None, "lr": 0.001}, {})
+    write_run(tmp_path, 2, {"amp": False, "model": "1e-3", "resume": "runs/1", "lr": 0.01}, {})
+    runs = read_runs(str(tmp_path))
+    assert [r.id for r in filter_runs(runs, ["amp=true"])] == [1] == [r.id for r in filter_runs(runs, ["amp=True"])]
+    assert [r.id for r in filter_runs(runs, ["resume=null"])] == [1] == [r.id for r in filter_runs(runs, ["resume=None"])]
+    assert [r.id for r in filter_runs(runs, ["model='1e-3'"])] == [2]  # quoted: the string, as Sacred reads it
+    assert [r.id for r in filter_runs(runs, ["lr=1e-3"])] == [1]
+
+
+def test_runs_package_imports_neither_engine_writer_nor_sacred() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, mlproj.runs.query, mlproj.runs.reader, mlproj.runs.mongo, mlproj.runs.sync; "
+            "from mlproj.runs.record import missing_pin_reason; missing_pin_reason({}, {}); "
+            "print(sorted({m for m in sys.modules if m.startswith(('mlproj.train', 'mlproj.record', 'sacred', 'torch'))}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"  # runs/ reads records: no engine, no writer, no Sacred (slow, warns)
+
+
+def test_missing_pin_reason_knows_the_prefix_the_writer_records() -> None:
+    from mlproj.record.gitpin import NOT_IN_REPOSITORY
+    from mlproj.runs.record import NOT_IN_REPOSITORY as READ_PREFIX
+
+    assert READ_PREFIX == NOT_IN_REPOSITORY

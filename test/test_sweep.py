@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mlproj.errors import MLProjError
-from mlproj.sweep.spec import Distribution, expand, literal, parse_spec, render
+from mlproj.sweep.spec import Distribution, expand, parse_spec
 
 
 def test_parse_spec_script_named_configs_fixed_and_axes_separated() -> None:
@@ -47,16 +47,6 @@ def test_parse_spec_bad_value_raises(token: str, match: str) -> None:
 def test_parse_spec_key_given_twice_raises() -> None:
     with pytest.raises(MLProjError, match="lr is given twice"):
         parse_spec(["with", "lr=0.1", "lr=[0.1,0.2]"])
-
-
-@pytest.mark.parametrize("value", [0.1, 1e-5, 3, True, None, "mlp", "1e-3", "two words", "it's", [1, "a"], {"k": 2}])
-def test_render_reads_back_as_the_same_value(value: object) -> None:
-    assert literal(render(value)) == value
-
-
-def test_render_plain_word_unquoted() -> None:
-    assert render("lenet") == "lenet"
-    assert render("1e-3") == "'1e-3'"  # a string that would read back as a number keeps its quotes
 
 
 def test_expand_grid_cartesian_product_last_key_fastest() -> None:

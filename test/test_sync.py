@@ -191,7 +191,7 @@ def test_check_mongo_malformed_one_line_password_hidden(monkeypatch, capsys) -> 
     assert cli_main(["check-mongo"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "s3cret" not in err
-    assert err.startswith("mlproj check-mongo: error: MongoDB URI mongodb://***@localhost/sacred is malformed (")
+    assert err.startswith("mlproj check-mongo: error: MongoDB URI mongodb://bob:***@@localhost/sacred is malformed (")
 
 
 def test_check_mongo_closed_port_one_line_password_hidden(monkeypatch, capsys) -> None:
@@ -200,7 +200,7 @@ def test_check_mongo_closed_port_one_line_password_hidden(monkeypatch, capsys) -
     assert cli_main(["check-mongo"]) == 1
     err = capsys.readouterr().err
     assert err == (
-        f"mlproj check-mongo: error: cannot reach MongoDB at mongodb://***@127.0.0.1:{port}/sacred?"
+        f"mlproj check-mongo: error: cannot reach MongoDB at mongodb://bob:***@127.0.0.1:{port}/sacred?"
         f"serverSelectionTimeoutMS=200 (127.0.0.1:{port}: [Errno 111] Connection refused): check the URI and "
         "that the server runs.\n"
     )
@@ -213,7 +213,7 @@ def test_check_mongo_server_answers_counts_runs(recorded, capsys) -> None:
         assert cli_main(["sync", str(runs), "--mongo", uri]) == 0
         capsys.readouterr()
         assert cli_main(["check-mongo", "--mongo", uri]) == 0
-    assert capsys.readouterr().out == "MongoDB at mongodb://***@mongo.test:27017/synced answers: database synced, 1 runs\n"
+    assert capsys.readouterr().out == "MongoDB at mongodb://bob:***@mongo.test:27017/synced answers: database synced, 1 runs\n"
 
 
 def test_make_omniboard_checks_uri_before_npm(tmp_path: Path) -> None:

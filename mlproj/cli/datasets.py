@@ -6,6 +6,7 @@ import argparse
 import os
 
 from mlproj.errors import MLProjError
+from mlproj.util.table import render
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlproj.data import dataset_names, dataset_spec
 
-    print(f"{'dataset':<16} {'input':<12} {'classes':>7}  files under {args.data_dir}")
+    rows = []
     for name in dataset_names():
         spec = dataset_spec(name)
         status = "ready"
@@ -27,5 +28,6 @@ def run(args: argparse.Namespace) -> int:
             except MLProjError as err:
                 status = "missing" if "not found" in str(err) else "damaged"
         shape = "x".join(str(d) for d in spec.input_shape)
-        print(f"{name:<16} {shape:<12} {spec.num_classes:>7}  {status}")
+        rows.append({"dataset": name, "input": shape, "classes": spec.num_classes, f"files under {args.data_dir}": status})
+    print(render(rows, "table"), end="")
     return 0

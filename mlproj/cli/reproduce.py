@@ -15,6 +15,9 @@ import subprocess
 import sys
 
 from mlproj.errors import MLProjError
+from mlproj.runs.reader import find_run_dir, read_run
+from mlproj.runs.record import Run
+from mlproj.train.config import runs_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,56 +30,56 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlproj.loading import find_run_dir, read_record
     from mlproj.record.experiment import REPRODUCES_ENV
 
-    run_dir = find_run_dir(args.run)
-    info, record = read_record(run_dir, "info.json"), read_record(run_dir, "run.json")
-    git, experiment = info.get("git"), record.get("experiment", {})
+    original = read_run(find_run_dir(args.run, runs_dir()))
+    run_dir, git, experiment = original.path, original.info.get("git"), original.experiment
     if not git or not git.get("snapshot"):
-        from mlproj.record.gitpin import missing_pin_reason
-
         raise MLProjError(
-            f"run {run_dir} has no source pin: {missing_pin_reason(info, read_record(run_dir, 'config.json'))}, "
-            f"so its exact code is unknown; `mlproj show {run_dir}` prints the command that reruns its config "
-            "on the current code."
+            f"run {run_dir} has no source pin: {original.missing_pin}, so its exact code is unknown; "
+            f"`mlproj show {run_dir}` prints the command that reruns its config on the current code."
         )
     repo, prefix = _repository_with(git["snapshot"], experiment.get("base_dir"), experiment.get("mainfile", "main.py"))
     runs_root = os.path.dirname(run_dir)
-    worktree = os.path.abspath(args.dir or os.path.join(runs_root, "reproductions", info.get("run_key", "run")))
+    worktree = os.path.abspath(args.dir or os.path.join(runs_root, "reproductions", original.run_key or "run"))
     if os.path.exists(worktree) and os.listdir(worktree):
         raise MLProjError(f"{worktree} already exists: pass --dir with a new folder, or remove it.")
     _add_worktree(repo, worktree, git["snapshot"])
     main_file = os.path.join(worktree, prefix, experiment.get("mainfile", "main.py"))
 
-    cwd = info.get("cwd") if os.path.isdir(info.get("cwd") or "") else os.getcwd()
-    command = [sys.executable, main_file, record.get("command", ""), "with", os.path.join(run_dir, "config.json")]
-    reproduces = {"run_id": record.get("_id", os.path.basename(run_dir)), "run_key": info.get("run_key"), "run_dir": run_dir}
+    cwd = original.info.get("cwd") if os.path.isdir(original.info.get("cwd") or "") else os.getcwd()
+    command = [sys.executable, main_file, original.command, "with", os.path.join(run_dir, "config.json")]
+    reproduces = {"run_id": os.path.basename(run_dir), "run_key": original.run_key, "run_dir": run_dir}
     env = {**os.environ, "MLPROJ_RUNS_DIR": runs_root, REPRODUCES_ENV: json.dumps(reproduces)}
     before = set(os.listdir(runs_root))
     print(f"reproducing run {os.path.basename(run_dir)} at {git['snapshot'][:12]} in {worktree}", flush=True)
     status = subprocess.run([part for part in command if part], cwd=cwd, env=env).returncode
-    new_dirs = [os.path.join(runs_root, d) for d in sorted(set(os.listdir(runs_root)) - before)]
-    new_run = next((d for d in new_dirs if read_record(d, "info.json").get("reproduces", {}).get("run_key") == info.get("run_key")), None)
+    new_run = _reproduction(runs_root, before, original.run_key)
     if new_run is None:
         raise MLProjError(f"the reproduction ended (exit status {status}) without recording a run; see its output above.")
-    same, different = compare_metrics(run_dir, new_run)
-    print(f"run {os.path.basename(run_dir)} reproduced as run {os.path.basename(new_run)}: "
+    same, different = compare_metrics(original, new_run)
+    print(f"run {os.path.basename(run_dir)} reproduced as run {new_run.id}: "
           f"{len(same)} metric series identical, {len(different)} different{': ' + ', '.join(different) if different else ''}")
     print(f"remove the worktree with: git -C {repo} worktree remove {worktree}")
     return status
 
 
-def compare_metrics(run_a: str, run_b: str) -> tuple[list[str], list[str]]:
-    """(identical, different) metric names of two run folders, comparing every logged value."""
-    from mlproj.loading import read_record
+def _reproduction(runs_root: str, before: set[str], run_key: str | None) -> Run | None:
+    """The run that appeared in `runs_root` since `before` and records that it reproduces `run_key`."""
+    new_dirs = sorted(set(os.listdir(runs_root)) - before)
+    new_runs = [read_run(os.path.join(runs_root, d)) for d in new_dirs if os.path.isfile(os.path.join(runs_root, d, "run.json"))]
+    return next((r for r in new_runs if (r.info.get("reproduces") or {}).get("run_key") == run_key), None)
 
-    a, b = read_record(run_a, "metrics.json"), read_record(run_b, "metrics.json")
+
+def compare_metrics(run_a: Run, run_b: Run) -> tuple[list[str], list[str]]:
+    """(identical, different) metric names of two runs, comparing every logged step and value."""
+    a, b = run_a.metrics, run_b.metrics
     same, different = [], []
     for name in sorted(set(a) | set(b)):
-        series_a, series_b = a.get(name, {}), b.get(name, {})
-        key = (series_a.get("steps"), series_a.get("values")) == (series_b.get("steps"), series_b.get("values"))
-        (same if key else different).append(name)
+        series_a, series_b = a.get(name), b.get(name)
+        key_a = (series_a.steps, series_a.values) if series_a else None
+        key_b = (series_b.steps, series_b.values) if series_b else None
+        (same if key_a == key_b else different).append(name)
     return same, different
 
 

@@ -1,7 +1,7 @@
 """`mlproj runs`, `mlproj show`, `mlproj compare` and `mlproj sync`: looking at recorded runs.
 
 Runs come from a runs dir (default `$MLPROJ_RUNS_DIR` or `./runs`) or, with `--mongo URI`, from
-MongoDB; see `mlproj.runs.reader` for the records and the best-value rule.
+MongoDB; see `mlproj.runs.record` for the record and the best-value rule.
 """
 
 from __future__ import annotations
@@ -12,24 +12,15 @@ import shlex
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import (
-    Run,
-    differing_keys,
-    filter_runs,
-    find_run,
-    flatten_config,
-    group_runs,
-    hide_password,
-    load_mongo_runs,
-    load_run,
-    load_runs,
-    metric_names,
-    mongo_database,
-    sort_runs,
-)
+from mlproj.runs.mongo import mongo_database, read_mongo_runs
+from mlproj.runs.query import differing_keys, filter_runs, find_run, group_runs, metric_names, sort_runs
+from mlproj.runs.reader import read_run, read_runs
+from mlproj.runs.record import Run, flatten_config
 from mlproj.train.config import runs_dir as default_runs_dir
 from mlproj.util.goals import metric_goal
 from mlproj.util.table import FORMATS, cell, render
+from mlproj.util.uri import redact_uri
+from mlproj.util.values import render_value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -79,14 +70,14 @@ def _add_source_options(parser: argparse.ArgumentParser, positional_dir: bool = 
 
 def _load(args: argparse.Namespace) -> list[Run]:
     if args.mongo:
-        return load_mongo_runs(mongo_database(args.mongo, args.db))
-    return load_runs(args.runs_dir or default_runs_dir())
+        return read_mongo_runs(mongo_database(args.mongo, args.db))
+    return read_runs(args.runs_dir or default_runs_dir())
 
 
 def _pick(args: argparse.Namespace, refs: list[str]) -> list[Run]:
     folders = [ref for ref in refs if not args.mongo and os.path.isfile(os.path.join(ref, "run.json"))]
     all_runs = _load(args) if len(folders) < len(refs) else []
-    return [load_run(ref) if ref in folders else find_run(all_runs, ref) for ref in refs]
+    return [read_run(ref) if ref in folders else find_run(all_runs, ref) for ref in refs]
 
 
 # ---------------------------------------------------------------------- mlproj runs
@@ -99,7 +90,7 @@ def run_runs(args: argparse.Namespace) -> int:
     if args.sort:
         runs = sort_runs(runs, args.sort)
     if not runs:
-        source = hide_password(args.mongo) if args.mongo else args.runs_dir or default_runs_dir()
+        source = redact_uri(args.mongo) if args.mongo else args.runs_dir or default_runs_dir()
         print(f"no runs in {source}" + (" match" if args.where or args.status else ""))
         return 0
     print(render(run_rows(runs, args.all_config), args.format), end="")
@@ -191,17 +182,8 @@ def rerun_command(run: Run) -> str:
         updates["seed"] = run.config["seed"]
     named = list(run.meta.get("named_configs") or [])
     if named or updates:
-        words += ["with", *named, *(f"{key}={_sacred_value(value)}" for key, value in updates.items())]
+        words += ["with", *named, *(f"{key}={render_value(value)}" for key, value in updates.items())]
     return " ".join(shlex.quote(w) for w in words if w)
-
-
-def _sacred_value(value: Any) -> str:
-    """`value` as Sacred's `with key=value` parses it back (strings bare when that is unambiguous)."""
-    from mlproj.runs.reader import parse_value
-
-    if isinstance(value, str) and parse_value(value) == value and value.replace("_", "").replace("-", "").replace("/", "").replace(".", "").isalnum():
-        return value
-    return repr(value)
 
 
 # ---------------------------------------------------------------------- mlproj compare
@@ -309,7 +291,7 @@ def run_check_mongo(args: argparse.Namespace) -> int:
     if not args.mongo:
         raise MLProjError("no MongoDB URI: set MONGODB_URI or pass --mongo, e.g. --mongo mongodb://localhost:27017/sacred.")
     database = mongo_database(args.mongo, args.db)
-    print(f"MongoDB at {hide_password(args.mongo)} answers: database {database.name}, {database['runs'].count_documents({})} runs")
+    print(f"MongoDB at {redact_uri(args.mongo)} answers: database {database.name}, {database['runs'].count_documents({})} runs")
     return 0
 
 
@@ -323,7 +305,7 @@ def run_sync(args: argparse.Namespace) -> int:
         for folder_id, mongo_id in pairs:
             print(f"{verb} run {folder_id} as _id {mongo_id}")
     print(
-        f"synced {args.runs_dir} into {hide_password(args.mongo)} (database {database.name}): "
+        f"synced {args.runs_dir} into {redact_uri(args.mongo)} (database {database.name}): "
         f"{len(result.added)} added, {len(result.updated)} updated, {len(result.skipped)} already there"
     )
     return 0

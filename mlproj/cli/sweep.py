@@ -14,6 +14,7 @@ import re
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,13 @@ from mlproj.sweep.spec import (
     mark_done,
     parse_spec,
     recorded_runs,
-    render,
 )
 from mlproj.train.config import check_device, runs_dir
+from mlproj.util.table import render
+from mlproj.util.values import render_value
+
+# The command line of a trial on a device (None: the device its config names).
+TrialCommand = Callable[[Trial, "str | None"], list[str]]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -83,12 +88,24 @@ def run(args: argparse.Namespace) -> int:
         return _trial_command(sys.executable, spec, trial, device)
 
     if args.dry_run:
-        for trial in selected:
-            sweep = json.dumps({"name": name, "of": len(trials), "trial": trial.index}, separators=(",", ":"))
-            line = f"MLPROJ_SWEEP={shlex.quote(sweep)} " + shlex.join(_display(command(trial, pool.acquire())))
-            pool.busy.clear()
-            print(line if trial.done_in is None else f"# done in run {trial.done_in}: {line}")
+        _print_commands(name, len(trials), selected, command, pool)
         return 0
+    return _run_sweep(args, name, trials, selected, command, pool, runs)
+
+
+def _print_commands(name: str, of: int, selected: list[Trial], command: TrialCommand, pool: DevicePool) -> None:
+    """`--dry-run`: one command line per trial, those already done commented out."""
+    for trial in selected:
+        sweep = json.dumps({"name": name, "of": of, "trial": trial.index}, separators=(",", ":"))
+        line = f"MLPROJ_SWEEP={shlex.quote(sweep)} " + shlex.join(_display(command(trial, pool.acquire())))
+        pool.busy.clear()
+        print(line if trial.done_in is None else f"# done in run {trial.done_in}: {line}")
+
+
+def _run_sweep(args: argparse.Namespace, name: str, trials: list[Trial], selected: list[Trial], command: TrialCommand,
+               pool: DevicePool, runs: str) -> int:
+    """Run the trials of `selected` not done yet, J at a time; print the summary; 1 when one failed."""
+    jobs, devices = args.jobs or 1, pool.devices
     todo = [trial for trial in selected if trial.done_in is None]
     concurrency = min(jobs, len(devices)) if devices and "cpu" not in devices else jobs
     print(
@@ -146,7 +163,7 @@ def _devices(option: str | None, spec: SweepSpec, trials: list[Trial]) -> list[s
 
 
 def _trial_command(python: str, spec: SweepSpec, trial: Trial, device: str | None) -> list[str]:
-    updates = [f"{key}={render(value)}" for key, value in {**spec.fixed, **trial.params}.items()]
+    updates = [f"{key}={render_value(value)}" for key, value in {**spec.fixed, **trial.params}.items()]
     return [python, spec.script, "with", *spec.named_configs, *updates, *([f"device={device}"] if device else [])]
 
 
@@ -188,17 +205,15 @@ def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> Non
     scored = [r for r in records if r.status == "COMPLETED" and isinstance(r.result, (int, float))]
     scored.sort(key=lambda r: r.result if minimize else -r.result)
     rest = [r for r in records if r not in scored]
-    header = ["run", "trial", "status", "result", *keys]
-    rows = [header]
+    rows = []
     for r in scored + rest:
-        result = "-" if r.result is None else render(float(f"{r.result:.4g}") if isinstance(r.result, float) else r.result)
-        values = [render(get_by_dotted_path(r.config, key)) for key in keys]
-        rows.append([str(r.id), str(r.trial or "-"), r.status, result, *values])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        # Values as the command line writes them (strings left-aligned, as the trials were given).
+        result = "-" if r.result is None else render_value(float(f"{r.result:.4g}") if isinstance(r.result, float) else r.result)
+        row = {"run": str(r.id), "trial": str(r.sweep.get("trial") or "-"), "status": r.status, "result": result}
+        rows.append({**row, **{key: render_value(get_by_dotted_path(r.config, key)) for key in keys}})
     better = "lower" if minimize else "higher"
     print(f"\nsweep {name}: {len(records)} run(s) in {runs}, best first ({better} result is better)")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(render(rows, "table", ["run", "trial", "status", "result", *keys]), end="")
 
 
 def _write_slurm(args: argparse.Namespace, spec: SweepSpec, name: str, trials: list[Trial], runs: str) -> int:

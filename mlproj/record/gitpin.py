@@ -164,20 +164,3 @@ def pin_or_warn(path: str, run_key: str, exclude: list[str] = ()) -> tuple[dict[
         what = "run inside a Git repository to pin it" if reason.startswith(NOT_IN_REPOSITORY) else "the run goes on"
         logger.warning(f"source not pinned ({reason}): info.json records git = null and git_error; {what}.")
         return None, reason
-
-
-def missing_pin_reason(info: dict[str, Any], config: dict[str, Any]) -> str | None:
-    """Why a run's record holds no pin, in words (None when it has one), from its info and config."""
-    git = info.get("git")
-    if isinstance(git, dict) and git.get("snapshot"):
-        return None
-    if "git" not in info:
-        if config.get("git_pin") is False:
-            return "it ran with git_pin=False"
-        return "its record holds no pin (it was not started with mlproj's Git pinning)"
-    error = info.get("git_error")
-    if not error:
-        return "it ran outside a Git repository, or pinning failed when it started"
-    if error.startswith(NOT_IN_REPOSITORY):
-        return f"it ran outside a Git repository ({error.removeprefix(NOT_IN_REPOSITORY).lstrip(': ')})"
-    return f"pinning failed when it started: {error}"

@@ -27,6 +27,7 @@ from typing import Any
 
 from sacred.observers import MongoObserver, RunObserver
 
+from mlproj.util.mongo import next_run_id
 from mlproj.util.uri import mongo_db_name, redact_uri, uri_password
 
 logger = logging.getLogger("mlproj")
@@ -102,10 +103,9 @@ class BackgroundMongoObserver(RunObserver):
         import pymongo.errors
 
         try:
-            last = self.database()["runs"].find_one({"_id": {"$type": "int"}}, sort=[("_id", -1)], projection={"_id": 1})
+            return next_run_id(self.database())
         except pymongo.errors.PyMongoError:
             return 1
-        return last["_id"] + 1 if last else 1
 
     # ------------------------------------------------------------------ Sacred's events
     def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):  # noqa: ANN001, ANN201

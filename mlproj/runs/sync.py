@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import Run, load_runs, parse_time
+from mlproj.runs.reader import parse_time, read_runs
+from mlproj.runs.record import Run
+from mlproj.util.mongo import next_run_id
 
 MONGO_FORMAT = "MongoObserver-0.7.0"  # sacred.observers.MongoObserver.VERSION
 
@@ -44,7 +46,7 @@ def sync_runs(runs_dir: str, database: Any) -> SyncResult:
     Raises:
         MLProjError: when `runs_dir` holds no runs, or a run has no run_key to match it by.
     """
-    runs = load_runs(runs_dir)
+    runs = read_runs(runs_dir)
     if not runs:
         raise MLProjError(f"{runs_dir} holds no runs (no <id>/run.json folders): pass the runs dir your runs were recorded in.")
     result = SyncResult([], [], [])
@@ -53,7 +55,7 @@ def sync_runs(runs_dir: str, database: Any) -> SyncResult:
             raise MLProjError(f"run {run.path} has no run_key in info.json, so a later sync could not recognise it: it was not recorded by mlproj.")
         existing = database["runs"].find_one({"info.run_key": run.run_key})
         if existing is None:
-            _id = run.id if isinstance(run.id, int) and database["runs"].find_one({"_id": run.id}, {"_id": 1}) is None else _next_id(database)
+            _id = run.id if isinstance(run.id, int) and database["runs"].find_one({"_id": run.id}, {"_id": 1}) is None else next_run_id(database)
             _write_run(database, run, _id, runs_dir)
             result.added.append((run.id, _id))
         elif _is_same_state(existing, run):
@@ -63,11 +65,6 @@ def sync_runs(runs_dir: str, database: Any) -> SyncResult:
             _write_run(database, run, existing["_id"], runs_dir)
             result.updated.append((run.id, existing["_id"]))
     return result
-
-
-def _next_id(database: Any) -> int:
-    last = database["runs"].find_one({"_id": {"$type": "int"}}, sort=[("_id", -1)], projection={"_id": 1})
-    return last["_id"] + 1 if last else 1
 
 
 def _is_same_state(doc: dict[str, Any], run: Run) -> bool:
@@ -94,8 +91,7 @@ def _write_run(database: Any, run: Run, _id: int, runs_dir: str) -> None:
     import gridfs
 
     fs = gridfs.GridFS(database)
-    record = _read_record(run)
-    experiment = dict(record.get("experiment", {}))
+    experiment = dict(run.experiment)
     experiment["sources"] = [_put_source(fs, experiment.get("base_dir", ""), name, os.path.join(runs_dir, stored)) for name, stored in experiment.get("sources", [])]
     info = dict(run.info)
     info["metrics"] = []
@@ -116,31 +112,24 @@ def _write_run(database: Any, run: Run, _id: int, runs_dir: str) -> None:
         "_id": _id,
         "experiment": experiment,
         "format": MONGO_FORMAT,
-        "command": record.get("command"),
-        "host": record.get("host", {}),
+        "command": run.command,
+        "host": run.host,
         "start_time": run.start,
         "config": run.config,
-        "meta": record.get("meta", {}),
+        "meta": run.meta,
         "status": run.status,
-        "resources": [list(r) for r in record.get("resources", [])],
+        "resources": [list(r) for r in run.resources],
         "artifacts": artifacts,
         "captured_out": run.captured_out,
         "info": info,
         "heartbeat": run.heartbeat,
         "result": run.result,
     }
-    if record.get("stop_time"):
-        doc["stop_time"] = parse_time(record["stop_time"])
-    if record.get("fail_trace") is not None:
-        doc["fail_trace"] = record["fail_trace"]
+    if run.stop_time is not None:
+        doc["stop_time"] = run.stop_time
+    if run.fail_trace is not None:
+        doc["fail_trace"] = run.fail_trace
     database["runs"].insert_one(doc)
-
-
-def _read_record(run: Run) -> dict[str, Any]:
-    import json
-
-    with open(os.path.join(run.path or "", "run.json")) as f:
-        return json.load(f)
 
 
 def _put_source(fs: Any, base_dir: str, name: str, stored: str) -> list[Any]:

@@ -19,7 +19,6 @@ its new points, and a changed default in main.py reruns everything.
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import logging
@@ -33,6 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlproj.errors import MLProjError
+from mlproj.runs.reader import read_runs
+from mlproj.runs.record import Run
+from mlproj.util.values import parse_value, render_value
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 SWEEP_ENV = "MLPROJ_SWEEP"  # JSON {name, trial, of}; the experiment copies it into run.info["sweep"]
@@ -79,21 +81,6 @@ class Trial:
 # ---------------------------------------------------------------------------------------------- spec
 
 
-def literal(text: str) -> Any:
-    """A command-line value as Sacred reads it: a Python literal if it parses as one, else the string."""
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return text.strip()
-
-
-def render(value: Any) -> str:
-    """The command-line form of `value`: `literal(render(v)) == v`; plain words stay unquoted."""
-    if isinstance(value, str) and value and literal(value) == value and not re.search(r"[\s'\"\\]", value):
-        return value
-    return repr(value)
-
-
 def _split_top_level(text: str) -> list[str]:
     """Split on the commas that are outside brackets and quotes."""
     items, depth, quote, start = [], 0, "", 0
@@ -113,22 +100,23 @@ def _split_top_level(text: str) -> list[str]:
     return [item.strip() for item in items]
 
 
-def _parse_value(key: str, text: str) -> Any:
+def _parse_axis(key: str, text: str) -> Any:
+    """A spec value: a list (grid axis), a distribution, or one value as Sacred reads it."""
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
         if not text[1:-1].strip():
             raise MLProjError(f"{key}=[] is an empty list: give at least one value, e.g. {key}=[0.1,0.01]")
-        return [literal(item) for item in _split_top_level(text[1:-1])]
+        return [parse_value(item) for item in _split_top_level(text[1:-1])]
     call = _CALL.match(text)
     if call:
         return _parse_distribution(key, call.group(1), call.group(2))
-    return literal(text)
+    return parse_value(text)
 
 
 def _parse_distribution(key: str, kind: str, inner: str) -> Distribution:
     if kind not in DISTRIBUTIONS:
         raise MLProjError(f"{key}={kind}(...) names an unknown distribution: use one of {', '.join(DISTRIBUTIONS)}")
-    args = tuple(literal(item) for item in _split_top_level(inner)) if inner.strip() else ()
+    args = tuple(parse_value(item) for item in _split_top_level(inner)) if inner.strip() else ()
     if kind == "choice":
         if not args:
             raise MLProjError(f"{key}=choice() is empty: give at least one value, e.g. {key}=choice(64,128)")
@@ -164,7 +152,7 @@ def parse_spec(tokens: list[str]) -> SweepSpec:
             raise MLProjError(f"{token!r} has no key: write key=value, e.g. lr=[0.1,0.01]")
         if key in spec.fixed or key in spec.axes:
             raise MLProjError(f"{key} is given twice: give each key once")
-        value = _parse_value(key, text)
+        value = _parse_axis(key, text)
         if isinstance(value, (list, Distribution)):
             spec.axes[key] = value
         else:
@@ -271,38 +259,11 @@ def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None
             raise MLProjError(f"trial {trial.index} ({describe(trial.params)}): {err}") from None
 
 
-@dataclass
-class RecordedRun:
-    """What the sweep needs from one run folder."""
-
-    id: int
-    status: str
-    result: Any
-    config: dict[str, Any]
-    trial: int | None
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def recorded_runs(runs_dir: str, name: str) -> list[RecordedRun]:
+def recorded_runs(runs_dir: str, name: str) -> list[Run]:
     """The runs under `runs_dir` that sweep `name` started (info.json's `sweep.name`), by id."""
-    runs = []
-    entries = os.listdir(runs_dir) if os.path.isdir(runs_dir) else []
-    for entry in sorted((e for e in entries if e.isdigit()), key=int):
-        folder = os.path.join(runs_dir, entry)
-        sweep = (_read_json(os.path.join(folder, "info.json")) or {}).get("sweep") or {}
-        record = _read_json(os.path.join(folder, "run.json"))
-        if sweep.get("name") != name or record is None:
-            continue
-        config = _read_json(os.path.join(folder, "config.json")) or {}
-        runs.append(RecordedRun(int(entry), record.get("status", "?"), record.get("result"), config, sweep.get("trial")))
-    return runs
+    if not os.path.isdir(runs_dir):
+        return []  # a first sweep: nothing recorded yet
+    return [run for run in read_runs(runs_dir) if run.sweep.get("name") == name]
 
 
 def ignored_keys(spec: SweepSpec, trials: list[Trial]) -> set[str]:
@@ -313,7 +274,7 @@ def ignored_keys(spec: SweepSpec, trials: list[Trial]) -> set[str]:
     return {key for key in ("seed", "device", "tensorboard_dir") if key not in given}
 
 
-def mark_done(trials: list[Trial], runs: list[RecordedRun], ignore: set[str]) -> None:
+def mark_done(trials: list[Trial], runs: list[Run], ignore: set[str]) -> None:
     """Set `done_in` on each trial that has a COMPLETED run with the same effective config."""
 
     def comparable(config: dict[str, Any]) -> str:
@@ -328,4 +289,4 @@ def mark_done(trials: list[Trial], runs: list[RecordedRun], ignore: set[str]) ->
 
 
 def describe(params: dict[str, Any]) -> str:
-    return " ".join(f"{key}={render(value)}" for key, value in params.items()) or "(base config)"
+    return " ".join(f"{key}={render_value(value)}" for key, value in params.items()) or "(base config)"

@@ -1,0 +1,91 @@
+"""Reading runs back from MongoDB (the `runs` and `metrics` collections MongoObserver writes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from mlproj.errors import MLProjError
+from mlproj.runs.reader import parse_time, series_from
+from mlproj.runs.record import Run
+from mlproj.util.uri import redact_uri, uri_password
+
+# What a MongoDB URI looks like, for the message about a malformed one.
+MONGO_URI_FORMS = "mongodb://[USER:PASSWORD@]HOST[:PORT]/DB or mongodb+srv://[USER:PASSWORD@]HOST/DB"
+
+
+def mongo_database(uri: str, db_name: str | None = None) -> Any:
+    """The database `db_name` (default: the one named in `uri`, else `sacred`), checked reachable
+    and readable. A `serverSelectionTimeoutMS` in the URI replaces the default wait of 5 s.
+
+    Raises:
+        MLProjError: one line, the password hidden, when the URI is malformed, the server does not
+            answer, or the database refuses the user.
+    """
+    import pymongo
+    import pymongo.errors
+    from pymongo.uri_parser import parse_uri  # not mlproj.record: importing Sacred warns and takes time
+
+    shown = redact_uri(uri)
+    options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 5000}
+    try:
+        client = pymongo.MongoClient(uri, **options)
+        name = db_name or parse_uri(uri).get("database") or "sacred"
+    except (pymongo.errors.InvalidURI, ValueError) as err:  # the text itself, before any network
+        raise MLProjError(f"MongoDB URI {shown} is malformed ({_mongo_reason(err, uri)}): write it as {MONGO_URI_FORMS}.") from None
+    except pymongo.errors.PyMongoError as err:  # e.g. mongodb+srv:// whose DNS record is missing
+        raise MLProjError(f"cannot reach MongoDB at {shown} ({_mongo_reason(err, uri)}): check the URI and that the server runs.") from None
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError as err:
+        raise MLProjError(f"cannot reach MongoDB at {shown} ({_mongo_reason(err, uri)}): check the URI and that the server runs.") from None
+    try:
+        client[name].list_collection_names()  # ping needs no login; reading the database does
+    except pymongo.errors.PyMongoError as err:
+        raise MLProjError(f"MongoDB at {shown} refuses database {name} ({_mongo_reason(err, uri)}): check the user, password and authSource in the URI.") from None
+    return client[name]
+
+
+def _mongo_reason(err: Exception, uri: str) -> str:
+    """pymongo's first clause, without the URI's password (pymongo appends its whole topology)."""
+    from urllib.parse import unquote
+
+    text = str(err).split(", Timeout:")[0].split(" (configured timeouts")[0].replace(uri, redact_uri(uri))
+    password = uri_password(uri)
+    for secret in {password, password and unquote(password)} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text[:160]
+
+
+def run_from_document(doc: dict[str, Any], metrics: Iterable[dict[str, Any]] = ()) -> Run:
+    """A `Run` from a MongoObserver `runs` document and its `metrics` documents."""
+    series = {m["name"]: series_from(m) for m in metrics}
+    return Run(
+        id=doc["_id"],
+        name=doc.get("experiment", {}).get("name", ""),
+        status=doc.get("status", "UNKNOWN"),
+        start=parse_time(doc.get("start_time")),
+        stop_time=parse_time(doc.get("stop_time")),
+        config=doc.get("config") or {},
+        info=dict(doc.get("info") or {}),
+        artifacts=[a["name"] if isinstance(a, dict) else str(a) for a in doc.get("artifacts", [])],
+        result=doc.get("result"),
+        command=doc.get("command", ""),
+        meta=doc.get("meta") or {},
+        experiment=doc.get("experiment") or {},
+        host=doc.get("host") or {},
+        resources=doc.get("resources") or [],
+        fail_trace=doc.get("fail_trace"),
+        heartbeat=parse_time(doc.get("heartbeat")),
+        load_metrics=lambda: series,
+        load_captured_out=lambda: doc.get("captured_out") or "",
+    )
+
+
+def read_mongo_runs(database: Any) -> list[Run]:
+    """Every run in a MongoObserver database (`runs` and `metrics` collections), by id."""
+    metrics: dict[Any, list[dict[str, Any]]] = {}
+    for m in database["metrics"].find({}):
+        metrics.setdefault(m["run_id"], []).append(m)
+    docs = sorted(database["runs"].find({}), key=lambda d: (not isinstance(d["_id"], int), str(d["_id"]).zfill(12)))
+    return [run_from_document(doc, metrics.get(doc["_id"], [])) for doc in docs]
