@@ -1,13 +1,18 @@
-"""Shared fixtures: small datasets written in the real on-disk formats, and running main.py."""
+"""Shared fixtures and helpers: small datasets written in the real on-disk formats, run folders,
+running main.py, a copy of the project in a Git repository, and the guards that keep the checkout clean."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,6 +107,70 @@ def run_main(*args: str, runs: Path, cwd: Path = ROOT, env: dict | None = None, 
     )
 
 
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def main_experiment() -> Any:
+    """A fresh `ex` from main.py, as `./main.py` builds it (for running it in this process)."""
+    spec = importlib.util.spec_from_file_location("main_under_test", ROOT / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ex
+
+
+def write_run(runs: Path, run_id: int, config: dict, metrics: dict[str, list[float]], status: str = "COMPLETED",
+              info: dict | None = None, dirty: bool = False) -> Path:
+    """A run folder as RunFolderObserver writes it (run.json, config.json, info.json, metrics.json)."""
+    folder = runs / str(run_id)
+    folder.mkdir(parents=True)
+    record = {
+        "artifacts": ["last.pt"], "command": "train", "status": status,
+        "experiment": {"name": "mlproj", "mainfile": "main.py", "repositories": [{"commit": "abcdef1234567", "dirty": dirty, "url": "x"}]},
+        "start_time": f"2026-01-0{run_id}T10:00:00.000000", "stop_time": f"2026-01-0{run_id}T10:01:30.500000",
+        "heartbeat": f"2026-01-0{run_id}T10:01:30.000000", "meta": {"config_updates": {"lr": config.get("lr")}}, "result": None,
+    }
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "info.json").write_text(json.dumps(info or {"run_key": f"key-{run_id}"}))
+    series = {name: {"steps": list(range(len(v))), "timestamps": ["2026-01-01T10:00:00"] * len(v), "values": v} for name, v in metrics.items()}
+    (folder / "metrics.json").write_text(json.dumps(series))
+    return folder
+
+
+# --------------------------------------------------------------------------- the project in a Git repo
+EDIT = "# an uncommitted edit\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def copy_project(target: Path) -> Path:
+    """A copy of the project (main.py, mlproj/, .gitignore) in `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "main.py", target / "main.py")
+    shutil.copy2(ROOT / ".gitignore", target / ".gitignore")
+    shutil.copytree(ROOT / "mlproj", target / "mlproj", ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def make_project_repo(target: Path) -> Path:
+    """The project committed in a new repo on branch main, then an uncommitted edit to main.py,
+    an untracked file and an ignored one."""
+    repo = copy_project(target)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "the project")
+    with open(repo / "main.py", "a") as f:
+        f.write(EDIT)
+    (repo / "untracked.txt").write_text("not yet added\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "ignored.txt").write_text("ignored by .gitignore\n")
+    return repo
+
+
+# --------------------------------------------------------------------------- keeping the checkout clean
 def _run_refs() -> set[str]:
     result = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/mlproj/runs"], cwd=ROOT,
                             capture_output=True, text=True)

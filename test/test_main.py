@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cifar, make_mnist, run_main
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+from conftest import make_cifar, make_mnist, read_json, run_main
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,7 @@ from typing import Any
 
 import pymongo.errors
 import pytest
-from conftest import run_main
-from test_reliability_storage import main_experiment
+from conftest import main_experiment, run_main
 
 from mlproj.record.mongo import BackgroundMongoObserver
 from mlproj.util.uri import redact_uri

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_main
+from conftest import ROOT, run_main, write_run
 
 from mlproj.cli import main as cli_main
 
@@ -98,8 +98,6 @@ def test_show_prints_config_git_metrics_artifacts_and_rerun(runs: Path, capsys) 
 
 
 def test_show_run_whose_pin_failed_says_why_and_sacreds_head(tmp_path: Path, capsys) -> None:
-    from test_runs import write_run
-
     info = {"run_key": "k", "git": None, "git_error": "`git write-tree` failed: fatal: git-write-tree: error building trees"}
     folder = write_run(tmp_path / "runs", 1, {}, {}, dirty=True, info=info)
     code, out, _ = mlproj("show", str(folder), capsys=capsys)

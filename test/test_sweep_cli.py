@@ -6,7 +6,6 @@ training, a failure where the config says), so the scheduler and the skip rule a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, read_json
 
 from mlproj.cli import main as mlproj
 
@@ -47,10 +46,6 @@ def train(lr, batch_size, fail_lr, sleep_s):
 if __name__ == "__main__":
     ex.run_commandline()
 '''
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def runs_of(runs: Path) -> dict[int, dict]:
