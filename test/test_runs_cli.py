@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -204,3 +205,20 @@ def test_mlproj_help_lists_runs_commands() -> None:
     listed = re.findall(r"^    (\S+)", result.stdout.split("positional arguments:", 1)[1].split("options:", 1)[0], re.M)
     assert {"runs", "show", "compare", "sync", "check-mongo"} <= set(listed)
     assert "export" not in listed  # no such command
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["runs", "{runs}"], ["show", "{runs}/1"], ["compare", "1", "2", "--runs-dir", "{runs}"],
+    ["sync", "{runs}", "--mongo", "mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=100"], ["check-mongo"],
+    ["reproduce", "{runs}/1"], ["datasets"], ["sweep", "--help"],
+    ["sweep", "main.py", "with", "dataset=digits", "lr=[0.1,0.01]", "--dry-run"],
+], ids=lambda args: " ".join(a for a in args[:2] if "{" not in a))
+def test_mlproj_command_prints_no_pkg_resources_warning(args: list[str], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for run_id in (1, 2):
+        write_run(runs, run_id, {"lr": 0.1 * run_id}, {"train.loss": [1.0, 0.5]})
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "PYTHONWARNINGS")}
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", *(a.format(runs=runs) for a in args)], cwd=ROOT,
+                            env={**env, "MLPROJ_RUNS_DIR": str(runs)}, capture_output=True, text=True, timeout=120)
+    assert "pkg_resources" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr  # the command ran (or failed in one line), it did not crash
