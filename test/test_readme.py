@@ -60,3 +60,11 @@ def test_readme_config_table_lists_every_config_key() -> None:
     result = subprocess.run([sys.executable, "main.py", "print_config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     keys = set(re.findall(r"^  (\w+) = ", re.sub(r"\x1b\[[0-9;]*m", "", result.stdout), re.M))
     assert keys and keys == documented, f"undocumented: {keys - documented}, gone: {documented - keys}"
+
+
+def test_readme_development_tree_lists_every_package_and_module() -> None:
+    tree = README.split("## Development", 1)[1].split("\nmlproj/\n", 1)[1].split("\ntest/", 1)[0]
+    listed = set(re.findall(r"^  (\S+)", tree, re.M))
+    package = ROOT / "mlproj"
+    present = {p.name for p in package.glob("*.py")} | {p.name + "/" for p in package.iterdir() if (p / "__init__.py").exists()}
+    assert listed == present
