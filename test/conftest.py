@@ -187,17 +187,27 @@ def leave_no_run_refs():
         subprocess.run(["git", "update-ref", "-d", ref], cwd=ROOT, check=False)
 
 
-def _checkout_runs() -> set[str]:
+# Made by running the tools themselves, not by a test.
+_TOOL_DIRS = ("__pycache__", ".pytest_cache", ".ruff_cache", ".venv", ".egg-info")
+
+
+def _checkout_files() -> set[str]:
+    """Untracked and ignored entries of the checkout (as `git status` lists them), and every file under
+    its `runs/`, where a developer's own runs may already lie."""
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=normal"], cwd=ROOT,
+                            capture_output=True, text=True)
+    entries = {line[3:] for line in status.stdout.splitlines() if line[:2] in ("??", "!!")} if status.returncode == 0 else set()
     runs = ROOT / "runs"
-    return {str(p.relative_to(ROOT)) for p in runs.rglob("*")} if runs.is_dir() else set()
+    entries |= {str(p.relative_to(ROOT)) for p in runs.rglob("*")} if runs.is_dir() else set()
+    return {entry for entry in entries if not any(part in entry for part in _TOOL_DIRS)}
 
 
 @pytest.fixture(autouse=True, scope="session")
-def leave_no_runs_in_the_checkout():
-    """Fail the session when a test wrote into the checkout's `runs/` (checkpoints, TensorBoard
-    files, run folders): every test must record under its tmp_path."""
-    before = _checkout_runs()
+def leave_nothing_in_the_checkout():
+    """Fail the session when a test wrote into the checkout (run folders, checkpoints, TensorBoard
+    files, plots, models/): every test must write under its tmp_path."""
+    before = _checkout_files()
     yield
-    written = sorted(_checkout_runs() - before)
+    written = sorted(_checkout_files() - before)
     if written:
         pytest.fail(f"tests wrote into the checkout: {', '.join(written[:5])}", pytrace=False)
