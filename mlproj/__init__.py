@@ -6,10 +6,16 @@ Names are imported on first use, so `import mlproj` (and `./main.py print_config
 never loads torch, torchvision or the datasets until they are needed.
 """
 
+import warnings
 from importlib import import_module
 from typing import Any
 
-from mlproj.errors import MLProjError
+# sacred 0.8.7 imports pkg_resources, which setuptools<81 (pinned for it) marks deprecated on import.
+# Installed here, before any mlproj module can import sacred, so no `mlproj` command and no script
+# that imports mlproj first prints it.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from mlproj.errors import MLProjError  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,13 +1,18 @@
-"""Shared fixtures: small datasets written in the real on-disk formats, and running main.py."""
+"""Shared fixtures and helpers: small datasets written in the real on-disk formats, run folders,
+running main.py, a copy of the project in a Git repository, and the guards that keep the checkout clean."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,6 +107,70 @@ def run_main(*args: str, runs: Path, cwd: Path = ROOT, env: dict | None = None, 
     )
 
 
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def main_experiment() -> Any:
+    """A fresh `ex` from main.py, as `./main.py` builds it (for running it in this process)."""
+    spec = importlib.util.spec_from_file_location("main_under_test", ROOT / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ex
+
+
+def write_run(runs: Path, run_id: int, config: dict, metrics: dict[str, list[float]], status: str = "COMPLETED",
+              info: dict | None = None, dirty: bool = False) -> Path:
+    """A run folder as RunFolderObserver writes it (run.json, config.json, info.json, metrics.json)."""
+    folder = runs / str(run_id)
+    folder.mkdir(parents=True)
+    record = {
+        "artifacts": ["last.pt"], "command": "train", "status": status,
+        "experiment": {"name": "mlproj", "mainfile": "main.py", "repositories": [{"commit": "abcdef1234567", "dirty": dirty, "url": "x"}]},
+        "start_time": f"2026-01-0{run_id}T10:00:00.000000", "stop_time": f"2026-01-0{run_id}T10:01:30.500000",
+        "heartbeat": f"2026-01-0{run_id}T10:01:30.000000", "meta": {"config_updates": {"lr": config.get("lr")}}, "result": None,
+    }
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "info.json").write_text(json.dumps(info or {"run_key": f"key-{run_id}"}))
+    series = {name: {"steps": list(range(len(v))), "timestamps": ["2026-01-01T10:00:00"] * len(v), "values": v} for name, v in metrics.items()}
+    (folder / "metrics.json").write_text(json.dumps(series))
+    return folder
+
+
+# --------------------------------------------------------------------------- the project in a Git repo
+EDIT = "# an uncommitted edit\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def copy_project(target: Path) -> Path:
+    """A copy of the project (main.py, mlproj/, .gitignore) in `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "main.py", target / "main.py")
+    shutil.copy2(ROOT / ".gitignore", target / ".gitignore")
+    shutil.copytree(ROOT / "mlproj", target / "mlproj", ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def make_project_repo(target: Path) -> Path:
+    """The project committed in a new repo on branch main, then an uncommitted edit to main.py,
+    an untracked file and an ignored one."""
+    repo = copy_project(target)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "the project")
+    with open(repo / "main.py", "a") as f:
+        f.write(EDIT)
+    (repo / "untracked.txt").write_text("not yet added\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "ignored.txt").write_text("ignored by .gitignore\n")
+    return repo
+
+
+# --------------------------------------------------------------------------- keeping the checkout clean
 def _run_refs() -> set[str]:
     result = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/mlproj/runs"], cwd=ROOT,
                             capture_output=True, text=True)
@@ -118,17 +187,27 @@ def leave_no_run_refs():
         subprocess.run(["git", "update-ref", "-d", ref], cwd=ROOT, check=False)
 
 
-def _checkout_runs() -> set[str]:
+# Made by running the tools themselves, not by a test.
+_TOOL_DIRS = ("__pycache__", ".pytest_cache", ".ruff_cache", ".venv", ".egg-info")
+
+
+def _checkout_files() -> set[str]:
+    """Untracked and ignored entries of the checkout (as `git status` lists them), and every file under
+    its `runs/`, where a developer's own runs may already lie."""
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=normal"], cwd=ROOT,
+                            capture_output=True, text=True)
+    entries = {line[3:] for line in status.stdout.splitlines() if line[:2] in ("??", "!!")} if status.returncode == 0 else set()
     runs = ROOT / "runs"
-    return {str(p.relative_to(ROOT)) for p in runs.rglob("*")} if runs.is_dir() else set()
+    entries |= {str(p.relative_to(ROOT)) for p in runs.rglob("*")} if runs.is_dir() else set()
+    return {entry for entry in entries if not any(part in entry for part in _TOOL_DIRS)}
 
 
 @pytest.fixture(autouse=True, scope="session")
-def leave_no_runs_in_the_checkout():
-    """Fail the session when a test wrote into the checkout's `runs/` (checkpoints, TensorBoard
-    files, run folders): every test must record under its tmp_path."""
-    before = _checkout_runs()
+def leave_nothing_in_the_checkout():
+    """Fail the session when a test wrote into the checkout (run folders, checkpoints, TensorBoard
+    files, plots, models/): every test must write under its tmp_path."""
+    before = _checkout_files()
     yield
-    written = sorted(_checkout_runs() - before)
+    written = sorted(_checkout_files() - before)
     if written:
         pytest.fail(f"tests wrote into the checkout: {', '.join(written[:5])}", pytrace=False)

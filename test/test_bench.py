@@ -23,9 +23,9 @@ def test_bench_tiny_run_prints_every_figure_ends_with_the_ratio_and_leaves_no_re
     assert not _run_refs() - refs  # its tracked runs lie in a deleted temporary folder: no pin may outlive them
 
 
-def test_print_config_imports_no_torch_torchvision_tensorboard_or_dataset_code() -> None:
+def test_print_config_imports_no_torch_torchvision_tensorboard_sklearn_or_dataset_code() -> None:
     code = ("import runpy, sys; sys.argv = ['main.py', 'print_config']; runpy.run_path('main.py', run_name='__main__'); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'tensorboard') or m.startswith('mlproj.data')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'tensorboard', 'sklearn') or m.startswith('mlproj.data')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

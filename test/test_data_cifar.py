@@ -9,6 +9,9 @@ import torch
 from conftest import make_cifar
 
 from mlproj.data import create_dataset_factory, prepare_dataset
+from mlproj.data.cifar import LAYOUTS, NORMALIZATION, read_cifar_batches
+from mlproj.data.memory import BatchTransform
+from mlproj.data.splits import split_indices
 from mlproj.errors import MLProjError
 
 
@@ -30,11 +33,18 @@ def test_cifar_factory_batches_load_without_checksums(tmp_path: Path, dataset: s
     assert factory.num_classes == n_classes
 
 
-def test_cifar_validation_split_is_not_augmented(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["memory", "torchvision"])
+def test_cifar_validation_split_is_not_augmented(tmp_path: Path, backend: str) -> None:
     make_cifar(tmp_path, "cifar10", n_per_batch=10)
-    factory = create_dataset_factory(config(tmp_path, "cifar10"))
-    first, second = factory.validation_set()[0][0], factory.validation_set()[0][0]
-    assert torch.equal(first, second)  # random crops and flips would differ between reads
+    factory = create_dataset_factory(config(tmp_path, "cifar10", data_backend=backend, batch_size=10))
+    # The carved images, normalized and nothing else: a random crop or flip would change some of them.
+    images, _ = read_cifar_batches(str(tmp_path / "cifar-10-batches-py"), LAYOUTS["CIFAR10"].train)
+    _, carved = split_indices(len(images), 0.2)
+    mean, std = NORMALIZATION["CIFAR10"]
+    expected = BatchTransform(mean, std)(images[carved])
+    for epoch in (0, 1):
+        factory.set_epoch(epoch)
+        assert torch.equal(torch.cat([x for x, _ in factory.validation_loader()]), expected)
 
 
 def test_cifar_prepare_own_files_fail_md5_with_fix(tmp_path: Path) -> None:
@@ -52,8 +62,6 @@ def test_cifar_prepare_missing_batches_named(tmp_path: Path) -> None:
 
 def test_cifar_layouts_name_the_files_torchvision_reads() -> None:
     import torchvision.datasets
-
-    from mlproj.data.cifar import LAYOUTS
 
     for name, layout in LAYOUTS.items():
         cls = getattr(torchvision.datasets, name)

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,40 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT, run_main
+from conftest import EDIT, copy_project, git, make_project_repo, run_main
 
 from mlproj.record.experiment import record_provenance
 from mlproj.record.gitpin import GitError, pin_or_warn, pin_working_tree
-
-EDIT = "# an uncommitted edit\n"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def copy_project(target: Path) -> Path:
-    """A copy of the project (main.py, mlproj/, .gitignore) in `target`."""
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ROOT / "main.py", target / "main.py")
-    shutil.copy2(ROOT / ".gitignore", target / ".gitignore")
-    shutil.copytree(ROOT / "mlproj", target / "mlproj", ignore=shutil.ignore_patterns("__pycache__"))
-    return target
-
-
-def make_project_repo(target: Path) -> Path:
-    """The project committed in a new repo on branch main, then an uncommitted edit to main.py,
-    an untracked file and an ignored one."""
-    repo = copy_project(target)
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "the project")
-    with open(repo / "main.py", "a") as f:
-        f.write(EDIT)
-    (repo / "untracked.txt").write_text("not yet added\n")
-    (repo / "build").mkdir()
-    (repo / "build" / "ignored.txt").write_text("ignored by .gitignore\n")
-    return repo
 
 
 def run_in_repo(repo: Path, *args: str) -> subprocess.CompletedProcess:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cifar, make_mnist, run_main
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+from conftest import make_cifar, make_mnist, read_json, run_main
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +65,25 @@ def test_main_best_checkpoint_loads_weights_only(digits_run: tuple[Path, Path]) 
 def test_main_test_command_reproduces_recorded_metric(digits_run: tuple[Path, Path], tmp_path: Path) -> None:
     runs, run = digits_run
     best = torch.load(run / "best.pt", weights_only=True)
-    # Evaluate best.pt on the validation split it was chosen on: the recorded value must come back.
-    recorded = read_json(run / "metrics.json")["validation.accuracy"]
-    step = best["state"]["best_step"]
-    expected = recorded["values"][recorded["steps"].index(step)]
     result = run_main("test", "with", f"checkpoint={run / 'best.pt'}", "val_fraction=0.1", runs=runs)
     assert result.returncode == 0, result.stderr
     test_run = max((p for p in runs.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    metrics = read_json(test_run / "metrics.json")
-    assert "test.accuracy" in metrics and "test.loss" in metrics
-    assert read_json(test_run / "run.json")["status"] == "COMPLETED"
+    record, logged = read_json(test_run / "run.json"), read_json(test_run / "metrics.json")
+    assert record["status"] == "COMPLETED"
 
+    # best.pt evaluated again here: on the test set it gives what the test command logged and returned,
+    # on the validation split the value recorded when training chose it.
     from mlproj.train.loop import MLProject
 
     project = MLProject({**best["config"], "tensorboard_dir": None, "model_dir": str(tmp_path)})
     project.load_checkpoint(str(run / "best.pt"))
-    assert project.evaluate("validation")["validation.accuracy"] == pytest.approx(expected, abs=1e-6)
+    expected = project.evaluate("test")
+    for name in ("test.accuracy", "test.loss"):
+        assert logged[name]["values"] == [pytest.approx(expected[name], abs=1e-6)], name
+        assert record["result"][name] == pytest.approx(expected[name], abs=1e-6), name
+    recorded = read_json(run / "metrics.json")["validation.accuracy"]
+    at_best = recorded["values"][recorded["steps"].index(best["state"]["best_step"])]
+    assert project.evaluate("validation")["validation.accuracy"] == pytest.approx(at_best, abs=1e-6)
 
 
 def test_main_n_global_iterations_wins_over_n_epochs(runs_dir: Path) -> None:
@@ -115,22 +113,6 @@ def test_main_trains_from_files_in_real_format(dataset: str, make, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert read_json(runs_dir / "1" / "run.json")["status"] == "COMPLETED"
     assert read_json(runs_dir / "1" / "metrics.json")["validation.accuracy"]["values"]
-
-
-def test_print_config_imports_no_torchvision_tensorboard_or_datasets(tmp_path: Path) -> None:
-    probe = (
-        "import runpy, sys; sys.argv = ['main.py', 'print_config'];\n"
-        "try:\n    runpy.run_path('main.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-        "bad = [m for m in ('torchvision', 'tensorboard', 'torch.utils.tensorboard', 'mlproj.data', 'sklearn') if m in sys.modules]\n"
-        "print('IMPORTED', bad)"
-    )
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert "IMPORTED []" in result.stdout, result.stdout + result.stderr
 
 
 RECIPE_WITHOUT_BATCH_SIZE = '''

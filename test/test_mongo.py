@@ -101,7 +101,7 @@ def test_mongo_observer_server_down_run_completes_one_warning(runs_dir, monkeypa
 
     run = tiny_experiment().run()
 
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 25  # not stalled by pymongo's 30 s server selection
     assert run.status == "COMPLETED"
     assert json.loads((runs_dir / "1" / "run.json").read_text())["status"] == "COMPLETED"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "MongoDB" in r.getMessage()]

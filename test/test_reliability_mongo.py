@@ -19,8 +19,7 @@ from typing import Any
 
 import pymongo.errors
 import pytest
-from conftest import run_main
-from test_reliability_storage import main_experiment
+from conftest import main_experiment, run_main
 
 from mlproj.record.mongo import BackgroundMongoObserver
 from mlproj.util.uri import redact_uri
@@ -132,7 +131,7 @@ def test_mongo_fails_mid_run_training_completes_one_warning(mongo_that_breaks: d
     document = mongo_that_breaks["db"]["runs"].find_one()
     assert document["status"] == "RUNNING"  # `mlproj sync` can complete it from the file record
     assert document["config"]["seed"] == json.loads((tmp_path / "runs" / "1" / "config.json").read_text())["seed"]
-    assert waited < 1.0
+    assert waited < 3.0  # a failed database is not waited for (waiting would take end_wait_s, 5 s)
 
 
 def test_mongo_hangs_mid_run_end_of_run_waits_at_most_end_wait_s(mongo_that_breaks: dict, tmp_path: Path,
@@ -145,4 +144,4 @@ def test_mongo_hangs_mid_run_end_of_run_waits_at_most_end_wait_s(mongo_that_brea
     assert_file_record_complete(tmp_path / "runs" / "1")
     warnings = mongo_warnings(caplog)
     assert len(warnings) == 1 and "did not answer within 1 s at the end of the run" in warnings[0]
-    assert 1.0 <= waited < 1.5
+    assert 1.0 <= waited < 4.0  # end_wait_s, not the default 5 s; slack for a busy machine

@@ -8,7 +8,6 @@ imported); the disk-full case injects ENOSPC into the checkpoint write.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -16,21 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import main_experiment
 
 from mlproj.errors import MLProjError
 from mlproj.train.checkpoint import load_checkpoint
 from mlproj.util.files import check_writable
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["with", "dataset=digits", "model=mlp", "tensorboard_dir=None"]
-
-
-def main_experiment() -> Any:
-    """A fresh `ex` from main.py, as `./main.py` builds it."""
-    spec = importlib.util.spec_from_file_location("main_under_test", ROOT / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ex
 
 
 def run_main_in_process(*args: str) -> int:

@@ -9,14 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_main
-from test_gitpin import EDIT, git, make_project_repo
+from conftest import EDIT, git, make_project_repo, read_json, run_main
 
 from mlproj.cli import main as mlproj_main
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def test_reproduce_reruns_snapshot_with_identical_metrics(tmp_path: Path) -> None:

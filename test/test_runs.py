@@ -6,31 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import write_run
 
 from mlproj.errors import MLProjError
 from mlproj.runs.query import differing_keys, filter_runs, find_run, group_runs, sort_runs
 from mlproj.runs.reader import read_run, read_runs
 from mlproj.runs.record import Series, summarize
 from mlproj.util.goals import metric_goal
-
-
-def write_run(runs: Path, run_id: int, config: dict, metrics: dict[str, list[float]], status: str = "COMPLETED",
-              info: dict | None = None, dirty: bool = False) -> Path:
-    """A run folder as RunFolderObserver writes it (run.json, config.json, info.json, metrics.json)."""
-    folder = runs / str(run_id)
-    folder.mkdir(parents=True)
-    record = {
-        "artifacts": ["last.pt"], "command": "train", "status": status,
-        "experiment": {"name": "mlproj", "mainfile": "main.py", "repositories": [{"commit": "abcdef1234567", "dirty": dirty, "url": "x"}]},
-        "start_time": f"2026-01-0{run_id}T10:00:00.000000", "stop_time": f"2026-01-0{run_id}T10:01:30.500000",
-        "heartbeat": f"2026-01-0{run_id}T10:01:30.000000", "meta": {"config_updates": {"lr": config.get("lr")}}, "result": None,
-    }
-    (folder / "run.json").write_text(json.dumps(record))
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "info.json").write_text(json.dumps(info or {"run_key": f"key-{run_id}"}))
-    series = {name: {"steps": list(range(len(v))), "timestamps": ["2026-01-01T10:00:00"] * len(v), "values": v} for name, v in metrics.items()}
-    (folder / "metrics.json").write_text(json.dumps(series))
-    return folder
 
 
 @pytest.fixture

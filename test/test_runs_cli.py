@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_main
+from conftest import ROOT, run_main, write_run
 
 from mlproj.cli import main as cli_main
 
@@ -98,8 +100,6 @@ def test_show_prints_config_git_metrics_artifacts_and_rerun(runs: Path, capsys) 
 
 
 def test_show_run_whose_pin_failed_says_why_and_sacreds_head(tmp_path: Path, capsys) -> None:
-    from test_runs import write_run
-
     info = {"run_key": "k", "git": None, "git_error": "`git write-tree` failed: fatal: git-write-tree: error building trees"}
     folder = write_run(tmp_path / "runs", 1, {}, {}, dirty=True, info=info)
     code, out, _ = mlproj("show", str(folder), capsys=capsys)
@@ -198,7 +198,27 @@ def test_hparams_summary_readable_by_tensorboard(runs: Path) -> None:
 
 
 def test_mlproj_help_lists_runs_commands() -> None:
-    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
-    for command in ("runs", "show", "compare", "sync", "check-mongo"):
-        assert command in result.stdout
-    assert "export" not in result.stdout  # no such command
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    # The command list, one command per line: the description above it names runs too.
+    listed = re.findall(r"^    (\S+)", result.stdout.split("positional arguments:", 1)[1].split("options:", 1)[0], re.M)
+    assert {"runs", "show", "compare", "sync", "check-mongo"} <= set(listed)
+    assert "export" not in listed  # no such command
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["runs", "{runs}"], ["show", "{runs}/1"], ["compare", "1", "2", "--runs-dir", "{runs}"],
+    ["sync", "{runs}", "--mongo", "mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=100"], ["check-mongo"],
+    ["reproduce", "{runs}/1"], ["datasets"], ["sweep", "--help"],
+    ["sweep", "main.py", "with", "dataset=digits", "lr=[0.1,0.01]", "--dry-run"],
+], ids=lambda args: " ".join(a for a in args[:2] if "{" not in a))
+def test_mlproj_command_prints_no_pkg_resources_warning(args: list[str], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for run_id in (1, 2):
+        write_run(runs, run_id, {"lr": 0.1 * run_id}, {"train.loss": [1.0, 0.5]})
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "PYTHONWARNINGS")}
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", *(a.format(runs=runs) for a in args)], cwd=ROOT,
+                            env={**env, "MLPROJ_RUNS_DIR": str(runs)}, capture_output=True, text=True, timeout=120)
+    assert "pkg_resources" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr  # the command ran (or failed in one line), it did not crash

@@ -6,7 +6,6 @@ training, a failure where the config says), so the scheduler and the skip rule a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,11 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, read_json
 
 from mlproj.cli import main as mlproj
 
 TOY = '''"""A tiny experiment for sweep tests: returns lr * batch_size, fails where told to."""
+import os
 import time
 
 from mlproj.record.experiment import create_experiment
@@ -39,7 +39,7 @@ def config():
 @ex.main
 def train(lr, batch_size, fail_lr, sleep_s):
     time.sleep(sleep_s)
-    if lr == fail_lr:
+    if lr == fail_lr or str(lr) == os.environ.get("TOY_FAIL_LR"):  # the variable: a failure outside the config
         raise RuntimeError(f"diverged at lr={lr}")
     return lr * batch_size
 
@@ -47,10 +47,6 @@ def train(lr, batch_size, fail_lr, sleep_s):
 if __name__ == "__main__":
     ex.run_commandline()
 '''
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def runs_of(runs: Path) -> dict[int, dict]:
@@ -136,10 +132,24 @@ def test_sweep_one_failing_point_of_four_one_failed_three_completed(toy: str, ru
     assert sorted(r["config"]["lr"] for r in recorded.values() if r["status"] == "COMPLETED") == [0.1, 0.2, 0.4]
 
 
-def test_sweep_rerun_after_failure_runs_only_the_failed_trial(toy: str, runs_dir: Path, capsys) -> None:
+def test_sweep_rerun_after_failure_runs_only_the_failed_trial(toy: str, runs_dir: Path, capsys,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOY_FAIL_LR", "0.3")  # trial 3 fails for a reason its config does not hold
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]"]) == 1
+    capsys.readouterr()
+    monkeypatch.delenv("TOY_FAIL_LR")
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]"]) == 0  # the same command, the cause fixed
+    out = capsys.readouterr().out
+    assert "3 trial(s), 2 done already, 1 to run" in out
+    assert "trial 3 started: lr=0.3" in out and "trial 1 started" not in out and "trial 2 started" not in out
+    statuses = sorted((r["config"]["lr"], r["status"]) for r in runs_of(runs_dir).values())
+    assert statuses == [(0.1, "COMPLETED"), (0.2, "COMPLETED"), (0.3, "COMPLETED"), (0.3, "FAILED")]
+
+
+def test_sweep_rerun_with_changed_config_runs_every_trial_again(toy: str, runs_dir: Path, capsys) -> None:
     assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]", "fail_lr=0.3"]) == 1
     capsys.readouterr()
-    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]", "fail_lr=0.5"]) == 0  # fixed: a new config
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]", "fail_lr=0.5"]) == 0
     out = capsys.readouterr().out
     assert "3 trial(s), 0 done already" in out  # fail_lr changed, so every effective config changed
 
@@ -257,7 +267,7 @@ def test_sweep_missing_script_one_line(runs_dir: Path, tmp_path: Path, capsys) -
 def test_sweep_killed_halfway_rerun_completes_only_missing_trials(toy: str, runs_dir: Path) -> None:
     args = [sys.executable, "-m", "mlproj.cli", "sweep", toy, "with", "lr=[0.1,0.2,0.3,0.4]", "sleep_s=1.5"]
     sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # generous: trials start slowly on a busy 2-core machine
     while not any(r["status"] == "COMPLETED" for r in runs_of(runs_dir).values()):
         assert time.monotonic() < deadline and sweep.poll() is None
         time.sleep(0.1)
