@@ -6,7 +6,9 @@
   MongoDB observer when `MONGODB_URI` is set (unless `-m` gave one); `-u` records nothing;
 - starts `with resume=RUN` from RUN's recorded config, and `test with checkpoint=FILE` from the
   config of the run that wrote FILE (keys given on the command line override it);
-- checks the config and the dataset files before the run starts, so a mistake writes nothing;
+- checks the config and the dataset files before the run starts, so a mistake writes nothing:
+  with the `check_config` and `prepare_data` of the main file's module-level `Project` class
+  (an `MLProject` subclass, the class `mlproj.load_run` builds), else of `MLProject`;
 - prints user mistakes as one line and exits 1, without a traceback.
 """
 
@@ -315,7 +317,10 @@ def mongo_option_uri(meta_info: dict[str, Any]) -> str:
 
 
 def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
-    """The Sacred experiment `main.py` defines its config, named configs and commands on."""
+    """The Sacred experiment `main.py` defines its config, named configs and commands on.
+
+    Its runs check their config with the main file's `Project` class (see `MLProjExperiment`).
+    """
     return MLProjExperiment(name, **kwargs)
 
 
