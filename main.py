@@ -8,8 +8,9 @@
     ./main.py test with checkpoint=runs/3/best.pt
     ./main.py print_config
 
-Copy this file to start your own experiment: change the config below, or subclass MLProject and
-override get_dataset_factory / get_model (see README.md, "Your own project").
+Copy this file to start your own experiment: change the config below, or subclass MLProject as
+`Project`, override get_dataset_factory / get_model, and train `Project.from_run(_run)`: runs then
+check their config with `Project.check_config` (see README.md, "Your own project").
 """
 
 import os

@@ -9,3 +9,8 @@ keeps its traceback.
 
 class MLProjError(Exception):
     """A mistake the user can fix; its message says what was wrong and what to do."""
+
+
+def invalid_config(key: str, value: object, expected: str) -> MLProjError:
+    """The error for config `key` holding `value` where `expected` (e.g. "an integer >= 1") was due."""
+    return MLProjError(f"config {key}={value!r} is invalid: expected {expected}. Run with {key}=<value> to fix it.")

@@ -22,9 +22,7 @@ from typing import Any
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import find_run_dir, read_run
 from mlproj.train.config import runs_dir
-
-# The module-level name in a main file that load_run builds (default: MLProject).
-PROJECT_CLASS_NAME = "Project"
+from mlproj.train.main_file import project_class
 
 
 def load_run(
@@ -104,14 +102,7 @@ def _project_class(experiment: dict[str, Any]) -> type:
     if main_path is None or not os.path.isfile(main_path):
         warnings.warn(f"main file {main_path} of the run is gone: building an MLProject.", stacklevel=3)
         return MLProject
-    module = _import_main_file(main_path)
-    project_class = getattr(module, PROJECT_CLASS_NAME, MLProject)
-    if not (isinstance(project_class, type) and issubclass(project_class, MLProject)):
-        raise MLProjError(
-            f"{main_path} defines {PROJECT_CLASS_NAME} = {project_class!r}, not an MLProject subclass: "
-            f"make {PROJECT_CLASS_NAME} the project class, or rename it."
-        )
-    return project_class
+    return project_class(vars(_import_main_file(main_path)), main_path)
 
 
 def _import_main_file(path: str) -> Any:

@@ -167,3 +167,27 @@ def test_mlproj_unknown_command_one_line_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "invalid choice: 'frobnicate'" in result.stderr
     assert "see `mlproj --help`" in result.stderr
+
+
+@pytest.mark.parametrize(("config", "pattern"), [
+    ({"model": "vgg"}, "model='vgg' is invalid: expected one of lenet, mlp, resnet18"),
+    ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is invalid: expected 'adam' or 'sgd'"),
+    ({"lr": 0}, "lr=0 is invalid: expected a number > 0"),
+    ({"weight_decay": -1}, "weight_decay=-1 is invalid: expected a number >= 0"),
+    ({"val_fraction": 1.0}, r"val_fraction=1.0 is invalid: expected a number in \[0, 1\)"),
+    ({"dataset": "imagenet"}, "dataset='imagenet' is unknown: use one of"),
+])
+def test_mlproject_builtin_factories_bad_value_raise_when_used(config: dict, pattern: str) -> None:
+    from mlproj.errors import MLProjError
+    from mlproj.train.loop import MLProject
+
+    with pytest.raises(MLProjError, match=pattern):  # no glue here: the built-in factories check their own keys
+        MLProject({"dataset": "digits", "model": "mlp", "tensorboard_dir": None, "device": "cpu", **config})
+
+
+def test_validate_config_keys_of_the_users_code_not_checked() -> None:
+    from mlproj.train.config import validate_config
+
+    # Values only the user's code reads are the user's: no error, whatever they are.
+    validate_config({"model": "tiny_cnn", "optimizer": "adamw", "lr": "cosine", "weight_decay": None,
+                     "val_fraction": "auto", "download": "if-missing", "width": 8})

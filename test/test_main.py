@@ -161,3 +161,91 @@ def test_create_experiment_recipe_without_batch_size_runs_with_the_default(tmp_p
     assert "Training mlp on blobs (cpu) for 1 epoch; checkpoints in" in result.stdout  # "1 epoch", not "1 epochs"
     assert read_json(runs / "1" / "run.json")["status"] == "COMPLETED"
     assert read_json(runs / "1" / "config.json")["batch_size"] == 64
+
+
+# A user's own project: its network and optimizer named by its own config values, an extra key
+# (`width`) only its code reads, its own data. The main file names the class `Project`.
+OWN_PROJECT = '''
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from mlproj import ClassificationModel, DatasetFactory, MLProject
+from mlproj.record.experiment import create_experiment
+
+ex = create_experiment("own_project")
+
+
+@ex.config
+def config():
+    model = "tiny_cnn"
+    optimizer = "adamw"
+    width = 4
+    lr = 0.01
+    n_epochs = 1
+
+
+class Project(MLProject):
+    @staticmethod
+    def get_dataset_factory(config):
+        x = torch.randn(96, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        y = (x.sum(dim=(1, 2, 3)) > 0).long()
+        return DatasetFactory(train_set=TensorDataset(x[:64], y[:64]), validation_set=TensorDataset(x[64:], y[64:]),
+                              batch_size=config["batch_size"])
+
+    @staticmethod  # OWN_MODEL
+    def get_model(config):  # OWN_MODEL
+        nets = {"tiny_cnn": lambda w: nn.Sequential(nn.Conv2d(1, w, 3, padding=1), nn.ReLU(), nn.Flatten(),  # OWN_MODEL
+                                                    nn.Linear(w * 16, 2))}  # OWN_MODEL
+        net = nets[config["model"]](config["width"])  # OWN_MODEL
+        optimizers = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}  # OWN_MODEL
+        optimizer = optimizers[config["optimizer"]](net.parameters(), lr=config["lr"])  # OWN_MODEL
+        return ClassificationModel(net, optimizer, nn.CrossEntropyLoss())  # OWN_MODEL
+
+
+@ex.main
+def train(_run):
+    return Project.from_run(_run).train()
+
+
+if __name__ == "__main__":
+    ex.run_commandline()
+'''
+
+
+def test_main_own_project_own_model_optimizer_and_keys_completes(tmp_path: Path) -> None:
+    script = tmp_path / "own.py"
+    script.write_text(OWN_PROJECT)
+    runs = tmp_path / "runs"
+    result = run_main("with", "model=tiny_cnn", "optimizer=adamw", "width=8", "git_pin=False", "device=cpu",
+                      runs=runs, cwd=tmp_path, main=script)
+    assert result.returncode == 0, result.stderr
+    assert read_json(runs / "1" / "run.json")["status"] == "COMPLETED"
+    config = read_json(runs / "1" / "config.json")
+    assert (config["model"], config["optimizer"], config["width"]) == ("tiny_cnn", "adamw", 8)
+    assert read_json(runs / "1" / "metrics.json")["validation.accuracy"]["values"]
+
+
+def test_main_own_project_with_builtin_get_model_unknown_model_one_line_nothing_written(tmp_path: Path) -> None:
+    script = tmp_path / "own.py"
+    # The same project without its own get_model: the built-in one refuses the unknown names up front.
+    script.write_text("\n".join(line for line in OWN_PROJECT.splitlines() if "# OWN_MODEL" not in line))
+    runs = tmp_path / "runs"
+    result = run_main("with", "model=tiny_cnn", "git_pin=False", "device=cpu", runs=runs, cwd=tmp_path, main=script)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: config model='tiny_cnn' is invalid: expected one of lenet, mlp, resnet18 (for a network of your own, "
+        "override get_model in your MLProject subclass). Run with model=<value> to fix it."
+    ]
+    assert not runs.exists()
+
+
+def test_main_own_project_sweep_trials_keep_own_values(tmp_path: Path, runs_dir: Path, capsys) -> None:
+    from mlproj.cli import main as mlproj
+
+    script = tmp_path / "own.py"
+    script.write_text(OWN_PROJECT)
+    # The sweep checks each trial's config up front as the trial's run will: with the Project's own get_model.
+    assert mlproj(["sweep", str(script), "with", "optimizer=[adamw,sgd]", "width=8", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "optimizer=adamw" in lines[0] and "optimizer=sgd" in lines[1], lines

@@ -12,6 +12,7 @@ from typing import Any
 from . import cifar, cluttered, digits, mnist  # noqa: F401  (registers the built-in datasets)
 from .registry import (
     DatasetSpec,
+    check_data_config,
     create_dataset_factory,
     dataset_names,
     dataset_spec,
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetFactory",
     "DatasetSpec",
     "EpochSampler",
+    "check_data_config",
     "create_dataset_factory",
     "dataset_names",
     "dataset_spec",

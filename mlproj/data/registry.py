@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlproj.errors import MLProjError
+from mlproj.errors import MLProjError, invalid_config
 
 if TYPE_CHECKING:  # the factory imports torch; registering a dataset must not (see datasets_cli)
     from .factory import DatasetFactory
@@ -67,13 +67,32 @@ def dataset_spec(name: str) -> DatasetSpec:
     return _DATASETS[name]
 
 
+def check_data_config(config: dict[str, Any]) -> None:
+    """`MLProjError` unless config `dataset` names a registered dataset and the keys the built-in
+    datasets read (`val_fraction`, `download`, `verify_checksums`) hold values they take."""
+    if "dataset" in config:
+        dataset_spec(config["dataset"])
+    fraction = config.get("val_fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise invalid_config("val_fraction", fraction, "a number in [0, 1), e.g. val_fraction=0.1")
+    for key in ("download", "verify_checksums"):
+        if key in config and not isinstance(config[key], bool):
+            raise invalid_config(key, config[key], "True or False")
+
+
 def prepare_dataset(config: dict[str, Any]) -> None:
     """Make sure the files of config `dataset` are present (see `DatasetSpec.prepare`)."""
+    check_data_config(config)
     spec = dataset_spec(config["dataset"])
     if spec.prepare is not None:
         spec.prepare(config)
 
 
 def create_dataset_factory(config: dict[str, Any]) -> DatasetFactory:
-    """Build the factory of config `dataset` from the config's data keys."""
+    """Build the factory of config `dataset` from the config's data keys.
+
+    Raises:
+        MLProjError: on a value `check_data_config` refuses.
+    """
+    check_data_config(config)
     return dataset_spec(config["dataset"]).build(config)

@@ -6,7 +6,9 @@
   MongoDB observer when `MONGODB_URI` is set (unless `-m` gave one); `-u` records nothing;
 - starts `with resume=RUN` from RUN's recorded config, and `test with checkpoint=FILE` from the
   config of the run that wrote FILE (keys given on the command line override it);
-- checks the config and the dataset files before the run starts, so a mistake writes nothing;
+- checks the config and the dataset files before the run starts, so a mistake writes nothing:
+  with the `check_config` and `prepare_data` of the main file's module-level `Project` class
+  (an `MLProject` subclass, the class `mlproj.load_run` builds), else of `MLProject`;
 - prints user mistakes as one line and exits 1, without a traceback.
 """
 
@@ -34,14 +36,11 @@ from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObse
 from sacred.utils import SacredError  # noqa: E402
 
 from mlproj.errors import MLProjError  # noqa: E402
+from mlproj.record.checks import TEST_NEEDS_CHECKPOINT, check_mongo_option, check_run  # noqa: E402
 from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
 from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
 from mlproj.train import distributed  # noqa: E402
-from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root, validate_config  # noqa: E402
-from mlproj.util.files import check_writable  # noqa: E402
-from mlproj.util.uri import redact_uri  # noqa: E402
-
-TEST_NEEDS_CHECKPOINT = "the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt"
+from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
@@ -50,7 +49,12 @@ REPRODUCES_ENV = "MLPROJ_REPRODUCES"
 
 
 class MLProjExperiment(Experiment):
-    """A Sacred `Experiment` with mlproj's observers, checks and error handling (module docstring)."""
+    """A Sacred `Experiment` with mlproj's observers, checks and error handling (module docstring).
+
+    The main file names the `MLProject` subclass it trains with a module-level `Project` (the class
+    `mlproj.load_run` builds too); without one it trains `MLProject`. That class's `check_config`
+    checks each run's config before anything is written.
+    """
 
     def __init__(self, name: str, save_git_info: bool = True, **kwargs: Any):
         # Sacred finds the main file and the sources to record in the globals of whoever called
@@ -59,14 +63,35 @@ class MLProjExperiment(Experiment):
         super().__init__(name, save_git_info=False, **kwargs)
         self.doc = caller.get("__doc__") or ""  # `--help` describes the experiment's file, not this module
         self.command(print_config, unobserved=True)  # replaces Sacred's: colours only on a terminal
-        main_file = caller.get("__file__")
-        self.base_dir = os.path.abspath(kwargs.get("base_dir") or os.path.dirname(main_file or "."))
+        self.base_dir = os.path.abspath(kwargs.get("base_dir") or os.path.dirname(caller.get("__file__") or "."))
+        self._main_globals = caller  # read when a run starts: `Project` is defined below `ex` in the file
+        self._gather_sources(caller, save_git_info)
+        self.captured_out_filter = collapse_redraws  # `\r` redraws: keep each line as the terminal shows it
+        self.add_config(machinery_defaults())
+        self._on_command_line = False
+        # `-F DIR` of the run being created: Sacred adds its observer only after the config hooks ran.
+        self._file_storage: str | None = None
+        self._read_checkpoint: tuple[str, dict[str, Any]] | None = None  # what the config hook read
+
+        # Sacred checks a hook's argument names: plain functions with exactly those.
+        def recorded_config(config: dict[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
+            return self._recorded_config(config, command_name)
+
+        def command_line_options(options: dict[str, Any]) -> None:
+            check_mongo_option(options.get("--mongo_db"))
+            self._file_storage = options.get("--file_storage") or None  # for the config hook
+
+        self.config_hook(recorded_config)
+        self.option_hook(command_line_options)
+
+    def _gather_sources(self, caller: dict[str, Any], save_git_info: bool) -> None:
+        """Record the main file, its sources and dependencies, as Sacred does for its caller."""
         try:
             self.mainfile, self.sources, self.dependencies = gather_sources_and_dependencies(
                 caller, save_git_info, self.base_dir
             )
         except ValueError as err:  # a Git repo without commits: Sacred cannot read its HEAD
-            warnings.warn(f"Git info not recorded ({err}); commit once to record it.", stacklevel=2)
+            warnings.warn(f"Git info not recorded ({err}); commit once to record it.", stacklevel=3)
             save_git_info = False
             self.mainfile, self.sources, self.dependencies = gather_sources_and_dependencies(
                 caller, save_git_info, self.base_dir
@@ -80,17 +105,17 @@ class MLProjExperiment(Experiment):
                 for filename in sorted(files):
                     if filename.endswith(".py"):
                         self.add_source_file(os.path.join(folder, filename))
-        self.captured_out_filter = collapse_redraws  # `\r` redraws: keep each line as the terminal shows it
-        self.add_config(machinery_defaults())
-        self._on_command_line = False
-        # `-F DIR` of the run being created: Sacred adds its observer only after the config hooks ran.
-        self._file_storage: str | None = None
-        self._read_checkpoint: tuple[str, dict[str, Any]] | None = None  # what the config hook read
 
-        def recorded_config(config: dict[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
-            return self._recorded_config(config, command_name)
+    @property
+    def project_class(self) -> type:
+        """The `MLProject` subclass the main file names with a module-level `Project`, else `MLProject`."""
+        from mlproj.train.main_file import project_class  # lazy: imports torch, which print_config must not
 
-        self.config_hook(recorded_config)  # Sacred checks a hook's argument names: a plain function
+        return project_class(self._main_globals, self._main_globals.get("__file__"))
+
+    def check_config(self, config: dict[str, Any]) -> None:
+        """Raise `MLProjError` for a config value the experiment's project class refuses (`MLProject.check_config`)."""
+        self.project_class.check_config(config)
 
     def _recorded_config(self, config: dict[str, Any], command_name: str) -> dict[str, Any]:
         """Config hook: start from the config recorded in the checkpoint a run continues from.
@@ -100,7 +125,7 @@ class MLProjExperiment(Experiment):
         holds it when it lies outside a run folder) as their base. Sacred applies the keys given on
         the command line and in named configs on top of what a config hook returns
         (`Scaffold.run_config_hooks`), so those still win without this hook knowing which they
-        are; `_create_run` then compares the result with the recorded config and refuses keys that
+        are; `check_run` then compares the result with the recorded config and refuses keys that
         would change the run being resumed. So `config.json` records what actually runs.
         """
         self._read_checkpoint = None
@@ -125,50 +150,39 @@ class MLProjExperiment(Experiment):
             return self._file_storage
         return next((o.basedir for o in self.observers if isinstance(o, FileStorageObserver)), runs_dir())
 
+    # Private, because Sacred has no public hook that sees a run's final config before its observers
+    # start: config hooks run before the command-line keys are laid over their result, option
+    # hooks before there is a config, and pre-run hooks after the observers' started events wrote
+    # the run folder. The checks, and swapping `-F`/`-m`'s observers for ours, must come before that.
     def _create_run(self, command_name: str | None = None, *args: Any, **kwargs: Any) -> Any:
-        options = kwargs.get("options", args[4] if len(args) > 4 else None) or {}
-        check_mongo_option(options.get("--mongo_db"))
-        self._file_storage = options.get("--file_storage") or None  # for the config hook
         try:
             run = super()._create_run(command_name, *args, **kwargs)
             read = self._read_checkpoint
         finally:
             self._read_checkpoint = None
+        self._prepare_run(run, command_name or self.default_command, read)
+        return run
+
+    def _prepare_run(self, run: Any, command: str, read: tuple[str, dict[str, Any]] | None) -> None:
+        """Check a created run (`check_run`), then give it its key, provenance and observers."""
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
         # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
         run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
         run.resume_command = "`./main.py with resume={}`"  # how the loop's "continue with" hints read here
-        command = command_name or self.default_command
         if command in READ_ONLY_COMMANDS:
-            return run
-        if read is not None and command == self.default_command:
-            from mlproj.train.checkpoint import check_resumable
-
-            check_resumable(read[1], run.config, run.config["resume"])
-        elif read is not None:
+            return
+        training = command == self.default_command
+        if read is not None and not training:
             run.mlproj_checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
-        validate_config(run.config)
-        from mlproj.train.model import check_builtin_choices  # lazy: imports torch, which print_config must not
-
-        check_builtin_choices(run.config)
-        if "dataset" in run.config and command == self.default_command:
-            from mlproj.data import prepare_dataset
-
-            prepare_dataset(run.config)
-        # A missing or bad checkpoint failed in the config hook, before a run is recorded.
-        if command == "test" and not run.config.get("checkpoint"):
-            raise MLProjError(TEST_NEEDS_CHECKPOINT)
-        runs_root = next((o.basedir for o in run.observers if isinstance(o, FileStorageObserver)), runs_dir())
-        check_storage(run, runs_root)
+        runs_root = check_run(run, self.project_class, command, training=training, read=read)
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
         if not run.unobserved:
             record_provenance(run, self.base_dir, runs_root)
             attach_observers(run)
-        return run
 
     def _check_command(self, cmd_name: str) -> str | None:
         err = super()._check_command(cmd_name)
@@ -272,16 +286,6 @@ def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
         run.info["reproduces"] = json.loads(os.environ[REPRODUCES_ENV])
 
 
-def check_storage(run: Any, runs_root: str) -> None:
-    """`MLProjError` before anything is written when the run could not write its record,
-    checkpoints or TensorBoard files."""
-    if not run.unobserved:
-        check_writable(runs_root, "runs dir", "Set MLPROJ_RUNS_DIR (or -F) to a folder you can write")
-    for key in ("model_dir", "tensorboard_dir"):
-        if run.config.get(key) and run.config[key] != "auto":  # `auto` lies in the runs dir, checked above
-            check_writable(str(run.config[key]), f"config {key}", f"Pass {key}=<a folder you can write>")
-
-
 def attach_observers(run: Any) -> None:
     """Give `run` one file observer and, with `MONGODB_URI`, one MongoDB observer (never two of a kind)."""
     file_observers = [o for o in run.observers if isinstance(o, FileStorageObserver)]
@@ -305,17 +309,6 @@ def attach_observers(run: Any) -> None:
                 observer.first_free_id = first_free_id
 
 
-def check_mongo_option(value: str | None) -> None:
-    """`MLProjError` for a `-m` value Sacred cannot parse (it would fail with a traceback)."""
-    from sacred.observers.mongo import get_pattern
-
-    if value and not re.match(get_pattern(), value):
-        raise MLProjError(
-            f"-m {redact_uri(value)!r} is not [HOST:PORT:]DB_NAME (e.g. -m localhost:27017:sacred); for a full URI with "
-            "credentials set MONGODB_URI instead."
-        )
-
-
 def mongo_option_uri(meta_info: dict[str, Any]) -> str:
     """The MongoDB URI that Sacred's `-m [HOST:PORT:]DB` option names (Sacred's defaults: localhost, `sacred`)."""
     from sacred.observers.mongo import parse_mongo_db_arg
@@ -325,7 +318,10 @@ def mongo_option_uri(meta_info: dict[str, Any]) -> str:
 
 
 def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
-    """The Sacred experiment `main.py` defines its config, named configs and commands on."""
+    """The Sacred experiment `main.py` defines its config, named configs and commands on.
+
+    Its runs check their config with the main file's `Project` class (see `MLProjExperiment`).
+    """
     return MLProjExperiment(name, **kwargs)
 
 

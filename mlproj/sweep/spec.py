@@ -219,7 +219,8 @@ def effective_configs(spec: SweepSpec, trials: list[Trial]) -> None:
     """Fill in each trial's effective config, as Sacred builds it for the trial's command line.
 
     Raises:
-        MLProjError: an unknown key or named config, or a value `validate_config` rejects.
+        MLProjError: an unknown key or named config, or a value the experiment's project class
+            refuses (`MLProject.check_config`, the check each trial's run does before it starts).
     """
     experiment = load_experiment(spec.script)
     logging.disable(logging.WARNING)  # Sacred's notes on changed types: the trials themselves log them
@@ -236,7 +237,9 @@ def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None
 
     from mlproj.record.experiment import one_line_sacred_error
     from mlproj.train.config import validate_config
-    from mlproj.train.model import check_builtin_choices
+
+    # An mlproj experiment checks as its runs will (its project class); a plain Sacred one, the machinery keys.
+    check_config = getattr(experiment, "check_config", validate_config)
 
     for trial in trials:
         updates: dict[str, Any] = {}
@@ -253,8 +256,7 @@ def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None
             raise MLProjError(one_line_sacred_error(err)) from None
         trial.config = json.loads(json.dumps(flatten(run.config)))
         try:
-            validate_config(trial.config)
-            check_builtin_choices(trial.config)
+            check_config(trial.config)
         except MLProjError as err:
             raise MLProjError(f"trial {trial.index} ({describe(trial.params)}): {err}") from None
 

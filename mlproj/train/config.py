@@ -1,7 +1,9 @@
 """The configuration: the machinery defaults and the checks run before anything is loaded or written.
 
 `main.py` holds the experiment's own keys (dataset, model, lr, ...) in its Sacred config scope; the
-keys here are the training machinery every project shares. `MLProject` fills them in under any
+keys here are the training machinery every project shares, and the only ones `validate_config`
+checks. The experiment's own keys belong to whatever reads them: the built-in model and dataset
+factories check theirs when they are used (and `MLProject.check_config` before a run starts). `MLProject` fills them in under any
 config dict, so a config written for the original template (batch_size, n_global_iterations,
 device, model_dir) still runs.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mlproj.errors import MLProjError
+from mlproj.errors import MLProjError, invalid_config
 
 # key: (default, meaning). The README's config table mirrors this.
 MACHINERY: dict[str, tuple[Any, str]] = {
@@ -65,10 +67,6 @@ def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     return {**machinery_defaults(), **config}
 
 
-def _fail(key: str, value: Any, expected: str) -> MLProjError:
-    return MLProjError(f"config {key}={value!r} is invalid: expected {expected}. Run with {key}=<value> to fix it.")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -83,13 +81,15 @@ def _check_positive_int(config: dict, key: str, *, allow_none: bool = False, all
         return
     if not _is_int(value) or value < 1:
         expected = "an integer >= 1" + (" or 'epoch'" if allow_epoch else "") + (" or None" if allow_none else "")
-        raise _fail(key, value, expected)
+        raise invalid_config(key, value, expected)
 
 
 def validate_config(config: dict[str, Any]) -> None:
-    """Check every known key's type and range; raise `MLProjError` naming the first bad one.
+    """Check the type and range of every machinery key in `config`; raise `MLProjError` naming the first bad one.
 
-    Runs before data are loaded or a run folder is made, so a typo costs nothing.
+    Runs before data are loaded or a run folder is made, so a typo costs nothing. Keys mlproj does
+    not own (the model's, the optimizer's, the data's, any the user adds) are left to the code
+    that reads them.
     """
     for key in ("n_epochs", "batch_size"):
         _check_positive_int(config, key)
@@ -98,38 +98,34 @@ def validate_config(config: dict[str, Any]) -> None:
     _check_positive_int(config, "log_iteration_all", allow_epoch=True)
     _check_positive_int(config, "save_iterations", allow_epoch=True)
     if "num_workers" in config and (not _is_int(config["num_workers"]) or config["num_workers"] < 0):
-        raise _fail("num_workers", config["num_workers"], "an integer >= 0")
-    if "lr" in config:
-        lr = config["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise _fail("lr", lr, "a number > 0, e.g. lr=0.001")
-    if "weight_decay" in config:
-        wd = config["weight_decay"]
-        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or wd < 0:
-            raise _fail("weight_decay", wd, "a number >= 0")
-    if "val_fraction" in config:
-        vf = config["val_fraction"]
-        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
-            raise _fail("val_fraction", vf, "a number in [0, 1), e.g. val_fraction=0.1")
-    if "optimizer" in config and config["optimizer"] not in ("adam", "sgd"):
-        raise _fail("optimizer", config["optimizer"], "'adam' or 'sgd'")
+        raise invalid_config("num_workers", config["num_workers"], "an integer >= 0")
     for key, allowed in (("data_backend", ("memory", "torchvision")), ("amp", ("off", "bf16", "fp16"))):
         if key in config and config[key] not in allowed:
-            raise _fail(key, config[key], " or ".join(repr(a) for a in allowed))
-    for key in ("download", "verify_checksums", "deterministic", "git_pin", "compile", "channels_last"):
+            raise invalid_config(key, config[key], " or ".join(repr(a) for a in allowed))
+    for key in ("deterministic", "git_pin", "compile", "channels_last"):
         if key in config and not isinstance(config[key], bool):
-            raise _fail(key, config[key], "True or False")
-    for key in ("data_dir",):
-        if key in config and not isinstance(config[key], str):
-            raise _fail(key, config[key], "a folder path")
+            raise invalid_config(key, config[key], "True or False")
+    if "data_dir" in config and not isinstance(config["data_dir"], str):
+        raise invalid_config("data_dir", config["data_dir"], "a folder path")
     if "device" in config:
         check_device(config["device"])
+
+
+def check_number(config: dict[str, Any], key: str, *, low: float, low_inclusive: bool, high: float | None = None,
+                 expected: str) -> None:
+    """`MLProjError` unless config `key` (when present) is a number in the range from `low` to `high` (exclusive)."""
+    if key not in config:
+        return
+    value = config[key]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not (value >= low if low_inclusive else value > low) or (high is not None and not value < high):
+        raise invalid_config(key, value, expected)
 
 
 def check_device(device: Any) -> None:
     """Raise `MLProjError` unless `device` names a device this machine has."""
     if not isinstance(device, str):
-        raise _fail("device", device, "'auto', 'cpu' or 'cuda:N'")
+        raise invalid_config("device", device, "'auto', 'cpu' or 'cuda:N'")
     if device in ("auto", "cpu"):
         return
     if device == "cuda" or device.startswith("cuda:"):
@@ -137,7 +133,7 @@ def check_device(device: Any) -> None:
 
         index = device.partition(":")[2]
         if index and not index.isdigit():
-            raise _fail("device", device, "'cuda' or 'cuda:N' with N a GPU index")
+            raise invalid_config("device", device, "'cuda' or 'cuda:N' with N a GPU index")
         if not torch.cuda.is_available():
             raise MLProjError(
                 f"config device={device!r} asks for CUDA, but this machine has no usable GPU: "
@@ -149,4 +145,4 @@ def check_device(device: Any) -> None:
                 f"{torch.cuda.device_count()}: use device=cuda:0 .. cuda:{torch.cuda.device_count() - 1}."
             )
         return
-    raise _fail("device", device, "'auto', 'cpu' or 'cuda:N'")
+    raise invalid_config("device", device, "'auto', 'cpu' or 'cuda:N'")

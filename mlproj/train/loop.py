@@ -34,7 +34,7 @@ from mlproj.train.checkpoint import (
 )
 from mlproj.train.config import validate_config, with_defaults
 from mlproj.train.metrics import MeanMetrics
-from mlproj.train.model import Model
+from mlproj.train.model import Model, check_model_config
 from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, capture_rng, restore_rng, seed_everything, seeded
 from mlproj.train.tracker import Tracker
@@ -114,6 +114,37 @@ class MLProject:
         from mlproj.train.model import create_model
 
         return create_model(config)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Raise `MLProjError` for a config value this project would refuse, before anything is loaded or written.
+
+        Checks the machinery keys (`validate_config`), and the keys a built-in factory reads when
+        this class uses it: `model`, `dataset` and the optimizer's for the built-in `get_model`,
+        `dataset`, `val_fraction`, ... for the built-in `get_dataset_factory`. A subclass that
+        overrides one of them owns its keys; to check them up front too, override this and call
+        `super().check_config(config)`.
+        """
+        validate_config(config)
+        if cls.get_model is MLProject.get_model:
+            check_model_config(config)
+        if cls.get_dataset_factory is MLProject.get_dataset_factory:
+            from mlproj.data import check_data_config
+
+            check_data_config(config)
+
+    @classmethod
+    def prepare_data(cls, config: dict[str, Any]) -> None:
+        """Make sure the data exist before a run starts (downloading when config `download` allows).
+
+        The built-in `get_dataset_factory` checks the files of config `dataset` and raises
+        `MLProjError` saying where to put them; a subclass with its own factory prepares nothing
+        here unless it overrides this too.
+        """
+        if cls.get_dataset_factory is MLProject.get_dataset_factory and "dataset" in config:
+            from mlproj.data import prepare_dataset
+
+            prepare_dataset(config)
 
     # ------------------------------------------------------------------ counters (original API)
     @property

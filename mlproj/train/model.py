@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from mlproj.errors import MLProjError
+from mlproj.errors import invalid_config
 
 Metrics = dict[str, Any]
 
@@ -254,8 +254,43 @@ class SimpleModel(ClassificationModel):
         return self._name
 
 
+# The optimizers the built-in `create_optimizer` builds, by config `optimizer`.
+OPTIMIZERS = ("adam", "sgd")
+
+
+def check_optimizer_config(config: dict[str, Any]) -> None:
+    """`MLProjError` unless config `optimizer`, `lr` and `weight_decay` are values `create_optimizer` takes."""
+    from mlproj.train.config import check_number
+
+    if config.get("optimizer", "adam") not in OPTIMIZERS:
+        raise invalid_config("optimizer", config["optimizer"], " or ".join(repr(name) for name in OPTIMIZERS))
+    check_number(config, "lr", low=0, low_inclusive=False, expected="a number > 0, e.g. lr=0.001")
+    check_number(config, "weight_decay", low=0, low_inclusive=True, expected="a number >= 0")
+
+
+def check_model_config(config: dict[str, Any]) -> None:
+    """`MLProjError` unless config `model` names a built-in net, `dataset` a registered dataset (its
+    input shape and classes size the net) and the optimizer keys are valid (`check_optimizer_config`)."""
+    from mlproj.data import dataset_spec
+    from mlproj.nets import NETS
+
+    if "model" in config and config["model"] not in NETS:
+        raise invalid_config(
+            "model", config["model"],
+            f"one of {', '.join(sorted(NETS))} (for a network of your own, override get_model in your MLProject subclass)",
+        )
+    if "dataset" in config:
+        dataset_spec(config["dataset"])
+    check_optimizer_config(config)
+
+
 def create_optimizer(config: dict[str, Any], params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer named by config `optimizer` (`adam` or `sgd`) with `lr` and `weight_decay`."""
+    """The optimizer named by config `optimizer` (`adam` or `sgd`) with `lr` and `weight_decay`.
+
+    Raises:
+        MLProjError: on a value `check_optimizer_config` refuses.
+    """
+    check_optimizer_config(config)
     lr, weight_decay = config.get("lr", 1e-3), config.get("weight_decay", 0.0)
     if config.get("optimizer", "adam") == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -263,24 +298,15 @@ def create_optimizer(config: dict[str, Any], params: Iterator[nn.Parameter]) -> 
 
 
 def create_model(config: dict[str, Any]) -> ClassificationModel:
-    """The classifier that config keys `model`, `dataset`, `optimizer`, `lr`, `weight_decay` describe."""
+    """The classifier that config keys `model`, `dataset`, `optimizer`, `lr`, `weight_decay` describe.
+
+    Raises:
+        MLProjError: on a value `check_model_config` refuses.
+    """
     from mlproj.data import dataset_spec
     from mlproj.nets import create_net
 
+    check_model_config(config)
     spec = dataset_spec(config["dataset"])
     net = create_net(config["model"], spec.input_shape, spec.num_classes)
     return ClassificationModel(net, create_optimizer(config, net.parameters()), nn.CrossEntropyLoss())
-
-
-def check_builtin_choices(config: dict[str, Any]) -> None:
-    """`MLProjError` unless config `dataset` and `model` name a registered dataset and a built-in net."""
-    from mlproj.data import dataset_spec
-    from mlproj.nets import NETS
-
-    if "dataset" in config:
-        dataset_spec(config["dataset"])
-    if "model" in config and config["model"] not in NETS:
-        raise MLProjError(
-            f"config model={config['model']!r} is invalid: expected one of {', '.join(sorted(NETS))}. "
-            "Run with model=<value> to fix it."
-        )
