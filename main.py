@@ -32,6 +32,12 @@ def config():
     optimizer = "adam"  # adam | sgd
     lr = 1e-3
     weight_decay = 0.0
+    scheduler = "none"  # none | cosine | step | onecycle | plateau (see README, "Config")
+    warmup_steps = 0  # optimizer steps of linear warmup to lr
+    step_size = 1  # scheduler=step: epochs between lr *= gamma
+    gamma = 0.1  # scheduler=step or plateau: the lr's factor
+    plateau_patience = 10  # scheduler=plateau: evaluations without improvement before lr *= gamma
+    label_smoothing = 0.0  # the cross-entropy's label smoothing
     n_epochs = 10
     n_global_iterations = None  # optimizer steps; wins over n_epochs when given
     checkpoint = None  # the checkpoint the `test` command evaluates

@@ -89,6 +89,40 @@ def test_resume_mid_epoch_at_save_point_is_bit_identical(tmp_path: Path) -> None
     assert_same_training_state(straight, resumed)
 
 
+class ScheduledProject(MLProject):
+    """Dropout net trained as `ClassificationModel.from_config` reads the config (its LR schedule)."""
+
+    @staticmethod
+    def get_model(config: dict[str, Any]) -> ClassificationModel:
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 10))
+        return ClassificationModel.from_config(net, config)
+
+
+class KeepEveryScheduledSave(ScheduledProject):
+    def save_checkpoint(self, best: bool = False) -> str:
+        path = super().save_checkpoint(best)
+        shutil.copyfile(path, os.path.join(self.checkpoint_dir, f"step{self.state.global_step}.pt"))
+        return path
+
+
+def test_resume_mid_epoch_scheduled_accumulated_run_is_bit_identical(tmp_path: Path) -> None:
+    # digits: 1294 samples, 26 batches of 50 an epoch, in groups of 3: 8 full groups and one of 2, 9 steps.
+    config = dict(scheduler="cosine", warmup_steps=4, accumulate_grad_batches=3, save_iterations=5, lr=1e-2,
+                  batch_size=50)
+    straight = KeepEveryScheduledSave(digits_config(tmp_path, **config))
+    straight.train()
+    assert (straight.state.global_step, len(straight.dataset_factory.train_loader())) == (18, 26)
+
+    resumed = ScheduledProject(digits_config(tmp_path, **config, resume=os.path.join(straight.checkpoint_dir, "step5.pt")))
+    assert (resumed.state.epoch, resumed.state.epoch_step, resumed.state.global_step) == (0, 15, 5)
+    resumed.train()
+
+    assert_same_training_state(straight, resumed)
+    (schedule,), (other,) = straight.model.schedulers, resumed.model.schedulers
+    assert schedule.state_dict() == other.state_dict()
+    assert resumed.model.optimizer.param_groups[0]["lr"] == straight.model.optimizer.param_groups[0]["lr"] < 1e-4
+
+
 def test_resume_mid_epoch_continues_the_epochs_data_order(tmp_path: Path) -> None:
     project = MLProject(digits_config(tmp_path))
     loader = project.dataset_factory.train_loader()

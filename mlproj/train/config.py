@@ -38,6 +38,9 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "amp": ("off", "mixed precision: `off`, `bf16` or `fp16` (with a GradScaler)"),
     "compile": (False, "torch.compile the network (first steps are slow while it compiles)"),
     "channels_last": (False, "channels-last memory format for conv nets (faster on GPUs with AMP)"),
+    "accumulate_grad_batches": (1, "batches whose gradients add up to one optimizer step (an epoch's last group may be "
+                                   "shorter); steps are counted in optimizer steps"),
+    "grad_clip_norm": (None, "clip the gradients' total norm to this before each optimizer step; None = off"),
 }
 
 
@@ -97,6 +100,10 @@ def validate_config(config: dict[str, Any]) -> None:
     _check_positive_int(config, "log_iteration_scalars")
     _check_positive_int(config, "log_iteration_all", allow_epoch=True)
     _check_positive_int(config, "save_iterations", allow_epoch=True)
+    _check_positive_int(config, "accumulate_grad_batches")
+    clip = config.get("grad_clip_norm")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise invalid_config("grad_clip_norm", clip, "a number > 0 or None")
     if "num_workers" in config and (not _is_int(config["num_workers"]) or config["num_workers"] < 0):
         raise invalid_config("num_workers", config["num_workers"], "an integer >= 0")
     for key, allowed in (("data_backend", ("memory", "torchvision")), ("amp", ("off", "bf16", "fp16"))):

@@ -83,7 +83,8 @@ class MLProject:
         if distributed.is_distributed():
             self.dataset_factory.shard(distributed.rank(), distributed.world_size())
         cfg = self.config
-        self.model.setup(self.device, amp=cfg["amp"], compile=cfg["compile"], channels_last=cfg["channels_last"])
+        self.model.setup(self.device, amp=cfg["amp"], compile=cfg["compile"], channels_last=cfg["channels_last"],
+                         grad_clip_norm=cfg["grad_clip_norm"])
         self.state = TrainState()
         self.run_key = places.run_info(_run, "run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
         self.checkpoint_dir = places.checkpoint_dir(_run, cfg, self.run_key)  # None: no checkpoints (-u)
@@ -177,6 +178,8 @@ class MLProject:
         self._start_training()
         s = self.state
         s.stop_reason, s.window = None, MeanMetrics()  # the window spans epochs: metrics since the last log
+        per_epoch = self._steps_per_epoch()
+        self.model.set_run_length(self.config["n_global_iterations"] or self.config["n_epochs"] * per_epoch, per_epoch)
         self.model.on_train_begin()
         with stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason)):
             while not self._should_stop():
@@ -204,16 +207,23 @@ class MLProject:
         epoch_total = s.epoch_step + len(loader) - skip
         if epoch_total == 0:
             raise MLProjError("the training set is empty: check data_dir and val_fraction (it must leave samples to train on).")
-        batch = None
+        batch, accumulate = None, cfg["accumulate_grad_batches"]
         with self._progress_bar(epoch_total, s.epoch_step) as bar:
             for batch in itertools.islice(loader, skip, None):
                 batch = to_device(batch, self.model.device, self.model.memory_format)
-                metrics = self.model.train_batch(batch)
-                self.model.after_batch()
-                s.global_step += 1
+                # `accumulate` batches make one optimizer step; the epoch's last group may be shorter.
+                group_start = s.epoch_step - s.epoch_step % accumulate
+                group_size = min(accumulate, epoch_total - group_start)
+                ends_group = s.epoch_step + 1 == group_start + group_size
+                with self.model.micro_batch(group_size, ends_group):
+                    metrics = self.model.train_batch(batch)
+                    self.model.after_batch()
                 s.epoch_step += 1
                 s.window.add(metrics, batch_size(batch))
                 bar.update()
+                if not ends_group:
+                    continue  # logging, saving and stopping happen between optimizer steps
+                s.global_step += 1
                 if s.global_step % cfg["log_iteration_scalars"] == 0:
                     # The only host sync of a training step, and only on logging steps.
                     self._log_train(_mean_over_ranks(s.window))
@@ -229,6 +239,11 @@ class MLProject:
         if cfg["log_iteration_all"] == "epoch" and batch is not None:
             self._log_all(batch)
         return True
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps in a whole epoch: its batches in groups of `accumulate_grad_batches`."""
+        self.dataset_factory.set_epoch(self.state.epoch)  # the whole epoch's length, also when resuming mid-epoch
+        return -(-len(self.dataset_factory.train_loader()) // self.config["accumulate_grad_batches"])
 
     def _should_stop(self) -> bool:
         """The one decision to stop: a signal came, or the step or epoch budget is spent. The reason
@@ -357,9 +372,7 @@ class MLProject:
         return "test" if self.dataset_factory.has_test_set() else None
 
     def _benchmark_value(self, metrics: dict[str, float]) -> float | None:
-        name = self.model.benchmark_metric
-        name = name() if callable(name) else name  # the original template made it a method
-        return next((v for k, v in metrics.items() if k.split(".", 1)[-1] == name), None)
+        return self.model.benchmark_value(metrics)
 
     def _log_train(self, metrics: dict[str, float]) -> None:
         self.tracker.log_scalars("train", metrics, self.state.global_step)

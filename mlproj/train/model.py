@@ -4,6 +4,10 @@ The training loop (`MLProject`) never touches an optimizer: it calls `train_batc
 which return metric dicts. Devices and precision are set up once by the project (`setup`); a model
 uses three verbs for them, `autocast()`, `backward(loss)` and `step(optimizer)`, so the same
 `train_batch` runs in fp32, bf16 or fp16 on any device.
+
+The same verbs accumulate gradients: the loop runs each `train_batch` inside `micro_batch(group_size,
+ends_group)`, and `backward` divides the loss by the group's size while `step` steps (and zeroes the
+gradients) only at the group's end, so `accumulate_grad_batches` needs no code in `train_batch`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from mlproj.errors import invalid_config
+from mlproj.train.schedules import LRSchedule, check_schedule_config
 
 Metrics = dict[str, Any]
 
@@ -44,6 +49,8 @@ class Model(nn.Module):
         self.scaler: torch.amp.GradScaler | None = None
         self.memory_format = torch.contiguous_format
         self._ddp_wrapped: list[str] = []  # children that setup() wrapped in DistributedDataParallel
+        self.grad_clip_norm: float | None = None
+        self._group = (1, True)  # (size, ends here) of the gradient-accumulation group of this batch
 
     # ----------------------------------------------------------------- what subclasses write
     def train_batch(self, batch: Any) -> Metrics:
@@ -71,11 +78,28 @@ class Model(nn.Module):
     def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None = None) -> None:
         """Called after each epoch's evaluation with its metrics (e.g. `{'validation.loss': ...}`).
 
-        The default steps every scheduler once per epoch; override to step them per batch, or to
-        pass a metric (`ReduceLROnPlateau.step(metrics["validation.loss"])`).
+        The default steps every scheduler once per epoch (an `LRSchedule` steps per optimizer step
+        and takes the benchmark metric here); override to pass a metric to your own
+        (`ReduceLROnPlateau.step(metrics["validation.loss"])`).
         """
         for scheduler in self.schedulers:
-            scheduler.step()
+            if isinstance(scheduler, LRSchedule):
+                scheduler.after_evaluation(self.benchmark_value(metrics or {}))
+            else:
+                scheduler.step()
+
+    def benchmark_value(self, metrics: dict[str, float]) -> float | None:
+        """The value of `benchmark_metric` in evaluation `metrics` (`{'validation.accuracy': ...}`), if there."""
+        name = self.benchmark_metric
+        name = name() if callable(name) else name  # the original template made it a method
+        return next((v for k, v in metrics.items() if k.split(".", 1)[-1] == name), None)
+
+    def set_run_length(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Called by the loop before training: the run's length in optimizer steps, for the
+        schedules that need it (cosine ends at the last step)."""
+        for scheduler in self.schedulers:
+            if isinstance(scheduler, LRSchedule):
+                scheduler.set_run_length(total_steps, steps_per_epoch)
 
     def name(self) -> str:
         """The model's name, used in run labels."""
@@ -90,6 +114,7 @@ class Model(nn.Module):
         compile: bool = False,
         channels_last: bool = False,
         distributed: bool = False,
+        grad_clip_norm: float | None = None,
     ) -> None:
         """Move the model to `device` and choose its precision (`off`, `bf16` or `fp16`).
 
@@ -98,7 +123,9 @@ class Model(nn.Module):
                 so parameter names and checkpoints stay those of the plain network.
             channels_last: store 4-D weights channels-last (the loop feeds images the same way).
             distributed: wrap each network in `DistributedDataParallel` now (see `distribute`).
+            grad_clip_norm: clip each optimizer's gradients to this total norm before it steps.
         """
+        self.grad_clip_norm = grad_clip_norm
         self.device = torch.device(device)
         self.to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -119,22 +146,61 @@ class Model(nn.Module):
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """`loss.backward()`, scaled when training in fp16."""
+        """`loss.backward()`, scaled when training in fp16, divided by the size of the batch's
+        accumulation group (so a group's gradients are its batches' mean)."""
+        size = self._group[0]
+        loss = loss / size if size > 1 else loss
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """`optimizer.step()`, unscaling and skipping inf/nan steps when training in fp16."""
+        """At the end of an accumulation group: clip (config `grad_clip_norm`), `optimizer.step()`,
+        then zero the gradients; in fp16 unscale first and skip inf/nan steps. A no-op inside a group.
+
+        With `accumulate_grad_batches` > 1, leave zeroing the gradients to this verb: a
+        `zero_grad()` of your own before `backward` would drop the group's earlier batches.
+        """
+        if not self._group[1]:
+            return
+        if self.grad_clip_norm is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
         if self.scaler is None:
             optimizer.step()
         else:
             self.scaler.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+
+    @contextlib.contextmanager
+    def micro_batch(self, group_size: int = 1, ends_group: bool = True) -> Iterator[None]:
+        """The context of one `train_batch` (and `after_batch`) in a group of `group_size` batches
+        whose gradients add up to one optimizer step; `ends_group` on the group's last batch.
+
+        Inside a group, DDP-wrapped networks skip their gradient all-reduce (`no_sync`): the
+        group's last backward reduces the sum once.
+        """
+        self._group = (group_size, ends_group)
+        try:
+            with contextlib.ExitStack() as stack:
+                for name in self._ddp_wrapped if not ends_group else ():
+                    stack.enter_context(getattr(self, name).no_sync())
+                yield
+        finally:
+            self._group = (1, True)
 
     def after_batch(self) -> None:
-        """Called by the loop after each `train_batch`: in fp16, adjust the loss scale once per
-        batch, after every optimizer has stepped (one update per optimizer would unscale the later
-        optimizers' gradients with the wrong scale)."""
+        """Called by the loop after each `train_batch`; at a group's end (each batch without
+        accumulation): in fp16, adjust the loss scale once, after every optimizer has stepped (one
+        update per optimizer would unscale the later optimizers' gradients with the wrong scale),
+        then advance the `LRSchedule`s by one optimizer step."""
+        if not self._group[1]:
+            return
         if self.scaler is not None:
             self.scaler.update()
+        for scheduler in self.schedulers:
+            if isinstance(scheduler, LRSchedule):
+                scheduler.after_step()
 
     # ----------------------------------------------------------------- checkpoint state
     def _networks(self) -> list[str]:
@@ -195,11 +261,13 @@ class ClassificationModel(Model):
         net: the network, mapping inputs to logits.
         optimizer: an optimizer over `net.parameters()`.
         loss: the loss module, e.g. `nn.CrossEntropyLoss()`.
-        scheduler: an optional LR scheduler, stepped once per epoch.
+        scheduler: an optional LR scheduler, stepped once per epoch (an `LRSchedule`: per
+            optimizer step).
 
     Example:
         >>> net = nn.Linear(64, 10)
         >>> model = ClassificationModel(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss())
+        >>> model = ClassificationModel.from_config(net, config)  # optimizer, loss and schedule from config
     """
 
     benchmark_metric = "accuracy"
@@ -213,6 +281,19 @@ class ClassificationModel(Model):
         self.optimizers = [optimizer]
         self.schedulers = [scheduler] if scheduler is not None else []
 
+    @classmethod
+    def from_config(cls, net: nn.Module, config: dict[str, Any]) -> ClassificationModel:
+        """`net` with the optimizer (`optimizer`, `lr`, `weight_decay`), the cross-entropy loss
+        (`label_smoothing`) and the LR schedule (`scheduler`, `warmup_steps`, ...) config describes.
+
+        Raises:
+            MLProjError: on a bad optimizer, `label_smoothing` or schedule value.
+        """
+        check_classifier_config(config)
+        optimizer = create_optimizer(config, net.parameters())
+        loss = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
+        return cls(net, optimizer, loss, LRSchedule.from_config(optimizer, config, cls.benchmark_lower_is_better))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -221,8 +302,7 @@ class ClassificationModel(Model):
         with self.autocast():
             logits = self.net(inputs)
             loss = self.loss(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.backward(loss)
+        self.backward(loss)  # `step` zeroes the gradients once it has used them
         self.step(self.optimizer)
         return {"loss": loss.detach(), "accuracy": _batch_accuracy(logits.detach(), labels)}
 
@@ -270,7 +350,7 @@ def check_optimizer_config(config: dict[str, Any]) -> None:
 
 def check_model_config(config: dict[str, Any]) -> None:
     """`MLProjError` unless config `model` names a built-in net, `dataset` a registered dataset (its
-    input shape and classes size the net) and the optimizer keys are valid (`check_optimizer_config`)."""
+    input shape and classes size the net) and the classifier keys are valid (`check_classifier_config`)."""
     from mlproj.data import dataset_spec
     from mlproj.nets import NETS
 
@@ -281,7 +361,17 @@ def check_model_config(config: dict[str, Any]) -> None:
         )
     if "dataset" in config:
         dataset_spec(config["dataset"])
+    check_classifier_config(config)
+
+
+def check_classifier_config(config: dict[str, Any]) -> None:
+    """`MLProjError` unless the keys `ClassificationModel.from_config` reads are valid: the optimizer's
+    (`check_optimizer_config`), `label_smoothing` and the schedule's. A user's own model name is not checked."""
     check_optimizer_config(config)
+    smoothing = config.get("label_smoothing", 0.0)
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+        raise invalid_config("label_smoothing", smoothing, "a number in [0, 1), e.g. label_smoothing=0.1")
+    check_schedule_config(config)
 
 
 def create_optimizer(config: dict[str, Any], params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
@@ -298,15 +388,11 @@ def create_optimizer(config: dict[str, Any], params: Iterator[nn.Parameter]) -> 
 
 
 def create_model(config: dict[str, Any]) -> ClassificationModel:
-    """The classifier that config keys `model`, `dataset`, `optimizer`, `lr`, `weight_decay` describe.
-
-    Raises:
-        MLProjError: on a value `check_model_config` refuses.
-    """
+    """The classifier that config keys `model` and `dataset` describe, trained as
+    `ClassificationModel.from_config` reads the config."""
     from mlproj.data import dataset_spec
     from mlproj.nets import create_net
 
     check_model_config(config)
     spec = dataset_spec(config["dataset"])
-    net = create_net(config["model"], spec.input_shape, spec.num_classes)
-    return ClassificationModel(net, create_optimizer(config, net.parameters()), nn.CrossEntropyLoss())
+    return ClassificationModel.from_config(create_net(config["model"], spec.input_shape, spec.num_classes), config)

@@ -21,7 +21,9 @@ class TrainState:
 
     epoch: int = 0  # epochs completed
     global_step: int = 0  # optimizer steps completed
-    epoch_step: int = 0  # steps completed within the current epoch
+    # Batches completed within the current epoch (with accumulate_grad_batches > 1, several per
+    # optimizer step; checkpoints are written between optimizer steps, so resuming starts a group).
+    epoch_step: int = 0
     best_score: float | None = None  # best value of the model's benchmark metric so far
     best_step: int | None = None  # global_step at which best_score was reached
     rng: dict[str, Any] = field(default_factory=dict)  # every RNG's state, captured at save time
