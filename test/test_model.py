@@ -188,3 +188,14 @@ def test_model_ddp_accumulation_all_reduces_once_per_optimizer_step(tmp_path) ->
                             capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["1"]  # one bucket reduced at the group's end, none inside it
+
+
+def test_classification_model_from_config_own_model_name_accepted_bad_smoothing_refused() -> None:
+    from mlproj.errors import MLProjError
+
+    # The user's own network and model name: from_config reads only the optimizer, loss and schedule keys.
+    model = ClassificationModel.from_config(nn.Linear(4, 2), {"model": "tiny_cnn", "optimizer": "sgd", "lr": 0.1,
+                                                               "label_smoothing": 0.1})
+    assert isinstance(model.optimizer, torch.optim.SGD) and model.loss.label_smoothing == 0.1
+    with pytest.raises(MLProjError, match="label_smoothing=1.5 is invalid"):
+        ClassificationModel.from_config(nn.Linear(4, 2), {"model": "tiny_cnn", "label_smoothing": 1.5})
