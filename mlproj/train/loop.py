@@ -29,6 +29,7 @@ from mlproj.train.checkpoint import FORMAT, atomic_save, load_checkpoint, resolv
 from mlproj.train.config import runs_dir, tensorboard_root, validate_config, with_defaults
 from mlproj.train.metrics import MeanMetrics
 from mlproj.train.model import Model
+from mlproj.train.predict import dataset_info, predict, project_predict_files
 from mlproj.train.state import capture_rng, restore_rng, seed_everything
 from mlproj.train.tracker import Tracker
 from mlproj.util.device import local_device, resolve_device
@@ -263,6 +264,7 @@ class MLProject:
             **self.model.training_state(),  # model, optimizers, schedulers, scaler
             "state": asdict(self.state),
             "config": json.loads(json.dumps(self.config, default=str)),
+            "data": dataset_info(self.dataset_factory),  # input shape, class names, normalization: for predict
             "run": {"id": self._run_id(), "key": self.run_key, "git": self._run_info("git")},
         }
 
@@ -506,6 +508,15 @@ class MLProject:
     def _resume_hint(self) -> str:
         """What `resume=` takes to continue this run: its run folder, else its last.pt."""
         return self._file_observer_dir() or os.path.join(self.checkpoint_dir, "last.pt")
+
+    # ------------------------------------------------------------------ predictions (mlproj/train/predict.py)
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, num_classes) of a batch of model inputs, normalized as the loaders give them."""
+        return predict(self.model, images)
+
+    def predict_files(self, paths: str | os.PathLike | list[str], top_k: int = 3) -> list[dict[str, Any]]:
+        """One row per image (`path`, `label`, `probability`, then the top-k) of image files or folders."""
+        return project_predict_files(self, paths, top_k)
 
 
 def _isatty(stream: Any) -> bool:

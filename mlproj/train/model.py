@@ -15,8 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from mlproj.errors import MLProjError
-
 Metrics = dict[str, Any]
 
 
@@ -251,25 +249,30 @@ def create_optimizer(config: dict[str, Any], params: Iterator[nn.Parameter]) -> 
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def create_model(config: dict[str, Any]) -> ClassificationModel:
-    """The classifier that config keys `model`, `dataset`, `optimizer`, `lr`, `weight_decay` describe."""
-    from mlproj.data import dataset_spec
+def create_model(
+    config: dict[str, Any],
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> ClassificationModel:
+    """The classifier that config keys `model`, `pretrained`, `dataset`, `optimizer`, `lr`,
+    `weight_decay` describe; `input_shape`/`num_classes` given win over the dataset's (prediction
+    builds the net from a checkpoint's without reading the data)."""
+    from mlproj.data import dataset_shape
     from mlproj.nets import create_net
 
-    spec = dataset_spec(config["dataset"])
-    net = create_net(config["model"], spec.input_shape, spec.num_classes)
+    if input_shape is None or num_classes is None:
+        input_shape, num_classes = dataset_shape(config)
+    net = create_net(config["model"], input_shape, num_classes, pretrained=config.get("pretrained"))
     return ClassificationModel(net, create_optimizer(config, net.parameters()), nn.CrossEntropyLoss())
 
 
 def check_builtin_choices(config: dict[str, Any]) -> None:
     """`MLProjError` unless config `dataset` and `model` name a registered dataset and a built-in net."""
     from mlproj.data import dataset_spec
-    from mlproj.nets import NETS
+    from mlproj.nets import check_net_name
 
     if "dataset" in config:
         dataset_spec(config["dataset"])
-    if "model" in config and config["model"] not in NETS:
-        raise MLProjError(
-            f"config model={config['model']!r} is invalid: expected one of {', '.join(sorted(NETS))}. "
-            "Run with model=<value> to fix it."
-        )
+    if "model" in config:
+        check_net_name(config["model"])
