@@ -73,12 +73,13 @@ def load_image(path: str, size: int, mode: str = "RGB") -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- the layout
+# The errors below say "not found" for a missing folder or no images: `mlproj datasets` lists that as missing.
 def split_folders(data_dir: str) -> dict[str, str | None]:
     """The folder of each split (None when absent): `train/`, `val/`, `test/`, or `data_dir` itself
     as the training set when it holds class folders directly."""
     if not os.path.isdir(data_dir):
         raise MLProjError(
-            f"image_folder: data_dir {data_dir} is not a folder: pass data_dir=<a folder holding train/<class>/ "
+            f"image_folder: data_dir {data_dir} not found (or not a folder): pass data_dir=<a folder holding train/<class>/ "
             "image folders, or class folders directly>."
         )
     train = os.path.join(data_dir, "train")
@@ -93,7 +94,7 @@ def class_names(train_folder: str) -> list[str]:
     names = sorted(e.name for e in os.scandir(train_folder) if e.is_dir() and not e.name.startswith("."))
     if not names:
         raise MLProjError(
-            f"image_folder: {train_folder} holds no class folders: put each class's images in "
+            f"image_folder: class folders not found in {train_folder}: put each class's images in "
             f"{os.path.join(train_folder, '<class>')}/."
         )
     return names
@@ -195,7 +196,7 @@ def load_image_folder(config: dict[str, Any]) -> tuple[dict[str, tuple[torch.Ten
         samples = list_images(folder, classes) if folder else []
         if split == "train" and not samples:
             raise MLProjError(
-                f"image_folder: no images under {folder}/<class>/ (extensions {', '.join(IMAGE_EXTENSIONS)}): "
+                f"image_folder: images not found under {folder}/<class>/ (extensions {', '.join(IMAGE_EXTENSIONS)}): "
                 "put the training images there."
             )
         splits[split] = cached_split(data_dir, split, samples, size) if samples else None
