@@ -87,7 +87,6 @@ def test(_run, checkpoint):
 @ex.command(unobserved=True)  # it writes a CSV, not a run
 def predict(checkpoint, input, output, top_k, device):
     """Label images: ./main.py predict with checkpoint=runs/3/best.pt input=<image or folder> [output=FILE.csv]"""
-    from mlproj import MLProject
     from mlproj.errors import MLProjError
     from mlproj.train.predict import image_files, load_for_prediction, predict_files, write_csv
 
@@ -95,7 +94,7 @@ def predict(checkpoint, input, output, top_k, device):
         raise MLProjError("the predict command needs a checkpoint and images: "
                           "./main.py predict with checkpoint=runs/<id>/best.pt input=<image file or folder>")
     paths = image_files(input)
-    model, inputs = load_for_prediction(checkpoint, device, MLProject)
+    model, inputs = load_for_prediction(checkpoint, device)  # a Project of your own: get_model=Project.get_model
     rows = predict_files(model, inputs, paths, top_k)
     folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
     output = output or os.path.join(folder, "predictions.csv")

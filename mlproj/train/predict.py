@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -165,18 +166,17 @@ def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
 
 # ---------------------------------------------------------------------------------------- from a checkpoint
 def load_for_prediction(
-    path: str | os.PathLike, device: str = "cpu", project_class: type | None = None
+    path: str | os.PathLike, device: str = "cpu", get_model: Callable[[dict[str, Any]], torch.nn.Module] | None = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, its `dataset_info`) from a checkpoint file or run folder alone.
 
-    The model is the built-in one of the recorded config, or `project_class.get_model(config)`
-    when the project class builds its own.
+    The model is the built-in one of the recorded config (sized from the checkpoint, so no data is
+    read), or `get_model(config)` for a project that builds its own (pass `Project.get_model`).
 
     Raises:
         MLProjError: when the checkpoint is unreadable, records no inputs, or does not fit the model.
     """
     from mlproj.train.checkpoint import checkpoint_file, load_checkpoint
-    from mlproj.train.loop import MLProject
     from mlproj.train.model import create_model
 
     path = checkpoint_file(path)
@@ -186,10 +186,10 @@ def load_for_prediction(
         raise MLProjError(f"checkpoint {path} records no description of its inputs (its dataset factory gives no "
                           "input_shape): load the run with mlproj.load_run and call .predict(inputs) on prepared tensors.")
     config = {**checkpoint.get("config", {}), "pretrained": None}  # the checkpoint holds the trained weights
-    if project_class is None or project_class.get_model is MLProject.get_model:
+    if get_model is None:
         model = create_model(config, input_shape=tuple(info["input_shape"]), num_classes=info["num_classes"])
     else:
-        model = project_class.get_model(config)
+        model = get_model(config)
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, KeyError) as err:
