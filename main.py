@@ -6,6 +6,7 @@
     ./main.py with n_epochs=10 device=cuda:0
     ./main.py with cifar10_resnet18 lr=0.05
     ./main.py test with checkpoint=runs/3/best.pt
+    ./main.py predict with checkpoint=runs/3/best.pt input=photos/
     ./main.py print_config
 
 Copy this file to start your own experiment: change the config below, or subclass MLProject as
@@ -22,12 +23,15 @@ ex = create_experiment("mlproj")
 
 @ex.config
 def config():
-    dataset = "mnist"  # mnist | fashion_mnist | cifar10 | cifar100 | cluttered_mnist | digits
-    model = "lenet"  # mlp | lenet | resnet18
+    dataset = "mnist"  # mnist | fashion_mnist | cifar10 | cifar100 | cluttered_mnist | digits | image_folder
+    model = "lenet"  # mlp | lenet | resnet18 | torchvision.<builder> (`mlproj models` lists them)
+    pretrained = None  # a local state_dict to start from
     data_dir = os.environ.get("DATA_DIR", "datasets")  # the data root
     download = True  # fetch missing dataset files (needs the internet)
     verify_checksums = True  # check torchvision's md5 of CIFAR batches
     val_fraction = 0.1  # carved from the training set with a fixed seed
+    image_size = 64  # image_folder: images become image_size x image_size
+    augment = True  # image_folder: random crop and flip of training batches
     batch_size = 64
     optimizer = "adam"  # adam | sgd
     lr = 1e-3
@@ -40,7 +44,10 @@ def config():
     label_smoothing = 0.0  # the cross-entropy's label smoothing
     n_epochs = 10
     n_global_iterations = None  # optimizer steps; wins over n_epochs when given
-    checkpoint = None  # the checkpoint the `test` command evaluates
+    checkpoint = None  # the checkpoint the `test` and `predict` commands use
+    input = None  # predict: an image file or a folder of images
+    output = None  # predict: the CSV written (None: predictions.csv beside the checkpoint)
+    top_k = 3  # predict: the most likely classes listed per image
 
 
 @ex.named_config
@@ -82,6 +89,24 @@ def test(_run, checkpoint):
     from mlproj import MLProject
 
     return test_checkpoint(_run, checkpoint, MLProject)
+
+
+@ex.command(unobserved=True)  # it writes a CSV, not a run
+def predict(checkpoint, input, output, top_k, device):
+    """Label images: ./main.py predict with checkpoint=runs/3/best.pt input=<image or folder> [output=FILE.csv]"""
+    from mlproj.errors import MLProjError
+    from mlproj.train.predict import image_files, load_for_prediction, predict_files, write_csv
+
+    if not checkpoint or not input:
+        raise MLProjError("the predict command needs a checkpoint and images: "
+                          "./main.py predict with checkpoint=runs/<id>/best.pt input=<image file or folder>")
+    paths = image_files(input)
+    model, inputs = load_for_prediction(checkpoint, device)  # a Project of your own: get_model=Project.get_model
+    rows = predict_files(model, inputs, paths, top_k)
+    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
+    output = output or os.path.join(folder, "predictions.csv")
+    write_csv(rows, output)
+    print(f"wrote {len(rows)} predictions to {output}")
 
 
 if __name__ == "__main__":

@@ -211,3 +211,32 @@ def leave_nothing_in_the_checkout():
     written = sorted(_checkout_files() - before)
     if written:
         pytest.fail(f"tests wrote into the checkout: {', '.join(written[:5])}", pytrace=False)
+
+
+def make_image_folder(root: Path, splits: tuple[str, ...] = ("train", "val"), n_per_class: int = 6, size: tuple[int, int] = (16, 20),
+                      seed: int = 0) -> Path:
+    """`root/<split>/<class>/*` of real image files (PNG, JPEG, grayscale, palette, RGBA), three classes
+    told apart by their dominant colour; an empty split name puts the class folders in `root` itself."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = {"cat": (220, 40, 40), "dog": (40, 220, 40), "owl": (40, 40, 220)}
+    for split in splits:
+        for name, colour in colours.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n_per_class):
+                pixels = (rng.integers(0, 40, (size[1], size[0], 3)) + np.array(colour)).clip(0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels)
+                kind = i % 5
+                if kind == 0:
+                    image.save(folder / f"{i}.png")
+                elif kind == 1:
+                    image.save(folder / f"{i}.jpg", quality=95)
+                elif kind == 2:
+                    image.convert("P").save(folder / f"{i}.png")
+                elif kind == 3:
+                    image.convert("RGBA").save(folder / f"{i}.png")
+                else:
+                    image.convert("L").save(folder / f"{i}.jpeg")
+    return root

@@ -13,9 +13,10 @@ from mlproj import bench
 
 def test_bench_tiny_run_prints_every_figure_ends_with_the_ratio_and_leaves_no_ref(runs_dir, capsys: pytest.CaptureFixture) -> None:
     refs = _run_refs()
-    assert bench.main(["--train", "640", "--test", "64", "--repeats", "1", "--startup-repeats", "1", "--data-seconds", "0.1"]) == 0
+    assert bench.main(["--train", "640", "--test", "64", "--repeats", "1", "--startup-repeats", "1", "--data-seconds", "0.1",
+                       "--images", "40"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    for prefix in ("machine:", "workload:", "(c) data path alone", "(a) bare PyTorch loop", "(b) MLProject, tracked",
+    for prefix in ("machine:", "workload:", "(c) data path alone", "(d) image_folder", "(a) bare PyTorch loop", "(b) MLProject, tracked",
                    "start-up:", "metrics.json:"):
         assert any(line.startswith(prefix) for line in lines), prefix
     assert lines[-1].startswith("tracked/bare = ")

@@ -234,8 +234,9 @@ def test_main_own_project_with_builtin_get_model_unknown_model_one_line_nothing_
     result = run_main("with", "model=tiny_cnn", "git_pin=False", "device=cpu", runs=runs, cwd=tmp_path, main=script)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: config model='tiny_cnn' is invalid: expected one of lenet, mlp, resnet18 (for a network of your own, "
-        "override get_model in your MLProject subclass). Run with model=<value> to fix it."
+        "error: config model='tiny_cnn' is invalid: expected one of lenet, mlp, resnet18, or torchvision.<builder> "
+        "(`mlproj models` lists them); for a network of your own, override get_model in your MLProject subclass. "
+        "Run with model=<value> to fix it."
     ]
     assert not runs.exists()
 

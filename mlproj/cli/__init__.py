@@ -17,6 +17,7 @@ from mlproj.errors import MLProjError
 # Modules that define sub-commands, in the order `mlproj --help` lists them.
 COMMAND_MODULES = [
     "mlproj.cli.datasets",
+    "mlproj.cli.models",
     "mlproj.cli.runs",
     "mlproj.cli.reproduce",
     "mlproj.cli.sweep",

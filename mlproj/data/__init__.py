@@ -1,7 +1,7 @@
 """Datasets: the `DatasetFactory`, the registry of named datasets, and the built-in ones.
 
-Importing this package registers mnist, fashion_mnist, cifar10, cifar100, cluttered_mnist and
-digits without importing torch: torch and torchvision are imported when a dataset is built, and
+Importing this package registers mnist, fashion_mnist, cifar10, cifar100, cluttered_mnist,
+digits and image_folder without importing torch: torch and torchvision are imported when a dataset is built, and
 `DatasetFactory`/`EpochSampler` on first use, so listing the datasets and checking their files
 (`mlproj datasets`) takes a fraction of a second instead of torch's seconds of import.
 """
@@ -9,12 +9,13 @@ digits without importing torch: torch and torchvision are imported when a datase
 from importlib import import_module
 from typing import Any
 
-from . import cifar, cluttered, digits, mnist  # noqa: F401  (registers the built-in datasets)
+from . import cifar, cluttered, digits, image_folder, mnist  # noqa: F401  (registers the built-in datasets)
 from .registry import (
     DatasetSpec,
     check_data_config,
     create_dataset_factory,
     dataset_names,
+    dataset_shape,
     dataset_spec,
     prepare_dataset,
     register_dataset,
@@ -36,6 +37,7 @@ __all__ = [
     "check_data_config",
     "create_dataset_factory",
     "dataset_names",
+    "dataset_shape",
     "dataset_spec",
     "prepare_dataset",
     "register_dataset",

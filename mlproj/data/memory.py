@@ -63,12 +63,10 @@ def _random_crop(images: torch.Tensor, padding: int, generator: torch.Generator)
     """torchvision's RandomCrop(size, padding) on every image of the batch, zero padding in uint8."""
     n, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding,) * 4)
-    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).to(images.device)
-    rows = (offsets[:, 0:1] + torch.arange(h, device=images.device)).view(n, 1, h, 1)
-    cols = (offsets[:, 1:2] + torch.arange(w, device=images.device)).view(n, 1, 1, w)
-    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
-    channels = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
-    return padded[batch, channels, rows, cols]
+    # The offsets are drawn on the CPU, so reading them syncs nothing; slicing views and one stack
+    # (a single copy kernel) is many times faster than a 4-way gather of every pixel.
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, top : top + h, left : left + w] for i, (top, left) in enumerate(offsets)])
 
 
 class MemorySplit(Dataset):

@@ -26,6 +26,9 @@ class DatasetSpec:
     input_shape: tuple[int, int, int]
     num_classes: int
     prepare: Callable[[dict[str, Any]], None] | None = None
+    # For datasets whose shape depends on the config or the files (image_folder): config ->
+    # (input_shape, num_classes); `input_shape`/`num_classes` are then only what `mlproj datasets` shows.
+    describe: Callable[[dict[str, Any]], tuple[tuple[int, int, int], int]] | None = None
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
@@ -37,6 +40,7 @@ def register_dataset(
     input_shape: tuple[int, int, int],
     num_classes: int,
     prepare: Callable[[dict[str, Any]], None] | None = None,
+    describe: Callable[[dict[str, Any]], tuple[tuple[int, int, int], int]] | None = None,
 ) -> Callable[[Callable[[dict[str, Any]], DatasetFactory]], Callable[[dict[str, Any]], DatasetFactory]]:
     """Register a function `config -> DatasetFactory` under `name` (then usable as `dataset=name`).
 
@@ -47,7 +51,7 @@ def register_dataset(
     """
 
     def decorator(build: Callable[[dict[str, Any]], DatasetFactory]) -> Callable[[dict[str, Any]], DatasetFactory]:
-        _DATASETS[name] = DatasetSpec(name, build, tuple(input_shape), num_classes, prepare)
+        _DATASETS[name] = DatasetSpec(name, build, tuple(input_shape), num_classes, prepare, describe)
         return build
 
     return decorator
@@ -86,6 +90,14 @@ def prepare_dataset(config: dict[str, Any]) -> None:
     spec = dataset_spec(config["dataset"])
     if spec.prepare is not None:
         spec.prepare(config)
+
+
+def dataset_shape(config: dict[str, Any]) -> tuple[tuple[int, int, int], int]:
+    """(input_shape, num_classes) of config `dataset` under this config (see `DatasetSpec.describe`)."""
+    spec = dataset_spec(config["dataset"])
+    if spec.describe is not None:
+        return spec.describe(config)
+    return spec.input_shape, spec.num_classes
 
 
 def create_dataset_factory(config: dict[str, Any]) -> DatasetFactory:

@@ -35,6 +35,7 @@ from mlproj.train.checkpoint import (
 from mlproj.train.config import validate_config, with_defaults
 from mlproj.train.metrics import MeanMetrics
 from mlproj.train.model import Model, check_model_config
+from mlproj.train.predict import dataset_info, predict, project_predict_files
 from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, capture_rng, restore_rng, seed_everything, seeded
 from mlproj.train.tracker import Tracker
@@ -296,7 +297,9 @@ class MLProject:
         """The checkpoint dict: plain values and tensors under stable keys."""
         self.state.rng = capture_rng()
         run = {"id": places.run_id(self._run), "key": self.run_key, "git": places.run_info(self._run, "git")}
-        return checkpoint_dict(self.model, self.state.saved(), self.config, run)
+        checkpoint = checkpoint_dict(self.model, self.state.saved(), self.config, run)
+        checkpoint["data"] = dataset_info(self.dataset_factory)  # input shape, class names, normalization: for predict
+        return checkpoint
 
     def save_checkpoint(self, best: bool = False) -> str | None:
         """Write last.pt (and best.pt when `best`) atomically and record them with the run.
@@ -404,6 +407,15 @@ class MLProject:
         desc = f"epoch {self.state.epoch + 1}" + ("" if n is not None else f"/{self.config['n_epochs']}")
         terminal = getattr(self._run, "stdout_is_terminal", None)  # known before Sacred's capture began
         return console.progress_bar(total, initial, desc, terminal, self.is_global_zero)
+
+    # ------------------------------------------------------------------ predictions (mlproj/train/predict.py)
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, num_classes) of a batch of model inputs, normalized as the loaders give them."""
+        return predict(self.model, images)
+
+    def predict_files(self, paths: str | os.PathLike | list[str], top_k: int = 3) -> list[dict[str, Any]]:
+        """One row per image (`path`, `label`, `probability`, then the top-k) of image files or folders."""
+        return project_predict_files(self, paths, top_k)
 
 
 def _is_due(interval: int | str, step: int) -> bool:

@@ -352,13 +352,10 @@ def check_model_config(config: dict[str, Any]) -> None:
     """`MLProjError` unless config `model` names a built-in net, `dataset` a registered dataset (its
     input shape and classes size the net) and the classifier keys are valid (`check_classifier_config`)."""
     from mlproj.data import dataset_spec
-    from mlproj.nets import NETS
+    from mlproj.nets import check_net_name
 
-    if "model" in config and config["model"] not in NETS:
-        raise invalid_config(
-            "model", config["model"],
-            f"one of {', '.join(sorted(NETS))} (for a network of your own, override get_model in your MLProject subclass)",
-        )
+    if "model" in config:
+        check_net_name(config["model"])
     if "dataset" in config:
         dataset_spec(config["dataset"])
     check_classifier_config(config)
@@ -387,12 +384,20 @@ def create_optimizer(config: dict[str, Any], params: Iterator[nn.Parameter]) -> 
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def create_model(config: dict[str, Any]) -> ClassificationModel:
-    """The classifier that config keys `model` and `dataset` describe, trained as
-    `ClassificationModel.from_config` reads the config."""
-    from mlproj.data import dataset_spec
+def create_model(
+    config: dict[str, Any],
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> ClassificationModel:
+    """The classifier that config keys `model`, `pretrained` and `dataset` describe, trained as
+    `ClassificationModel.from_config` reads the config; `input_shape`/`num_classes` given win over the
+    dataset's (prediction builds the net from a checkpoint's without reading the data)."""
+    from mlproj.data import dataset_shape
     from mlproj.nets import create_net
 
     check_model_config(config)
-    spec = dataset_spec(config["dataset"])
-    return ClassificationModel.from_config(create_net(config["model"], spec.input_shape, spec.num_classes), config)
+    if input_shape is None or num_classes is None:
+        input_shape, num_classes = dataset_shape(config)
+    net = create_net(config["model"], input_shape, num_classes, pretrained=config.get("pretrained"))
+    return ClassificationModel.from_config(net, config)
