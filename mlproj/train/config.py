@@ -41,6 +41,7 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "accumulate_grad_batches": (1, "batches whose gradients add up to one optimizer step (an epoch's last group may be "
                                    "shorter); steps are counted in optimizer steps"),
     "grad_clip_norm": (None, "clip the gradients' total norm to this before each optimizer step; None = off"),
+    "early_stopping_patience": (None, "stop after N evaluations without improvement of the benchmark metric; None = off"),
 }
 
 
@@ -104,6 +105,7 @@ def validate_config(config: dict[str, Any]) -> None:
     clip = config.get("grad_clip_norm")
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
         raise invalid_config("grad_clip_norm", clip, "a number > 0 or None")
+    _check_positive_int(config, "early_stopping_patience", allow_none=True)
     if "num_workers" in config and (not _is_int(config["num_workers"]) or config["num_workers"] < 0):
         raise invalid_config("num_workers", config["num_workers"], "an integer >= 0")
     for key, allowed in (("data_backend", ("memory", "torchvision")), ("amp", ("off", "bf16", "fp16"))):

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from mlproj.errors import invalid_config
+from mlproj.train.metrics import benchmark_item
 from mlproj.train.schedules import LRSchedule, check_schedule_config
 
 Metrics = dict[str, Any]
@@ -90,9 +91,8 @@ class Model(nn.Module):
 
     def benchmark_value(self, metrics: dict[str, float]) -> float | None:
         """The value of `benchmark_metric` in evaluation `metrics` (`{'validation.accuracy': ...}`), if there."""
-        name = self.benchmark_metric
-        name = name() if callable(name) else name  # the original template made it a method
-        return next((v for k, v in metrics.items() if k.split(".", 1)[-1] == name), None)
+        item = benchmark_item(self, metrics)
+        return item[1] if item is not None else None
 
     def set_run_length(self, total_steps: int, steps_per_epoch: int) -> None:
         """Called by the loop before training: the run's length in optimizer steps, for the
