@@ -25,6 +25,8 @@ _EXPORTS = {
     "Model": "mlproj.train.model",
     "ClassificationModel": "mlproj.train.model",
     "SimpleModel": "mlproj.train.model",
+    "Callback": "mlproj.train.callbacks",
+    "EarlyStopping": "mlproj.train.callbacks",
     "DatasetFactory": "mlproj.data",
     "register_dataset": "mlproj.data",
     "create_experiment": "mlproj.record.experiment",

@@ -1,7 +1,7 @@
 """`make bench`: what mlproj's tracking costs against a bare PyTorch loop, and what the data path gains.
 
-One process measures, on the same network (LeNet-5), data (an MNIST-format fixture written into a
-temporary folder) and batch size:
+It measures, on the same network (LeNet-5), data (an MNIST-format fixture written into a temporary
+folder) and batch size:
 
   (a) a bare PyTorch loop: a float tensor indexed by a permutation, forward / backward / step, loss
       and accuracy summed as tensors, one evaluation per epoch;
@@ -11,9 +11,12 @@ temporary folder) and batch size:
   (d) the same for your own images: `dataset=image_folder` (decoded once, then the memory path) vs
       torchvision's `ImageFolder` + `DataLoader`, on a generated folder of JPEGs, second epoch.
 
-Measurements alternate (a) and (b), after a warm-up of each, and report medians. Then the start-up
-time of `./main.py print_config` next to `python -c "import torch"`, and the cost of rewriting
-metrics.json over a long run. The last line is `tracked/bare = X`.
+Each run of (a) and (b) is timed in a fresh Python process, as a user's run starts: nothing one
+measurement leaves behind (allocator state, TensorBoard writer threads, Sacred's) reaches the next.
+Runs alternate (a) and (b) in pairs, the order swapped every pair, and the figures are medians;
+(a)/(b) come first, before anything else has run. Then (c), the start-up time of
+`./main.py print_config` next to `python -c "import torch"`, and the cost of rewriting metrics.json
+over a long run. The last line is `tracked/bare = X`.
 
     python -m mlproj.bench [--train 20000] [--epochs 2] [--repeats 5]
 """
@@ -21,6 +24,7 @@ metrics.json over a long run. The last line is `tracked/bare = X`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import struct
@@ -142,6 +146,27 @@ def tracked_loop(config: dict[str, Any], runs: Path) -> tuple[float, float]:
     run_dir = Path(run.observers[0].dir)
     assert (run_dir / "last.pt").exists() and (run_dir / "metrics.json").exists(), "the tracked run recorded nothing"
     return seconds[0]
+
+
+# ---------------------------------------------------------------------------------------- fresh processes
+def in_fresh_process(kind: str, config: dict[str, Any], runs: Path, epochs: int, threads: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of `bare_loop` (kind "bare") or `tracked_loop` ("tracked"), run in a new
+    Python process with `threads` torch threads; the process's start-up is not timed."""
+    spec = {"kind": kind, "config": config, "runs": str(runs), "epochs": epochs, "threads": threads}
+    code = "import json, sys; from mlproj import bench; print(json.dumps(bench.child(json.loads(sys.argv[1]))))"
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the {kind} run failed:\n{result.stderr}")
+    wall, cpu = json.loads(result.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
+def child(spec: dict[str, Any]) -> tuple[float, float]:
+    """The measurement `in_fresh_process` asks for, inside the new process."""
+    torch.set_num_threads(spec["threads"])
+    if spec["kind"] == "bare":
+        return bare_loop(spec["config"], spec["epochs"])
+    return tracked_loop(spec["config"], Path(spec["runs"]))
 
 
 # ---------------------------------------------------------------------------------------- (c) data
@@ -289,26 +314,18 @@ def _measure(args: argparse.Namespace) -> int:
         config = bench_config(data_dir, runs, args.epochs, args.batch_size)
         samples = args.train * args.epochs
         print(f"workload: LeNet-5, MNIST-format fixture {args.train} train / {args.test} test, batch {args.batch_size}, "
-              f"{args.epochs} epoch(s) per run, Adam, CPU; {args.repeats} interleaved pairs after a warm-up, medians")
+              f"{args.epochs} epoch(s) per run, Adam, CPU; {args.repeats} interleaved pairs, each run in a fresh process, medians")
 
-        tv = data_path(config, "torchvision", args.data_seconds)
-        mem = data_path(config, "memory", args.data_seconds)
-        print(f"(c) data path alone     torchvision {tv:12,.0f} samples/s   memory {mem:12,.0f} samples/s   "
-              f"memory/torchvision = {mem / tv:.0f}x")
-        write_image_folder(Path(tmp) / "images", args.images)
-        tv, mem, first, cached = image_folder_rates(Path(tmp) / "images", args.batch_size)
-        print(f"(d) image_folder        ImageFolder+DataLoader {tv:8,.0f} samples/s   memory {mem:10,.0f} samples/s   "
-              f"memory/torchvision = {mem / tv:.0f}x  (second epoch, {args.images} JPEGs 96x80 -> 64x64, "
-              f"num_workers=0; decoding once {first:.1f} s, a cached start {cached:.2f} s)")
+        def measure(kind: str) -> tuple[float, float]:
+            return in_fresh_process(kind, config, runs, args.epochs, torch.get_num_threads())
 
-        bare_loop(config, 1), tracked_loop({**config, "n_epochs": 1}, runs)  # warm-up
         bare, tracked = [], []
         for r in range(args.repeats):
             # Alternate which goes first, so a drift in the machine's load hits both alike.
             if r % 2:
-                pair = (tracked_loop(config, runs), bare_loop(config, args.epochs))[::-1]
+                pair = (measure("tracked"), measure("bare"))[::-1]
             else:
-                pair = (bare_loop(config, args.epochs), tracked_loop(config, runs))
+                pair = (measure("bare"), measure("tracked"))
             bare.append(pair[0])
             tracked.append(pair[1])
         bare_wall, tracked_wall = (statistics.median(t[0] for t in runs_) for runs_ in (bare, tracked))
@@ -321,6 +338,16 @@ def _measure(args: argparse.Namespace) -> int:
         per_epoch = (tracked_wall - bare_wall) / args.epochs
         print(f"    tracking costs {per_epoch * 1000:+.0f} ms per epoch of {args.train} samples; "
               f"tracked/bare in CPU time (all threads) = {cpu_ratio:.3f}")
+
+        tv = data_path(config, "torchvision", args.data_seconds)
+        mem = data_path(config, "memory", args.data_seconds)
+        print(f"(c) data path alone     torchvision {tv:12,.0f} samples/s   memory {mem:12,.0f} samples/s   "
+              f"memory/torchvision = {mem / tv:.0f}x")
+        write_image_folder(Path(tmp) / "images", args.images)
+        tv, mem, first, cached = image_folder_rates(Path(tmp) / "images", args.batch_size)
+        print(f"(d) image_folder        ImageFolder+DataLoader {tv:8,.0f} samples/s   memory {mem:10,.0f} samples/s   "
+              f"memory/torchvision = {mem / tv:.0f}x  (second epoch, {args.images} JPEGs 96x80 -> 64x64, "
+              f"num_workers=0; decoding once {first:.1f} s, a cached start {cached:.2f} s)")
 
     python = sys.executable
     torch_s = startup_seconds([python, "-c", "import torch"], args.startup_repeats)

@@ -54,6 +54,19 @@ def test_readme_python_block_runs_as_written(heading: str, code: str, tmp_path: 
         assert {p.name for p in (tmp_path / "models").rglob("*.pt")} == {"best.pt", "last.pt"}
 
 
+def test_readme_callbacks_example_runs(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Callbacks and early stopping", 1)[1].split("\n### ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    (tmp_path / "example.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if k != "MLPROJ_RUNS_DIR"}  # the example's default: ./runs
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(("validation.accuracy above 0.9 at step ", "early stopping: validation.accuracy")), last
+
+
 def test_readme_config_table_lists_every_config_key() -> None:
     table = README.split("### Config", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
