@@ -221,13 +221,13 @@ class MLProject:
                     metrics = self.model.train_batch(batch)
                     self.model.after_batch()
                 s.epoch_step += 1
+                s.global_step += ends_group  # counts optimizer steps, so hooks see the step just taken
                 s.window.add(metrics, batch_size(batch))
                 if self.callbacks:  # no callbacks: not even a call per step
                     call_hooks(self.callbacks, "on_train_batch_end", self, metrics)
                 bar.update()
                 if not ends_group:
                     continue  # logging, saving and stopping happen between optimizer steps
-                s.global_step += 1
                 if s.global_step % cfg["log_iteration_scalars"] == 0:
                     # The only host sync of a training step, and only on logging steps.
                     _log_train(self.tracker, self.model, _mean_over_ranks(s.window), s.global_step)
