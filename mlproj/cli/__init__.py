@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "mlproj.cli.runs",
     "mlproj.cli.reproduce",
     "mlproj.cli.sweep",
+    "mlproj.cli.tune",
 ]
 
 
