@@ -84,14 +84,19 @@ def run(args: argparse.Namespace) -> int:
     tuner = Tuner(study, spec, space, args.trials, runs, storage_url=url if args.prune else None)
     pool = DevicePool(devices)
     concurrency = min(args.jobs, len(devices)) if devices and "cpu" not in devices else args.jobs
-    print(f"tune {name}: {args.trials} trial(s) wanted, {tuner.finished()} finished, {tuner.budget} to run, "
+    elsewhere = tuner.running_elsewhere()
+    print(f"tune {name}: {args.trials} trial(s) wanted, {tuner.finished()} finished, "
+          f"{f'{elsewhere} running in another tuner, ' if elsewhere else ''}{tuner.budget} to run, "
           f"{concurrency} at a time on {','.join(devices) if devices else 'the configured device'}, "
           f"{study.direction.name.lower()} the result; study in {shown}, runs in {runs}", flush=True)
     failed = _run_study(tuner, spec, args.jobs, pool, os.path.join(runs, "_tune", name), concurrency, name)
     _print_summary(study, space, spec, name)
     if args.plot:
         write_plots(study, args.plot)
-    missing = args.trials - tuner.finished()
+    elsewhere = tuner.running_elsewhere()
+    if elsewhere:
+        print(f"tune {name}: {elsewhere} trial(s) still running in another tuner of this study")
+    missing = args.trials - tuner.finished() - elsewhere
     if missing > 0:
         print(f"tune {name}: {missing} trial(s) missing ({failed} failed in this run): run the same command again to run them")
         return 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +111,10 @@ def check_configs(spec: SweepSpec) -> list[Trial]:
     trials = [Trial(1, first)]
     for key, axis in spec.axes.items():
         trials += [Trial(len(trials) + 1, {**first, key: value}) for value in ends(axis)[1:]]
-    effective_configs(spec, trials)
+    try:
+        effective_configs(spec, trials)
+    except MLProjError as err:  # these trials are ours, not the study's: leave out their made-up index
+        raise MLProjError(re.sub(r"^trial \d+ \(.*?\): ", "", str(err))) from None
     return trials
 
 
@@ -233,13 +237,18 @@ class Tuner:
         self.storage_url = storage_url  # set with --prune: the trials report to the study
         self.running: dict[int, Any] = {}  # trial number -> optuna Trial
         self.started = 0
-        self.budget = max(0, n_trials - self.finished())
+        self.budget = max(0, n_trials - self.finished() - self.running_elsewhere())
         self._beaten = 0.0
 
     def finished(self) -> int:
         """Trials of the study that count towards N: COMPLETE and PRUNED."""
         states = _optuna().trial.TrialState
         return len(self.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
+
+    def running_elsewhere(self) -> int:
+        """RUNNING trials of the study that another tuner runs (here or on another machine)."""
+        running = self.study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.RUNNING,))
+        return len([t for t in running if t.number not in self.running])
 
     def next_trial(self) -> tuple[Trial, dict[str, str]] | None:
         """The next trial and its environment, or None when enough are finished or running."""
@@ -278,8 +287,10 @@ class Tuner:
         return end
 
     def _judge(self, returncode: int, run_id: int | None) -> TrialEnd:
-        if returncode != 0 or run_id is None:
+        if returncode != 0:
             return TrialEnd("FAIL", None, run_id, f"exit {returncode}")
+        if run_id is None:
+            return TrialEnd("FAIL", None, None, "it recorded no run: does the script call ex.run_commandline()?")
         try:
             run = read_run(os.path.join(self.runs_dir, str(run_id)))
         except (OSError, MLProjError) as err:
