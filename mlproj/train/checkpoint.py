@@ -10,12 +10,15 @@ import json
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from mlproj.errors import MLProjError
-from mlproj.util.files import atomic_copy, atomic_write, describe_os_error
+from mlproj.train import places
+from mlproj.train.state import capture_rng
+from mlproj.util.files import atomic_copy, atomic_write, check_writable, describe_os_error
 
 FORMAT = "mlproj.checkpoint/1"
 
@@ -73,6 +76,65 @@ def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fi
             f"the previous checkpoint is kept. {fix}"
         ) from None
     return written
+
+
+class RunCheckpoints:
+    """A run's checkpoint folder and the record its files go into: `MLProject` saves and resumes
+    through it.
+
+    Args:
+        folder: where last.pt and best.pt go; None when the run writes no checkpoints.
+        tracker: records each file written with the run (`add_artifact`).
+        run: the Sacred run (None without one): its id and git pin go into each checkpoint, its
+            `info` notes where a resumed run continued from.
+        run_key: the run's unique key, kept in each checkpoint.
+        writes: False on the processes that do not write (every rank holds rank 0's weights).
+    """
+
+    def __init__(self, folder: str | None, tracker: Any, run: Any, run_key: str, writes: bool):
+        self.folder, self.tracker, self.run, self.run_key, self.writes = folder, tracker, run, run_key, writes
+
+    def content(self, model: Any, state: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint dict of `model` at `state` (a `TrainState`, its RNG states captured now)."""
+        state.rng = capture_rng()
+        run = {"id": places.run_id(self.run), "key": self.run_key, "git": places.run_info(self.run, "git")}
+        return checkpoint_dict(model, state.saved(), config, run)
+
+    def check_writable(self) -> None:
+        """`MLProjError` before training when the folder cannot be written."""
+        if self.writes and self.folder is not None:
+            check_writable(self.folder, "checkpoint folder", "Pass model_dir=<a folder you can write>")
+
+    def continue_with(self) -> str:
+        """How to continue this run from its last.pt (see `places.continue_with`)."""
+        return places.continue_with(self.run, self.folder)
+
+    def save(self, content: Callable[[], dict[str, Any]], best: bool, step: int) -> str | None:
+        """Write `content()` to last.pt (and best.pt when `best`), record them; the path of last.pt,
+        or None without a folder. `content` is only called on the writing process."""
+        if self.folder is None:
+            return None
+        if not self.writes:
+            return os.path.join(self.folder, "last.pt")
+        fix = f"Free space or pass model_dir=<another folder>, then continue with {self.continue_with()}."
+        written = write_checkpoint(content(), self.folder, best, step, fix)
+        for path in written:
+            self.tracker.add_artifact(path, os.path.basename(path))
+        return written[0]
+
+    def resumed_from(self, path: str, checkpoint: dict[str, Any], step: int) -> None:
+        """Adopt the checkpoints beside `path` into this run's folder and note in the run's info
+        which run, file and step it continues."""
+        if self.writes and self.folder is not None:
+            for copy in adopt_checkpoints(path, self.folder):
+                self.tracker.add_artifact(copy, os.path.basename(copy))
+        if self.run is not None:
+            self.run.info["resumed_from"] = {
+                "checkpoint": os.path.abspath(path),
+                "run_id": checkpoint["run"].get("id"),
+                "run_key": checkpoint["run"].get("key"),
+                "global_step": step,
+            }
 
 
 def adopt_checkpoints(path: str, folder: str) -> list[str]:

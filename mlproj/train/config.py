@@ -36,6 +36,7 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "amp": ("off", "mixed precision: `off`, `bf16` or `fp16` (with a GradScaler)"),
     "compile": (False, "torch.compile the network (first steps are slow while it compiles)"),
     "channels_last": (False, "channels-last memory format for conv nets (faster on GPUs with AMP)"),
+    "early_stopping_patience": (None, "stop after N evaluations without improvement of the benchmark metric; None = off"),
 }
 
 
@@ -97,6 +98,7 @@ def validate_config(config: dict[str, Any]) -> None:
     _check_positive_int(config, "log_iteration_scalars")
     _check_positive_int(config, "log_iteration_all", allow_epoch=True)
     _check_positive_int(config, "save_iterations", allow_epoch=True)
+    _check_positive_int(config, "early_stopping_patience", allow_none=True)
     if "num_workers" in config and (not _is_int(config["num_workers"]) or config["num_workers"] < 0):
         raise _fail("num_workers", config["num_workers"], "an integer >= 0")
     if "lr" in config:

@@ -1,9 +1,10 @@
 """`MLProject`: pairs a `DatasetFactory` with a `Model` and runs the training loop.
 
 One epoch, top to bottom: point the sampler at the epoch, train on each batch, log on logging steps,
-save on save steps, then evaluate, update the best score, call the epoch hook and write last.pt
+save on save steps, then evaluate, update the best score, call the epoch hooks and write last.pt
 (and best.pt when it improved). Whether to stop is decided in one place (`_should_stop`), which
-leaves the reason in `TrainState.stop_reason`. Counters, best score and RNG state live in one
+leaves the reason in `TrainState.stop_reason` (a budget spent, a signal, or `request_stop`).
+Callbacks (`mlproj.Callback`) are called in list order at the points their hooks name. Counters, best score and RNG state live in one
 `TrainState`, saved whole in every checkpoint, so a resumed run continues exactly where the saved
 one stopped.
 
@@ -14,7 +15,6 @@ global generators, opening the TensorBoard writer) wait until it trains or evalu
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from typing import Any
 
@@ -24,22 +24,15 @@ from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
 from mlproj.train import console, distributed, places
 from mlproj.train.batches import batch_size, first_tensor, to_device
-from mlproj.train.checkpoint import (
-    adopt_checkpoints,
-    checkpoint_dict,
-    load_checkpoint,
-    load_into,
-    resolve_checkpoint,
-    write_checkpoint,
-)
+from mlproj.train.callbacks import Callback, EarlyStopping, call_hooks
+from mlproj.train.checkpoint import RunCheckpoints, load_checkpoint, load_into, resolve_checkpoint
 from mlproj.train.config import validate_config, with_defaults
-from mlproj.train.metrics import MeanMetrics
+from mlproj.train.metrics import MeanMetrics, benchmark_item
 from mlproj.train.model import Model
 from mlproj.train.signals import is_signal_name, stop_on_signals
-from mlproj.train.state import TrainState, capture_rng, restore_rng, seed_everything, seeded
+from mlproj.train.state import TrainState, restore_rng, seed_everything, seeded
 from mlproj.train.tracker import Tracker
 from mlproj.util.device import local_device, resolve_device
-from mlproj.util.files import check_writable
 
 __all__ = ["MLProject", "TrainState"]
 
@@ -47,29 +40,28 @@ __all__ = ["MLProject", "TrainState"]
 class MLProject:
     """Trains `model` on the data of `dataset_factory` as `config` says.
 
-    Subclass and override the static methods `get_dataset_factory(config)` and `get_model(config)`,
-    or pass `model=` and `dataset_factory=`. The defaults build what config `dataset` and `model` name.
-    Building configures; training or evaluating joins a torchrun job, seeds and opens TensorBoard.
+    Subclass and override the static methods `get_dataset_factory(config)`, `get_model(config)` and
+    `get_callbacks(config)`, or pass `model=` and `dataset_factory=`. The defaults build what config
+    `dataset` and `model` name. Building configures; training or evaluating joins a torchrun job,
+    seeds and opens TensorBoard.
 
     Args:
         config: the config dict (Sacred's `_run.config`); machinery keys missing from it get defaults.
         _run: the Sacred run that records metrics and checkpoints, or None.
         model: a ready `Model` (else `get_model(config)`).
         dataset_factory: a ready `DatasetFactory` (else `get_dataset_factory(config)`).
+        callbacks: `Callback`s called after those of `get_callbacks(config)`, in list order.
 
     Raises:
         MLProjError: on a bad config value or an unusable `resume` target.
 
     Example:
-        >>> @ex.main
-        ... def main(_run):
-        ...     project = MyProject.from_run(_run)
-        ...     project.train()
-        ...     project.test()
+        >>> project = MyProject.from_run(_run, callbacks=[MyCallback()])  # in the Sacred main function
+        >>> project.train(), project.test()
     """
 
     def __init__(self, config: dict[str, Any], _run: Any = None, *, model: Model | None = None,
-                 dataset_factory: DatasetFactory | None = None):
+                 dataset_factory: DatasetFactory | None = None, callbacks: list[Callback] | None = None):
         self.config = with_defaults(dict(config))
         validate_config(self.config)
         self._run = _run
@@ -85,21 +77,19 @@ class MLProject:
         cfg = self.config
         self.model.setup(self.device, amp=cfg["amp"], compile=cfg["compile"], channels_last=cfg["channels_last"])
         self.state = TrainState()
+        self.callbacks = [*self.get_callbacks(cfg), *(callbacks or [])]
         self.run_key = places.run_info(_run, "run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
-        self.checkpoint_dir = places.checkpoint_dir(_run, cfg, self.run_key)  # None: no checkpoints (-u)
-        # Only rank 0 records; the other ranks' Sacred runs are unobserved (record.experiment). The
-        # tracker opens its TensorBoard writer on its first write.
-        tensorboard = places.tensorboard_run_dir(_run, cfg, self.run_key) if self.is_global_zero else None
-        self.tracker = Tracker(_run if self.is_global_zero else None, tensorboard, prefix=cfg["prefix"])
+        self.tracker, self.checkpoints = _recorders(_run, cfg, self.run_key, self.is_global_zero)
+        self.checkpoint_dir = self.checkpoints.folder  # None: no checkpoints (-u)
         self._training_started = False
         if cfg["resume"] is not None:
             self.resume(cfg["resume"])
 
     # ------------------------------------------------------------------ building blocks
     @classmethod
-    def from_run(cls, _run: Any) -> MLProject:
+    def from_run(cls, _run: Any, *, callbacks: list[Callback] | None = None) -> MLProject:
         """Build the project from a Sacred run: its config, and the run to record into."""
-        return cls(dict(_run.config), _run=_run)
+        return cls(dict(_run.config), _run=_run, callbacks=callbacks)
 
     @staticmethod
     def get_dataset_factory(config: dict[str, Any]) -> DatasetFactory:
@@ -115,22 +105,28 @@ class MLProject:
 
         return create_model(config)
 
-    # ------------------------------------------------------------------ counters (original API)
-    @property
-    def global_step(self) -> int:
-        return self.state.global_step
+    @staticmethod
+    def get_callbacks(config: dict[str, Any]) -> list[Callback]:
+        """The callbacks the config asks for: early stopping with `early_stopping_patience` (override
+        to add yours; `MLProject.get_callbacks(config)` keeps these)."""
+        patience = config.get("early_stopping_patience")
+        return [EarlyStopping(patience)] if patience is not None else []
 
-    @property
-    def epoch(self) -> int:
-        return self.state.epoch
+    # ------------------------------------------------------------------ counters and verbs for callbacks
+    global_step = property(lambda self: self.state.global_step, doc="Optimizer steps completed.")
+    epoch = property(lambda self: self.state.epoch, doc="Epochs completed (1 in the hooks ending the first epoch).")
+    epoch_step = property(lambda self: self.state.epoch_step, doc="Steps completed in the current epoch.")
+    best_score = property(lambda self: self.state.best_score, doc="Best value of the benchmark metric so far.")
 
-    @property
-    def epoch_step(self) -> int:
-        return self.state.epoch_step
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Record scalars (`{"validation.f1": 0.91}`) with the run and in TensorBoard at the current step."""
+        self.tracker.log_scalars(None, {name: float(value) for name, value in metrics.items()}, self.state.global_step)
 
-    @property
-    def best_score(self) -> float | None:
-        return self.state.best_score
+    def request_stop(self, reason: str) -> None:
+        """End training after the current step, evaluated and saved as at a normal end; the run is
+        COMPLETED with `reason` as its `stop_reason` (the first reason given wins)."""
+        if self.state.stop_reason is None:
+            self.state.stop_reason = str(reason)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> float | None:
@@ -147,6 +143,7 @@ class MLProject:
         s = self.state
         s.stop_reason, s.window = None, MeanMetrics()  # the window spans epochs: metrics since the last log
         self.model.on_train_begin()
+        call_hooks(self.callbacks, "on_train_begin", self)
         with stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason)):
             while not self._should_stop():
                 if self._train_epoch():  # False: stopped mid-epoch
@@ -154,9 +151,12 @@ class MLProject:
                     self._evaluate_and_save(epoch_end=True)
             if not is_signal_name(s.stop_reason) and s.last_eval_step != s.global_step:
                 self._evaluate_and_save(epoch_end=False)  # a final evaluation and save mid-epoch
+            if self._run is not None:
+                self._run.info["stop_reason"] = s.stop_reason
             if is_signal_name(s.stop_reason):
                 self._interrupt()
         self.model.on_train_end()
+        call_hooks(self.callbacks, "on_train_end", self)
         self.tracker.log_hparams(self.config, s.global_step)  # TensorBoard's HPARAMS tab
         self.tracker.flush()
         return s.best_score
@@ -174,7 +174,7 @@ class MLProject:
         if epoch_total == 0:
             raise MLProjError("the training set is empty: check data_dir and val_fraction (it must leave samples to train on).")
         batch = None
-        with self._progress_bar(epoch_total, s.epoch_step) as bar:
+        with _progress_bar(self, epoch_total) as bar:
             for batch in itertools.islice(loader, skip, None):
                 batch = to_device(batch, self.model.device, self.model.memory_format)
                 metrics = self.model.train_batch(batch)
@@ -182,13 +182,15 @@ class MLProject:
                 s.global_step += 1
                 s.epoch_step += 1
                 s.window.add(metrics, batch_size(batch))
+                if self.callbacks:  # no callbacks: not even a call per step
+                    call_hooks(self.callbacks, "on_train_batch_end", self, metrics)
                 bar.update()
                 if s.global_step % cfg["log_iteration_scalars"] == 0:
                     # The only host sync of a training step, and only on logging steps.
-                    self._log_train(_mean_over_ranks(s.window))
+                    _log_train(self.tracker, self.model, _mean_over_ranks(s.window), s.global_step)
                     s.window = MeanMetrics()
                 if _is_due(cfg["log_iteration_all"], s.global_step):
-                    self._log_all(batch)
+                    _log_all(self.tracker, self.model, batch, s.global_step)
                 if s.epoch_step == epoch_total:
                     break  # the epoch's end logs, evaluates and saves
                 if self._should_stop():
@@ -196,7 +198,7 @@ class MLProject:
                 if _is_due(cfg["save_iterations"], s.global_step):
                     self.save_checkpoint()
         if cfg["log_iteration_all"] == "epoch" and batch is not None:
-            self._log_all(batch)
+            _log_all(self.tracker, self.model, batch, s.global_step)
         return True
 
     def _should_stop(self) -> bool:
@@ -210,30 +212,34 @@ class MLProject:
         return s.stop_reason is not None
 
     def _stop_requested(self, reason: str) -> None:
-        self.state.stop_reason = reason
+        self.state.stop_reason = reason  # a signal: it overrides a stop already requested
 
     def _evaluate_and_save(self, epoch_end: bool) -> None:
         """Evaluate, keep the best, call the epoch hook, then checkpoint (in that order, so the
         checkpoint holds the scheduler already stepped for this epoch)."""
         metrics = self.evaluate()
-        improved = self.state.improve(self._benchmark_value(metrics), bool(self.model.benchmark_lower_is_better))
+        item = benchmark_item(self.model, metrics)
+        improved = self.state.improve(item and item[1], bool(self.model.benchmark_lower_is_better))
         if self.is_global_zero:
             print(console.progress_line(self.state.epoch, self.state.global_step, metrics, improved), flush=True)
         if epoch_end:
             self.model.on_epoch_end(self.state.epoch - 1, metrics)
+            call_hooks(self.callbacks, "on_epoch_end", self, metrics)
         self.save_checkpoint(best=improved)
 
     def evaluate(self, split: str | None = None) -> dict[str, float]:
         """Average `test_batch` metrics over `split` (default: validation, else test) and log them."""
-        self._join_process_group()
-        split = split or self._eval_split()
+        _join_process_group(self.device, self.model)
+        split = split or _eval_split(self.dataset_factory)
         self.state.last_eval_step = self.state.global_step
         if split is None:
             return {}
         loader = self.dataset_factory.validation_loader() if split == "validation" else self.dataset_factory.test_loader()
         metrics = _mean_over_ranks(_test_metrics(self.model, loader))
         self.tracker.log_scalars(split, metrics, self.state.global_step)
-        return {f"{split}.{name}": value for name, value in metrics.items()}
+        metrics = {f"{split}.{name}": value for name, value in metrics.items()}
+        call_hooks(self.callbacks, "on_evaluate_end", self, split, metrics)
+        return metrics
 
     def test(self) -> dict[str, float]:
         """Evaluate on the test set, log `test.*`, print and return the metrics."""
@@ -248,35 +254,22 @@ class MLProject:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> dict[str, Any]:
         """The checkpoint dict: plain values and tensors under stable keys."""
-        self.state.rng = capture_rng()
-        run = {"id": places.run_id(self._run), "key": self.run_key, "git": places.run_info(self._run, "git")}
-        return checkpoint_dict(self.model, self.state.saved(), self.config, run)
+        return self.checkpoints.content(self.model, self.state, self.config)
 
     def save_checkpoint(self, best: bool = False) -> str | None:
-        """Write last.pt (and best.pt when `best`) atomically and record them with the run.
-
-        Returns:
-            The path of last.pt, or None when this run writes no checkpoints (`-u` without `model_dir`).
-
-        Raises:
-            MLProjError: when the write fails (disk full, folder gone); the previous file is kept.
-        """
-        if self.checkpoint_dir is None:
-            return None
-        if not self.is_global_zero:
-            return os.path.join(self.checkpoint_dir, "last.pt")  # every rank holds the same weights; rank 0 writes them
-        fix = f"Free space or pass model_dir=<another folder>, then continue with {self._continue_with()}."
-        written = write_checkpoint(self.checkpoint(), self.checkpoint_dir, best, self.state.global_step, fix)
-        for path in written:
-            self.tracker.add_artifact(path, os.path.basename(path))
-        return written[0]
+        """Write last.pt (and best.pt when `best`) atomically and record them with the run; the path
+        of last.pt, or None when this run writes no checkpoints (`-u` without `model_dir`).
+        `MLProjError` when a write fails (disk full, folder gone): the previous file is kept."""
+        path = self.checkpoints.save(self.checkpoint, best, self.state.global_step)
+        if path is not None and self.is_global_zero:
+            call_hooks(self.callbacks, "on_checkpoint", self, path)
+        return path
 
     def load_checkpoint(self, path: str, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load weights, optimizer/scheduler state and `TrainState` from `path` (or from `checkpoint`,
         its content when already read). The saved RNG states are put back when training starts (at
         once if it has), so loading a checkpoint to evaluate leaves the caller's generators alone."""
-        if checkpoint is None:
-            checkpoint = load_checkpoint(path)  # on the CPU: load_state_dict moves tensors to the model
+        checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)  # on the CPU
         load_into(self.model, checkpoint, path)
         self.state = TrainState(**checkpoint["state"])
         if self._training_started and self.state.rng:
@@ -287,16 +280,7 @@ class MLProject:
         """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
         path = resolve_checkpoint(target, places.runs_root(self._run))
         checkpoint = self.load_checkpoint(path)
-        if self.is_global_zero and self.checkpoint_dir is not None:
-            for copy in adopt_checkpoints(path, self.checkpoint_dir):
-                self.tracker.add_artifact(copy, os.path.basename(copy))
-        if self._run is not None:
-            self._run.info["resumed_from"] = {
-                "checkpoint": os.path.abspath(path),
-                "run_id": checkpoint["run"].get("id"),
-                "run_key": checkpoint["run"].get("key"),
-                "global_step": self.state.global_step,
-            }
+        self.checkpoints.resumed_from(path, checkpoint, self.state.global_step)
         self.state.last_eval_step = self.state.global_step
 
     # ------------------------------------------------------------------ helpers of the loop
@@ -305,61 +289,22 @@ class MLProject:
         seeds (then a resumed run's saved RNG states), a writable checkpoint folder, the header."""
         if not self._training_started:
             self._training_started = True
-            self._join_process_group()
+            _join_process_group(self.device, self.model)
             seed_everything(self.config.get("seed") or 0, self.config["deterministic"])
             if self.state.rng:
                 restore_rng(self.state.rng)
-            if self.is_global_zero and self.checkpoint_dir is not None:
-                check_writable(self.checkpoint_dir, "checkpoint folder", "Pass model_dir=<a folder you can write>")
+            self.checkpoints.check_writable()
         if self.is_global_zero:
             print(console.header(self.model, self.config, self.device, self.state.global_step, self.checkpoint_dir), flush=True)
-
-    def _join_process_group(self) -> None:
-        """Under torchrun: join the job and wrap the networks in DDP (no-op otherwise, and once)."""
-        if distributed.is_distributed():
-            distributed.setup(self.device)
-            self.model.distribute()
-
-    def _eval_split(self) -> str | None:
-        if self.dataset_factory.has_validation_set():
-            return "validation"
-        return "test" if self.dataset_factory.has_test_set() else None
-
-    def _benchmark_value(self, metrics: dict[str, float]) -> float | None:
-        name = self.model.benchmark_metric
-        name = name() if callable(name) else name  # the original template made it a method
-        return next((v for k, v in metrics.items() if k.split(".", 1)[-1] == name), None)
-
-    def _log_train(self, metrics: dict[str, float]) -> None:
-        self.tracker.log_scalars("train", metrics, self.state.global_step)
-        if self.model.optimizers:
-            self.tracker.log_scalars(None, {"lr": self.model.optimizers[0].param_groups[0]["lr"]}, self.state.global_step)
-
-    def _log_all(self, batch: Any) -> None:
-        self.tracker.log_histograms(self.model, self.state.global_step)
-        if isinstance(first_tensor(batch), torch.Tensor):
-            self.tracker.log_images("train/inputs", first_tensor(batch), self.state.global_step)
 
     def _interrupt(self) -> None:
         """Save the step reached, say how to continue, and end the run (KeyboardInterrupt)."""
         path, reason = self.save_checkpoint(), self.state.stop_reason
         if self.is_global_zero:
-            hint = self._continue_with() if path is not None else ""
+            hint = self.checkpoints.continue_with() if path is not None else ""
             print(console.stopped_line(reason, self.state.global_step, path, hint), flush=True)
         raise KeyboardInterrupt(reason)
 
-    def _continue_with(self) -> str:
-        """How to continue this run: config `resume=<its folder or last.pt>`, in the command-line form
-        the experiment glue gives its runs (`run.resume_command`), if any."""
-        target = places.resume_target(self._run, self.checkpoint_dir)
-        command = getattr(self._run, "resume_command", None)
-        return command.format(target) if isinstance(command, str) else f"config resume={target}"
-
-    def _progress_bar(self, total: int, initial: int) -> Any:
-        n = self.config["n_global_iterations"]
-        desc = f"epoch {self.state.epoch + 1}" + ("" if n is not None else f"/{self.config['n_epochs']}")
-        terminal = getattr(self._run, "stdout_is_terminal", None)  # known before Sacred's capture began
-        return console.progress_bar(total, initial, desc, terminal, self.is_global_zero)
 
 
 def _is_due(interval: int | str, step: int) -> bool:
@@ -383,3 +328,44 @@ def _mean_over_ranks(meter: MeanMetrics) -> dict[str, float]:
     if distributed.is_distributed():
         meter.reduce(distributed.all_reduce_sum)  # every rank reaches this at the same step
     return meter.compute()
+
+
+# ---------------------------------------------------------------------- helpers of the loop
+def _recorders(run: Any, cfg: dict[str, Any], run_key: str, is_global_zero: bool) -> tuple[Tracker, RunCheckpoints]:
+    """Where the run's metrics and checkpoints go. Only rank 0 records; the other ranks' Sacred runs
+    are unobserved (record.experiment). The tracker opens its TensorBoard writer on its first write."""
+    tensorboard = places.tensorboard_run_dir(run, cfg, run_key) if is_global_zero else None
+    tracker = Tracker(run if is_global_zero else None, tensorboard, prefix=cfg["prefix"])
+    return tracker, RunCheckpoints(places.checkpoint_dir(run, cfg, run_key), tracker, run, run_key, is_global_zero)
+
+
+def _join_process_group(device: Any, model: Model) -> None:
+    """Under torchrun: join the job and wrap the networks in DDP (no-op otherwise, and once)."""
+    if distributed.is_distributed():
+        distributed.setup(device)
+        model.distribute()
+
+
+def _eval_split(factory: DatasetFactory) -> str | None:
+    if factory.has_validation_set():
+        return "validation"
+    return "test" if factory.has_test_set() else None
+
+
+def _log_train(tracker: Tracker, model: Model, metrics: dict[str, float], step: int) -> None:
+    tracker.log_scalars("train", metrics, step)
+    if model.optimizers:
+        tracker.log_scalars(None, {"lr": model.optimizers[0].param_groups[0]["lr"]}, step)
+
+
+def _log_all(tracker: Tracker, model: Model, batch: Any, step: int) -> None:
+    tracker.log_histograms(model, step)
+    if isinstance(first_tensor(batch), torch.Tensor):
+        tracker.log_images("train/inputs", first_tensor(batch), step)
+
+
+def _progress_bar(project: MLProject, total: int) -> Any:
+    cfg, state = project.config, project.state
+    desc = f"epoch {state.epoch + 1}" + ("" if cfg["n_global_iterations"] is not None else f"/{cfg['n_epochs']}")
+    terminal = getattr(project._run, "stdout_is_terminal", None)  # known before Sacred's capture began
+    return console.progress_bar(total, state.epoch_step, desc, terminal, project.is_global_zero)

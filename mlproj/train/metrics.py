@@ -68,3 +68,11 @@ class MeanMetrics:
         all_reduce(packed)
         self._reduced = dict(zip(names, packed[:-1].tolist(), strict=True))
         self.count = int(packed[-1].item())
+
+
+def benchmark_item(model: Any, metrics: dict[str, float]) -> tuple[str, float] | None:
+    """The `(name, value)` of the model's benchmark metric among evaluation `metrics` (named
+    `{split}.{metric}`), or None when they do not hold it."""
+    name = model.benchmark_metric
+    name = name() if callable(name) else name  # the original template made it a method
+    return next(((k, v) for k, v in metrics.items() if k.split(".", 1)[-1] == name), None)

@@ -65,3 +65,11 @@ def tensorboard_run_dir(run: Any, config: dict[str, Any], run_key: str) -> str |
 def resume_target(run: Any, checkpoint_folder: str) -> str:
     """What `resume=` takes to continue this run: its run folder, else its last.pt."""
     return file_observer_dir(run) or os.path.join(checkpoint_folder, "last.pt")
+
+
+def continue_with(run: Any, checkpoint_folder: str) -> str:
+    """How to continue this run: config `resume=<its folder or last.pt>`, in the command-line form
+    the experiment glue gives its runs (`run.resume_command`), if any."""
+    target = resume_target(run, checkpoint_folder)
+    command = getattr(run, "resume_command", None)
+    return command.format(target) if isinstance(command, str) else f"config resume={target}"
