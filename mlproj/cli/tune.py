@@ -56,6 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: sqlite under RUNS_DIR/_tune/NAME.db)")
     parser.add_argument("--devices", metavar="LIST", help="as for `mlproj sweep`: cuda:0,cuda:1 or cpu")
     parser.add_argument("--prune", action="store_true", help="stop hopeless trials early (Optuna's median pruner)")
+    parser.add_argument("--prune-after", type=int, default=5, metavar="K",
+                        help="with --prune: prune only once K trials have completed (default 5, Optuna's)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="the TPE sampler's seed (default 0)")
     parser.add_argument("--plot", metavar="DIR", help="write optimization_history.png and param_importances.png into DIR")
     parser.set_defaults(func=run)
@@ -64,6 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise MLProjError(f"--jobs {args.jobs}: run at least 1 trial at a time, e.g. --jobs 2")
+    if args.prune_after < 0:
+        raise MLProjError(f"--prune-after {args.prune_after}: give 0 or more completed trials, e.g. --prune-after 5")
     if args.trials < 1:
         raise MLProjError(f"--trials {args.trials}: ask for at least 1 trial, e.g. --trials 20")
     spec = parse_spec(args.spec)
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if stale:
         print(f"tune {name}: trial(s) {', '.join(map(str, stale))} were left running by a tuner that stopped: "
               "marked FAILED, their slots run again", flush=True)
-    tuner = Tuner(study, spec, space, args.trials, runs, storage_url=url if args.prune else None)
+    prune = {"storage": url, "n_startup_trials": args.prune_after} if args.prune else None
+    tuner = Tuner(study, spec, space, args.trials, runs, prune=prune)
     pool = DevicePool(devices)
     concurrency = min(args.jobs, len(devices)) if devices and "cpu" not in devices else args.jobs
     elsewhere = tuner.running_elsewhere()

@@ -30,8 +30,9 @@ from mlproj.util.uri import redact_uri, uri_password
 from mlproj.util.values import render_value
 
 TUNE_ENV = "MLPROJ_TUNE"  # JSON {study, trial, params}; the experiment copies it into run.info["tune"]
-# The storage URL, for a trial that reports to the study (--prune); kept out of every record.
-TUNE_STORAGE_ENV = "MLPROJ_TUNE_STORAGE"
+# JSON {storage, n_startup_trials}, for a trial that reports to the study (--prune); the storage
+# URL may hold a password, so it travels apart from TUNE_ENV and is kept out of every record.
+TUNE_PRUNE_ENV = "MLPROJ_TUNE_PRUNE"
 HEARTBEAT_S = 10  # how often the tuner records that its running trials are alive
 GRACE_S = 60  # a RUNNING trial without a heartbeat for this long was left by a tuner that died
 DIRECTIONS = ("maximize", "minimize")
@@ -232,9 +233,9 @@ class Tuner:
     """
 
     def __init__(self, study: Any, spec: SweepSpec, space: SearchSpace, n_trials: int, runs_dir: str, *,
-                 storage_url: str | None = None):
+                 prune: dict[str, Any] | None = None):
         self.study, self.spec, self.space, self.n_trials, self.runs_dir = study, spec, space, n_trials, runs_dir
-        self.storage_url = storage_url  # set with --prune: the trials report to the study
+        self.prune = prune  # {storage, n_startup_trials} with --prune: the trials report to the study
         self.running: dict[int, Any] = {}  # trial number -> optuna Trial
         self.started = 0
         self.budget = max(0, n_trials - self.finished() - self.running_elsewhere())
@@ -263,8 +264,8 @@ class Tuner:
         self.started += 1
         params = self.space.decode(trial.params)
         env = {TUNE_ENV: json.dumps({"study": self.study.study_name, "trial": trial.number, "params": params})}
-        if self.storage_url:
-            env[TUNE_STORAGE_ENV] = self.storage_url
+        if self.prune:
+            env[TUNE_PRUNE_ENV] = json.dumps(self.prune)
         return Trial(trial.number, params), env
 
     def heartbeat(self, trials: list[Trial], now: float) -> None:
