@@ -233,3 +233,27 @@ def test_tune_interrupted_running_trials_failed_and_rerun_finishes(toy: str, run
     rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert states(study_of(runs_dir)) == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_tune_prune_hopeless_trial_pruned_recorded_and_shown(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    args = ["tune", "main.py", "with", "dataset=digits", "n_epochs=2", "git_pin=False", "tensorboard_dir=None",
+            "lr=choice(0.003,1e-6)", "--trials", "3", "--prune", "--prune-after", "1"]
+    env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs), "MONGODB_URI": ""}
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = study_of(runs, "main")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["lr"] == 1e-6 for t in pruned), states(study)  # seed 0: lr 1e-6, 0.003, 1e-6
+    run_id = pruned[0].user_attrs["run_id"]
+    assert re.search(rf"trial {pruned[0].number} PRUNED in [\d.]+s: run {run_id}\n", result.stdout), result.stdout
+    info = json.loads((runs / str(run_id) / "info.json").read_text())
+    assert info["tune"]["pruned"] is True
+    assert info["stop_reason"].startswith("pruned by optuna at step 21: validation.accuracy=")
+    assert runs_of(runs)[run_id]["status"] == "COMPLETED"  # stopped on purpose: not a failure
+    steps = json.loads((runs / str(run_id) / "metrics.json").read_text())["validation.accuracy"]["steps"]
+    assert steps == [21]  # one evaluation, not n_epochs=2
+    shown = subprocess.run([sys.executable, "-m", "mlproj.cli", "runs", "--status", "PRUNED"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert [line.split()[:3] for line in shown.stdout.splitlines()[1:]] == [[str(run_id), "mlproj", "PRUNED"]]
