@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS_DIR ?= $(or $(MLPROJ_RUNS_DIR),runs)
 
-.PHONY: install run test lint bench tensorboard omniboard clean help sweep sweep-lr sweep-models
+.PHONY: install run test lint bench tensorboard omniboard clean help sweep sweep-lr sweep-models tune
 
 help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
@@ -20,6 +20,7 @@ help:
 	@echo "make sweep SWEEP=\"lr=[0.01,0.001] batch_size=[32,64]\" JOBS=2   grid on digits, skipping trials already done"
 	@echo "make sweep-lr     example: random search of lr and weight_decay (8 trials)"
 	@echo "make sweep-models example: grid of model x lr, 2 seeds each"
+	@echo "make tune TRIALS=8 JOBS=2   example: Optuna study of lr and batch_size on digits, with pruning; rerun to continue"
 
 install: $(STAMP)
 
@@ -87,6 +88,15 @@ sweep-lr: install
 sweep-models: install
 	$(SWEEP_CMD) with dataset=digits n_epochs=5 'model=[mlp,lenet]' 'lr=[0.01,0.001]' \
 		--seeds 2 --jobs $(JOBS) --name sweep-models $(SWEEP_ARGS)
+
+# Tuning (README, "Tuning"): an Optuna study on digits, stored in $(RUNS_DIR)/_tune/tune-digits.db;
+# re-running continues it until it holds TRIALS finished trials.
+TRIALS ?= 8
+TUNE_ARGS ?=
+
+tune: install
+	$(BIN)/python -m mlproj.cli tune main.py with digits_mlp n_epochs=3 'lr=loguniform(1e-4,1e-1)' \
+		'batch_size=choice(32,64,128)' --trials $(TRIALS) --jobs $(JOBS) --prune --name tune-digits $(TUNE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "mlproj.cli.runs",
     "mlproj.cli.reproduce",
     "mlproj.cli.sweep",
+    "mlproj.cli.tune",
 ]
 
 
@@ -34,7 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="mlproj",
-        description="List, show, compare, reproduce and sync recorded runs, list datasets, and run sweeps.",
+        description="List, show, compare, reproduce and sync recorded runs, list datasets, run sweeps and tune hyperparameters.",
     )
     parser.add_argument("--version", action="version", version=f"mlproj {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     runs.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     runs.add_argument("--all-config", action="store_true", help="show every config key, not only those that differ")
     runs.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only runs whose config has KEY=VALUE (repeatable)")
-    runs.add_argument("--status", help="only runs with this status (COMPLETED, FAILED, INTERRUPTED, RUNNING, PROBABLY_DEAD)")
+    runs.add_argument("--status", help="only runs with this status (COMPLETED, FAILED, INTERRUPTED, RUNNING, PROBABLY_DEAD, PRUNED)")
     runs.add_argument("--sort", metavar="METRIC", help="best first by METRIC (or ascending by a config key, id, start, duration)")
     runs.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
     runs.set_defaults(func=run_runs)

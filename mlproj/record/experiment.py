@@ -180,6 +180,12 @@ class MLProjExperiment(Experiment):
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
+        if os.environ.get("MLPROJ_TUNE"):  # set by `mlproj tune` for each trial: {study, trial, params}
+            run.info["tune"] = json.loads(os.environ["MLPROJ_TUNE"])
+            if os.environ.get("MLPROJ_TUNE_PRUNE") and command == self.default_command:  # --prune: {storage, ...}
+                from mlproj.record.pruning import OptunaPruning
+
+                run.mlproj_callbacks = [OptunaPruning(run, **json.loads(os.environ["MLPROJ_TUNE_PRUNE"]))]
         if not run.unobserved:
             record_provenance(run, self.base_dir, runs_root)
             attach_observers(run)

@@ -95,7 +95,10 @@ class Run:
     def shown_status(self) -> str:
         """`status`, except that a RUNNING run whose heartbeat stopped (killed, machine gone) shows
         as PROBABLY_DEAD, as Omniboard shows it. A run killed before its first heartbeat has none:
-        its start time is judged instead. The record itself is left as it is."""
+        its start time is judged instead. A run that `mlproj tune --prune` stopped early shows as
+        PRUNED (Sacred records it COMPLETED). The record itself is left as it is."""
+        if self.status == "COMPLETED" and (self.info.get("tune") or {}).get("pruned"):
+            return "PRUNED"
         last_sign = self.heartbeat or self.start
         if self.status == "RUNNING" and last_sign is not None:
             now = datetime.now(timezone.utc).replace(tzinfo=None)  # Sacred records naive UTC times

@@ -86,33 +86,74 @@ def run_trials(
     through `on_end` like one that succeeds; the rest go on. On KeyboardInterrupt every running
     trial gets SIGINT (Sacred records it INTERRUPTED) and the interrupt is raised again.
     """
+    pending = deque(trials)
+
+    def next_trial() -> tuple[Trial, dict[str, str]] | None:
+        if not pending:
+            return None
+        trial = pending.popleft()
+        return trial, {**(extra_env or {}), SWEEP_ENV: json.dumps({**sweep, "trial": trial.index})}
+
+    return run_processes(next_trial, command, jobs, pool, log_dir, on_start, on_end)
+
+
+def run_processes(
+    next_trial: Callable[[], tuple[Trial, dict[str, str]] | None],
+    command: Callable[[Trial, str | None], list[str]],
+    jobs: int,
+    pool: DevicePool,
+    log_dir: str,
+    on_start: Callable[[Trial, str | None], None],
+    on_end: Callable[[TrialOutcome], None],
+    on_poll: Callable[[list[Trial]], None] | None = None,
+) -> list[TrialOutcome]:
+    """`run_trials` for trials made on demand (a tuner asks its sampler for the next one only when
+    a slot is free): `next_trial()` gives the next trial and its environment, or None when there
+    is none to start now; the runner ends when it gives None and nothing is running. `on_poll`
+    sees the running trials about once a second (a tuner's heartbeat)."""
     os.makedirs(log_dir, exist_ok=True)
-    pending, running, outcomes = deque(trials), {}, []
+    running: dict[subprocess.Popen, tuple] = {}
+    outcomes: list[TrialOutcome] = []
+    polled, exhausted = 0.0, False
     try:
-        while pending or running:
-            while pending and len(running) < jobs and pool.available():
-                trial, device = pending.popleft(), pool.acquire()
-                log = os.path.join(log_dir, f"trial-{trial.index}.log")
-                env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
-                env[SWEEP_ENV] = json.dumps({**sweep, "trial": trial.index})
-                with open(log, "w") as out:  # the child keeps its own handle
-                    # A session of its own: a Ctrl-C reaches the sweep only, which forwards it once.
-                    process = subprocess.Popen(
-                        command(trial, device), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-                    )
-                running[process] = (trial, device, time.monotonic(), log)
-                on_start(trial, device)
+        while True:
+            while not exhausted and len(running) < jobs and pool.available():
+                made = next_trial()
+                if made is None:
+                    exhausted = True
+                    break
+                trial, trial_env = made
+                on_start(trial, _start(trial, trial_env, command, pool, log_dir, running))
             for process in [p for p in running if p.poll() is not None]:
                 trial, device, started, log = running.pop(process)
                 pool.release(device)
                 outcome = TrialOutcome(trial, process.returncode, time.monotonic() - started, log, device, _run_id(log))
                 outcomes.append(outcome)
                 on_end(outcome)
+                exhausted = False  # a trial ended: the source may have another now
+            if exhausted and not running:
+                return outcomes
+            if on_poll is not None and time.monotonic() - polled >= 1.0:
+                on_poll([entry[0] for entry in running.values()])
+                polled = time.monotonic()
             time.sleep(0.05)
     except KeyboardInterrupt:
         _interrupt(list(running))
         raise
-    return outcomes
+
+
+def _start(trial: Trial, trial_env: dict[str, str], command: Callable, pool: DevicePool, log_dir: str,
+           running: dict[subprocess.Popen, tuple]) -> str | None:
+    """Start `trial`'s process on a device from `pool`, logging into `log_dir`; return the device."""
+    device = pool.acquire()
+    log = os.path.join(log_dir, f"trial-{trial.index}.log")
+    env = {**os.environ, **trial_env, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:  # the child keeps its own handle
+        # A session of its own: a Ctrl-C reaches the sweep only, which forwards it once.
+        process = subprocess.Popen(command(trial, device), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    running[process] = (trial, device, time.monotonic(), log)
+    return device
 
 
 def _run_id(log: str) -> int | None:

@@ -80,7 +80,8 @@ class MLProject:
         self.model.setup(self.device, amp=cfg["amp"], compile=cfg["compile"], channels_last=cfg["channels_last"],
                          grad_clip_norm=cfg["grad_clip_norm"])
         self.state = TrainState()
-        self.callbacks = [*self.get_callbacks(cfg), *(callbacks or [])]
+        # The run's own callbacks (the record glue's: `mlproj tune --prune` reporting), then the caller's.
+        self.callbacks = [*self.get_callbacks(cfg), *getattr(_run, "mlproj_callbacks", []), *(callbacks or [])]
         self.run_key = places.run_info(_run, "run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
         self.tracker, self.checkpoints = _recorders(_run, cfg, self.run_key, self.is_global_zero)
         self.checkpoint_dir = self.checkpoints.folder  # None: no checkpoints (-u)

@@ -1,0 +1,201 @@
+"""`mlproj tune`: an Optuna study of an experiment, one recorded `main.py` run per trial.
+
+    mlproj tune main.py with dataset=digits n_epochs=3 'lr=loguniform(1e-4,1e-1)' 'batch_size=choice(32,64,128)' \
+        --trials 20 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mlproj.cli.sweep import _devices, _interrupt_on_sigterm, _trial_command
+from mlproj.errors import MLProjError
+from mlproj.sweep.runner import DevicePool, TrialOutcome, run_processes
+from mlproj.sweep.spec import Trial, describe, parse_spec
+from mlproj.sweep.tune import (
+    DIRECTIONS,
+    Tuner,
+    check_configs,
+    default_direction,
+    default_storage,
+    fail_stale_trials,
+    open_storage,
+    open_study,
+    rerun_words,
+    search_space,
+    trial_rows,
+)
+from mlproj.train.config import runs_dir
+from mlproj.util.table import render
+from mlproj.util.uri import redact_uri
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tune",
+        help="tune hyperparameters with Optuna (TPE), one recorded run per trial; resumable",
+        description="Run an Optuna study: each trial is one `python SCRIPT with ...` process, recorded like any run. "
+        "loguniform(lo,hi), uniform(lo,hi), randint(lo,hi), choice(a,b) and [a,b] are the search space; "
+        "running the same command again continues the study until it holds N finished trials.",
+    )
+    parser.add_argument("spec", nargs="*", metavar="SPEC", help="[main.py] [NAMED_CONFIGS] with key=value key=loguniform(a,b) ...")
+    parser.add_argument("--trials", "-n", type=int, required=True, metavar="N", help="finished trials the study should hold")
+    parser.add_argument("--jobs", "-j", type=int, default=1, metavar="J", help="trials running at once (default 1)")
+    parser.add_argument("--name", help="the study's name (default: the script's name)")
+    parser.add_argument("--direction", choices=DIRECTIONS, help="default: the built-in model's benchmark "
+                        "(accuracy: maximize); a project whose benchmark is a loss passes minimize")
+    parser.add_argument("--storage", metavar="URL", help="an Optuna RDB URL, e.g. postgresql://user:PASSWORD@host/db "
+                        "(default: sqlite under RUNS_DIR/_tune/NAME.db)")
+    parser.add_argument("--devices", metavar="LIST", help="as for `mlproj sweep`: cuda:0,cuda:1 or cpu")
+    parser.add_argument("--prune", action="store_true", help="stop hopeless trials early (Optuna's median pruner)")
+    parser.add_argument("--prune-after", type=int, default=5, metavar="K",
+                        help="with --prune: prune only once K trials have completed (default 5, Optuna's)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="the TPE sampler's seed (default 0)")
+    parser.add_argument("--plot", metavar="DIR", help="write optimization_history.png and param_importances.png into DIR")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise MLProjError(f"--jobs {args.jobs}: run at least 1 trial at a time, e.g. --jobs 2")
+    if args.prune_after < 0:
+        raise MLProjError(f"--prune-after {args.prune_after}: give 0 or more completed trials, e.g. --prune-after 5")
+    if args.trials < 1:
+        raise MLProjError(f"--trials {args.trials}: ask for at least 1 trial, e.g. --trials 20")
+    spec = parse_spec(args.spec)
+    name = args.name or Path(spec.script).stem
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise MLProjError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    space = search_space(spec)
+    checked = check_configs(spec)  # every mistake in the spec shows here, before anything runs
+    devices = _devices(args.devices, spec, checked)
+    runs = runs_dir()
+    url = args.storage or default_storage(runs, name)
+    shown = redact_uri(url)
+    study = open_study(open_storage(url), name, args.direction or default_direction(), spec, space, args.seed, shown)
+    stale = fail_stale_trials(study)
+    if stale:
+        print(f"tune {name}: trial(s) {', '.join(map(str, stale))} were left running by a tuner that stopped: "
+              "marked FAILED, their slots run again", flush=True)
+    prune = {"storage": url, "n_startup_trials": args.prune_after} if args.prune else None
+    tuner = Tuner(study, spec, space, args.trials, runs, prune=prune)
+    pool = DevicePool(devices)
+    concurrency = min(args.jobs, len(devices)) if devices and "cpu" not in devices else args.jobs
+    elsewhere = tuner.running_elsewhere()
+    print(f"tune {name}: {args.trials} trial(s) wanted, {tuner.finished()} finished, "
+          f"{f'{elsewhere} running in another tuner, ' if elsewhere else ''}{tuner.budget} to run, "
+          f"{concurrency} at a time on {','.join(devices) if devices else 'the configured device'}, "
+          f"{study.direction.name.lower()} the result; study in {shown}, runs in {runs}", flush=True)
+    failed = _run_study(tuner, spec, args.jobs, pool, os.path.join(runs, "_tune", name), concurrency, name)
+    _print_summary(study, space, spec, name)
+    if args.plot:
+        write_plots(study, args.plot)
+    elsewhere = tuner.running_elsewhere()
+    if elsewhere:
+        print(f"tune {name}: {elsewhere} trial(s) still running in another tuner of this study")
+    missing = args.trials - tuner.finished() - elsewhere
+    if missing > 0:
+        print(f"tune {name}: {missing} trial(s) missing ({failed} failed in this run): run the same command again to run them")
+        return 1
+    return 0
+
+
+def _run_study(tuner: Tuner, spec: Any, jobs: int, pool: DevicePool, log_dir: str, concurrency: int, name: str) -> int:
+    """Run the tuner's trials; the number that failed. Ctrl-C and SIGTERM end them as `mlproj sweep` does."""
+    progress = _Progress(tuner)
+    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (len(os.sched_getaffinity(0)) or 1) // concurrency))}
+
+    def next_trial() -> tuple[Trial, dict[str, str]] | None:
+        made = tuner.next_trial()
+        return None if made is None else (made[0], {**threads, **made[1]})
+
+    def command(trial: Trial, device: str | None) -> list[str]:
+        return _trial_command(sys.executable, spec, trial, device)
+
+    def on_poll(running: list[Trial]) -> None:
+        tuner.heartbeat(running, time.monotonic())
+
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm), signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll)
+    except KeyboardInterrupt:
+        tuner.abandon()
+        print(f"tune {name} interrupted: run the same command again to continue the study", flush=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    return progress.failed
+
+
+class _Progress:
+    """One line when a trial starts and one when it ends (after telling the study)."""
+
+    def __init__(self, tuner: Tuner):
+        self.tuner, self.ended_count, self.failed = tuner, 0, 0
+
+    def started(self, trial: Trial, device: str | None) -> None:
+        where = f" on {device}" if device else ""
+        print(f"[{self.ended_count}/{self.tuner.budget}] trial {trial.index} started{where}: {describe(trial.params)}", flush=True)
+
+    def ended(self, outcome: TrialOutcome) -> None:
+        end = self.tuner.ended(outcome.trial.index, outcome.returncode, outcome.run_id)
+        self.ended_count += 1
+        head = f"[{self.ended_count}/{self.tuner.budget}] trial {outcome.trial.index} {end.state}"
+        run = f"run {end.run_id}" if end.run_id is not None else "no run recorded"
+        if end.state == "COMPLETE":
+            print(f"{head} in {outcome.seconds:.1f}s: {run}, value {end.value:.4g}", flush=True)
+        elif end.state == "PRUNED":
+            print(f"{head} in {outcome.seconds:.1f}s: {run}", flush=True)
+        else:
+            self.failed += 1
+            why = outcome.last_error() if outcome.returncode != 0 else end.reason
+            print(f"{head} in {outcome.seconds:.1f}s: {run}: {why} (log: {outcome.log})", flush=True)
+
+
+def _print_summary(study: Any, space: Any, spec: Any, name: str) -> None:
+    """The study's trials, then its best trial and the command that reruns it."""
+    rows = trial_rows(study, space)
+    if not rows:
+        return
+    print(f"\ntune {name}: {len(rows)} trial(s)")
+    print(render(rows, "table", ["trial", "run", "state", "value", *space.distributions]), end="")
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        print(f"tune {name}: no trial has completed yet")
+        return
+    best = study.best_trial
+    params = space.decode(best.params)
+    print(f"best trial {best.number}: value {best.value:.4g} ({study.direction.name.lower()}), "
+          f"run {best.user_attrs.get('run_id', '-')}: {describe(params)}")
+    print(f"rerun it: {shlex.join(rerun_words(spec, params))}")
+
+
+def write_plots(study: Any, folder: str) -> None:
+    """`--plot DIR`: Optuna's optimization history and parameter importances as PNGs."""
+    import matplotlib  # lazy: only --plot draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    from optuna.visualization import matplotlib as plots
+
+    os.makedirs(folder, exist_ok=True)
+    for filename, plot in (("optimization_history.png", plots.plot_optimization_history),
+                           ("param_importances.png", plots.plot_param_importances)):
+        path = os.path.join(folder, filename)
+        try:
+            axes = plot(study)
+        except (ValueError, RuntimeError) as err:  # e.g. importances need two completed trials
+            print(f"--plot: {filename} not written: {err}")
+            continue
+        axes.figure.savefig(path, bbox_inches="tight", dpi=100)
+        matplotlib.pyplot.close(axes.figure)
+        print(f"--plot: wrote {path}")

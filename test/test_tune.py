@@ -1,0 +1,259 @@
+"""`mlproj tune` end to end: trials are real processes, recorded runs, told to a real Optuna study.
+
+The digits test runs the real main.py; the others run a tiny experiment written here (no data, no
+training), so resuming, stale trials and bad input are tested fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT
+
+from mlproj.cli import main as mlproj
+
+TOY = '''"""A tiny experiment for tune tests: the result peaks at lr=0.01, fails where told to."""
+import math
+import os
+import time
+
+from mlproj.record.experiment import create_experiment
+
+ex = create_experiment("toy")
+
+
+@ex.config
+def config():
+    lr = 0.1
+    batch_size = 64
+    fail_lr_above = None  # trials with a larger lr raise
+    sleep_s = float(os.environ.get("TOY_SLEEP_S", "0"))  # not on the command line: the spec stays the same
+
+
+@ex.main
+def train(lr, batch_size, fail_lr_above, sleep_s):
+    time.sleep(sleep_s)
+    if fail_lr_above is not None and lr > fail_lr_above:
+        raise RuntimeError(f"diverged at lr={lr}")
+    return -(math.log10(lr) + 2) ** 2
+
+
+if __name__ == "__main__":
+    ex.run_commandline()
+'''
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> str:
+    path = tmp_path / "toy.py"
+    path.write_text(TOY)
+    return str(path)
+
+
+def runs_of(runs: Path) -> dict[int, dict]:
+    """Every finished run: id -> {status, result, config, tune}."""
+    found = {}
+    for folder in runs.iterdir() if runs.exists() else []:
+        if folder.name.isdigit() and (folder / "info.json").exists():
+            record = json.loads((folder / "run.json").read_text())
+            found[int(folder.name)] = {
+                "status": record["status"], "result": record.get("result"),
+                "config": json.loads((folder / "config.json").read_text()),
+                "tune": json.loads((folder / "info.json").read_text()).get("tune"),
+            }
+    return found
+
+
+def study_of(runs: Path, name: str = "toy") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{runs / '_tune' / (name + '.db')}")
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.get_trials()]
+
+
+def test_tune_digits_three_trials_two_jobs_recorded_runs_and_best_rerun_line(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = ["tune", "main.py", "with", "dataset=digits", "n_epochs=1", "git_pin=False", "tensorboard_dir=None",
+            "lr=loguniform(1e-3,1e-1)", "batch_size=choice(32,64)", "--trials", "3", "--jobs", "2",
+            "--plot", str(tmp_path / "plots")]
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "MLPROJ_RUNS_DIR": str(runs), "MONGODB_URI": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"tune main: 3 trial(s) wanted, 0 finished, 3 to run, 2 at a time on the configured device, " \
+           f"maximize the result; study in sqlite:///{runs}/_tune/main.db, runs in {runs}" in out
+    recorded = runs_of(runs)
+    assert sorted(recorded) == [1, 2, 3] and all(r["status"] == "COMPLETED" for r in recorded.values())
+    for run in recorded.values():  # each run records its trial, and its config holds the trial's params
+        assert run["tune"]["study"] == "main"
+        assert {k: run["config"][k] for k in ("lr", "batch_size")} == run["tune"]["params"]
+    assert sorted(r["tune"]["trial"] for r in recorded.values()) == [0, 1, 2]
+    best_id = max(recorded, key=lambda i: recorded[i]["result"])
+    best = recorded[best_id]
+    assert f"best trial {best['tune']['trial']}: value {best['result']:.4g} (maximize), run {best_id}: " in out
+    lr, batch_size = best["tune"]["params"]["lr"], best["tune"]["params"]["batch_size"]
+    assert f"rerun it: ./main.py with dataset=digits n_epochs=1 git_pin=False tensorboard_dir=None lr={lr!r} " \
+           f"batch_size={batch_size}\n" in out
+    study = study_of(runs, "main")
+    assert states(study) == ["COMPLETE"] * 3
+    assert sorted(t.user_attrs["run_id"] for t in study.trials) == [1, 2, 3]
+    assert (tmp_path / "plots" / "optimization_history.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "param_importances.png").stat().st_size > 0
+
+
+def test_tune_rerun_with_more_trials_runs_only_the_missing_ones(toy: str, runs_dir: Path, capsys) -> None:
+    args = ["tune", toy, "with", "lr=loguniform(1e-4,1)", "--jobs", "2"]
+    assert mlproj([*args, "--trials", "2"]) == 0
+    assert mlproj([*args, "--trials", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4 trial(s) wanted, 2 finished, 2 to run" in out
+    assert mlproj([*args, "--trials", "4"]) == 0
+    assert "4 trial(s) wanted, 4 finished, 0 to run" in capsys.readouterr().out
+    recorded = runs_of(runs_dir)
+    assert sorted(r["tune"]["trial"] for r in recorded.values()) == [0, 1, 2, 3]
+    assert len({r["config"]["lr"] for r in recorded.values()}) == 4  # a resumed sampler draws new values
+    assert states(study_of(runs_dir)) == ["COMPLETE"] * 4
+
+
+def test_tune_failed_trial_not_replaced_until_rerun(toy: str, runs_dir: Path, capsys) -> None:
+    args = ["tune", toy, "with", "lr=choice(0.01,0.5)", "fail_lr_above=0.1", "--trials", "3"]
+    assert mlproj(args) == 1
+    out = capsys.readouterr().out
+    study = study_of(runs_dir)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed and all(t.params["lr"] == 0.5 for t in failed)
+    assert re.search(r"trial \d FAIL in [\d.]+s: run \d: RuntimeError: diverged at lr=0.5", out), out
+    assert f"{len(failed)} trial(s) missing ({len(failed)} failed in this run): run the same command again" in out
+    assert len(study.trials) == 3  # three started, the failures not replaced in the same run
+
+
+def test_tune_running_trial_of_a_dead_tuner_marked_failed_and_rerun(toy: str, runs_dir: Path, capsys) -> None:
+    args = ["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2"]
+    assert mlproj([*args, "--trials", "1"]) == 0
+    db = runs_dir / "_tune" / "toy.db"
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=10)
+    study = optuna.load_study(study_name="toy", storage=storage)
+    left = study.ask()  # a tuner took this trial, beat once, and was killed
+    storage.record_heartbeat(left._trial_id)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')")
+    capsys.readouterr()
+    assert mlproj(args) == 0
+    out = capsys.readouterr().out
+    assert "tune toy: trial(s) 1 were left running by a tuner that stopped: marked FAILED, their slots run again" in out
+    assert "2 trial(s) wanted, 1 finished, 1 to run" in out
+    assert states(study_of(runs_dir)) == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_tune_running_trial_with_fresh_heartbeat_left_to_its_tuner(toy: str, runs_dir: Path, capsys) -> None:
+    args = ["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2"]
+    assert mlproj([*args, "--trials", "1"]) == 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs_dir / '_tune' / 'toy.db'}", heartbeat_interval=10)
+    study = optuna.load_study(study_name="toy", storage=storage)
+    storage.record_heartbeat(study.ask()._trial_id)  # another machine's tuner, alive, runs it
+    capsys.readouterr()
+    assert mlproj(args) == 0
+    out = capsys.readouterr().out
+    assert "left running" not in out
+    assert "2 trial(s) wanted, 1 finished, 1 running in another tuner, 0 to run" in out
+    assert "tune toy: 1 trial(s) still running in another tuner of this study" in out
+    assert states(study_of(runs_dir)) == ["COMPLETE", "RUNNING"]  # its slot is that tuner's
+
+
+def test_tune_minimize_best_is_lowest(toy: str, runs_dir: Path, capsys) -> None:
+    assert mlproj(["tune", toy, "with", "lr=choice(0.01,1.0)", "--trials", "4", "--direction", "minimize"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"best trial \d: value -4 \(minimize\), run \d: lr=1.0\n", out), out
+    assert "rerun it: " + f"{toy} with lr=1.0\n" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        (["lrr=uniform(0.1,1)"], "unknown config key lrr: check the spelling"),
+        (["lr=uniform(1,0.1)"], "lr=uniform\\(1,0.1\\) needs two numbers low < high"),
+        (["lr=0.1"], "nothing to tune: give a distribution"),
+        (["lr=uniform(0.1,1)", "--trials", "0"], "--trials 0: ask for at least 1 trial"),
+        (["lr=uniform(0.1,1)", "--storage", "postgresql://me:s3cret@127.0.0.1:1/optuna"],
+         "--storage postgresql://me:\\*\\*\\*@127.0.0.1:1/optuna: "),
+        (["lr=uniform(0.1,1)", "--storage", "sqlite:////nonexistent/dir/x.db"],
+         "--storage sqlite:////nonexistent/dir/x.db: cannot open it: .*unable to open database file"),
+    ],
+)
+def test_tune_bad_input_one_line_before_any_trial(spec: list[str], match: str, toy: str, runs_dir: Path,
+                                                    capsys) -> None:
+    code = mlproj(["tune", toy, "with", *spec, *([] if "--trials" in spec else ["--trials", "2"])])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert captured.err.startswith("mlproj tune: error: ")
+    assert re.search(match, captured.err), captured.err
+    assert "s3cret" not in captured.out + captured.err
+    assert not runs_of(runs_dir)
+
+
+def test_tune_study_name_reused_with_other_space_one_line(toy: str, runs_dir: Path, capsys) -> None:
+    assert mlproj(["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "1"]) == 0
+    capsys.readouterr()
+    assert mlproj(["tune", toy, "with", "lr=loguniform(1e-3,1)", "--trials", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"mlproj tune: error: study toy in sqlite:///{runs_dir}/_tune/toy.db tunes `lr=loguniform(0.0001,1)`, "
+                   "not `lr=loguniform(0.001,1)`: give the study's own spec to continue it, or a new --name for this one\n")
+    assert mlproj(["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2", "--direction", "minimize"]) == 1
+    assert "is set to maximize, not minimize: pass --direction maximize or a new --name" in capsys.readouterr().err
+    assert len(runs_of(runs_dir)) == 1
+
+
+def test_tune_interrupted_running_trials_failed_and_rerun_finishes(toy: str, runs_dir: Path) -> None:
+    args = [sys.executable, "-m", "mlproj.cli", "tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2", "--jobs", "2"]
+    tune = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TOY_SLEEP_S": "20"})
+    deadline = time.monotonic() + 60
+    while len([r for r in (runs_dir.iterdir() if runs_dir.exists() else []) if r.name.isdigit()]) < 2:
+        assert time.monotonic() < deadline and tune.poll() is None
+        time.sleep(0.2)
+    time.sleep(2)  # both trials are inside train()
+    tune.send_signal(signal.SIGINT)
+    out, _ = tune.communicate(timeout=60)
+    assert tune.returncode == 130, out
+    assert "tune toy interrupted: run the same command again to continue the study" in out
+    assert sorted(r["status"] for r in runs_of(runs_dir).values()) == ["INTERRUPTED", "INTERRUPTED"]
+    assert states(study_of(runs_dir)) == ["FAIL", "FAIL"]
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert states(study_of(runs_dir)) == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_tune_prune_hopeless_trial_pruned_recorded_and_shown(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    args = ["tune", "main.py", "with", "dataset=digits", "n_epochs=2", "git_pin=False", "tensorboard_dir=None",
+            "lr=choice(0.003,1e-6)", "--trials", "3", "--prune", "--prune-after", "1"]
+    env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs), "MONGODB_URI": ""}
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = study_of(runs, "main")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["lr"] == 1e-6 for t in pruned), states(study)  # seed 0: lr 1e-6, 0.003, 1e-6
+    run_id = pruned[0].user_attrs["run_id"]
+    assert re.search(rf"trial {pruned[0].number} PRUNED in [\d.]+s: run {run_id}\n", result.stdout), result.stdout
+    info = json.loads((runs / str(run_id) / "info.json").read_text())
+    assert info["tune"]["pruned"] is True
+    assert info["stop_reason"].startswith("pruned by optuna at step 21: validation.accuracy=")
+    assert runs_of(runs)[run_id]["status"] == "COMPLETED"  # stopped on purpose: not a failure
+    steps = json.loads((runs / str(run_id) / "metrics.json").read_text())["validation.accuracy"]["steps"]
+    assert steps == [21]  # one evaluation, not n_epochs=2
+    shown = subprocess.run([sys.executable, "-m", "mlproj.cli", "runs", "--status", "PRUNED"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert [line.split()[:3] for line in shown.stdout.splitlines()[1:]] == [[str(run_id), "mlproj", "PRUNED"]]
