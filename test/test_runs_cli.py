@@ -31,13 +31,16 @@ def mlproj(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_runs_table_shows_differing_config_and_metrics(runs: Path, capsys) -> None:
+def test_runs_table_shows_benchmark_metric_and_differing_config_only(runs: Path, capsys) -> None:
     code, out, _ = mlproj("runs", str(runs), capsys=capsys)
     header, *rows = out.splitlines()
     assert code == 0 and len(rows) == 3
-    assert header.split()[:6] == ["id", "name", "status", "start", "duration", "git"]
-    assert {"lr", "seed", "validation.accuracy", "best"} <= set(header.split())
-    assert "dataset" not in header.split()  # the same in every run
+    # The model's benchmark (info.benchmark: validation.accuracy), then the run, then the keys that differ.
+    assert header == ("id  validation.accuracy best  validation.accuracy last  status     start                "
+                      "duration  git  comment     lr  seed")
+    best = max(json.loads((runs / "1" / "metrics.json").read_text())["validation.accuracy"]["values"])
+    assert rows[0].split()[:4] == ["1", f"{best:.4g}", f"{best:.4g}", "COMPLETED"]
+    assert max(len(line) for line in out.splitlines()) <= 160
 
 
 def test_runs_all_config_shows_every_key(runs: Path, capsys) -> None:
@@ -111,7 +114,7 @@ def test_show_run_whose_pin_failed_says_why_and_sacreds_head(tmp_path: Path, cap
 def test_runs_comment_column_when_a_run_has_one(runs: Path, capsys) -> None:
     _, out, _ = mlproj("runs", str(runs), capsys=capsys)
     header, *rows = out.splitlines()
-    assert header.split()[5:7] == ["git", "comment"]
+    assert header.split()[7:9] == ["git", "comment"]
     _, out_json, _ = mlproj("runs", str(runs), "--format", "json", capsys=capsys)
     assert [r["comment"] for r in json.loads(out_json)] == ["", "", "lr up"]
     _, without, _ = mlproj("runs", str(runs), "--last", "2", "--where", "lr=0.001", capsys=capsys)

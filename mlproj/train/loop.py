@@ -311,6 +311,10 @@ class MLProject:
                 restore_rng(self.state.rng)
             if self.is_global_zero and self.checkpoint_dir is not None:
                 check_writable(self.checkpoint_dir, "checkpoint folder", "Pass model_dir=<a folder you can write>")
+            split, name = self._eval_split(), self.model.benchmark_metric
+            if split is not None:  # which logged metric judges the run: `mlproj runs` shows it
+                name = name() if callable(name) else name
+                self.tracker.note_benchmark(f"{split}.{name}", bool(self.model.benchmark_lower_is_better))
         if self.is_global_zero:
             print(console.header(self.model, self.config, self.device, self.state.global_step, self.checkpoint_dir), flush=True)
 

@@ -58,6 +58,11 @@ class Tracker:
         if best is None or (value < best if goal == "min" else value > best):
             self.best[name] = float(value)
 
+    def note_benchmark(self, metric: str, lower_is_better: bool) -> None:
+        """Record in the run's info (`benchmark`) which metric judges the run, and which way is better."""
+        if self.run is not None and isinstance(getattr(self.run, "info", None), dict):
+            self.run.info["benchmark"] = {"metric": self.prefix + metric, "lower_is_better": lower_is_better}
+
     def log_hparams(self, config: dict[str, Any], step: int) -> None:
         """Write TensorBoard's HParams summary: the config values and the best value of each metric.
 
