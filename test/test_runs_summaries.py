@@ -1,0 +1,141 @@
+"""Listing runs from small summaries: the observer's own, and the cache for runs plain Sacred recorded."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import pytest
+from test_runs import write_run
+
+from mlproj.record.observers import RunFolderObserver
+from mlproj.runs.reader import CACHE_FILE, read_run, read_runs
+from mlproj.runs.record import Series, summarize
+from mlproj.util.series import SUMMARY_FILE
+
+NOW = datetime.datetime(2026, 1, 1, 10, 0, 0)
+
+
+def observed_run(base: Path, beats: list[dict[str, tuple[list[int], list[float]]]]) -> Path:
+    """A run folder written by RunFolderObserver, one `log_metrics` per beat, then completed."""
+    observer = RunFolderObserver(str(base))
+    _id = observer.started_event({"name": "t", "base_dir": str(base), "sources": [], "dependencies": [], "repositories": []},
+                                 "train", {}, NOW, {"lr": 0.1}, {}, None)
+    for beat in beats:
+        observer.log_metrics({name: {"steps": s, "values": v, "timestamps": [NOW] * len(s)} for name, (s, v) in beat.items()}, None)
+    observer.completed_event(NOW, None)
+    return base / str(_id)
+
+
+def test_observer_summary_matches_every_metric_of_the_full_series(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    beats = []
+    for first in range(0, 300, 50):  # six heartbeats, with ties, a NaN and an inf in the series
+        steps = list(range(first, first + 50))
+        values = [round(rng.uniform(0, 1), 1) for _ in steps]
+        values[7] = math.nan if first == 100 else values[7]
+        values[9] = math.inf if first == 150 else values[9]
+        beats.append({"train.loss": (steps, values), "validation.accuracy": (steps, [v * 2 for v in values]), "lr": (steps, [0.1] * 50)})
+    folder = observed_run(tmp_path, beats)
+    run = read_run(folder)
+    assert (folder / SUMMARY_FILE).exists()
+    full = json.loads((folder / "metrics.json").read_text())
+    assert run.metric_names == sorted(full)
+    for name, series in full.items():
+        assert run.summary(name) == summarize(name, Series(series["steps"], series["values"])), name
+    loss = full["train.loss"]
+    finite = [(s, v) for s, v in zip(loss["steps"], loss["values"], strict=True) if math.isfinite(v)]
+    assert run.summary("train.loss").best_step == min(finite, key=lambda p: p[1])[0]  # the first of tied minima
+    assert run.summaries["train.loss"]["count"] == 298 and run.summaries["train.loss"]["first_step"] == 0
+    assert run.summary("lr").best is None and run.summary("lr").last == 0.1
+
+
+def test_read_runs_mlproj_run_uses_its_summary_not_the_series(tmp_path: Path) -> None:
+    folder = observed_run(tmp_path / "runs", [{"validation.loss": ([1, 2], [0.5, 0.3])}])
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary["metrics"]["validation.loss"]["min"] = 0.123  # a summary that describes this metrics.json is believed
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary))
+    (run,) = read_runs(str(tmp_path / "runs"))
+    assert run.summary("validation.loss").best == 0.123
+    assert run._metrics is None  # the series were never read
+    assert not (tmp_path / "runs" / CACHE_FILE).exists()  # nothing to cache
+
+
+def test_read_runs_summary_of_an_older_metrics_json_is_not_believed(tmp_path: Path) -> None:
+    folder = observed_run(tmp_path / "runs", [{"validation.loss": ([1, 2], [0.5, 0.3])}])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["validation.loss"]["values"] = [0.5, 0.1]  # rewritten by a plain Sacred observer, say
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run,) = read_runs(str(tmp_path / "runs"))
+    assert run.summary("validation.loss").best == 0.1
+
+
+def plain_sacred_runs(tmp_path: Path) -> Path:
+    runs = tmp_path / "runs"
+    write_run(runs, 1, {"lr": 0.1}, {"validation.loss": [1.0, 0.6], "lr": [0.1, 0.1]})
+    write_run(runs, 2, {"lr": 0.2}, {"validation.loss": [0.9, 0.4]})
+    return runs
+
+
+def fake_edit(path: Path, old: str, new: str) -> None:
+    """Change metrics.json's content but keep its size and mtime: only the cache can tell the old one."""
+    st = path.stat()
+    path.write_text(path.read_text().replace(old, new))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_read_runs_plain_sacred_run_summarized_once_then_from_the_cache(tmp_path: Path) -> None:
+    runs = plain_sacred_runs(tmp_path)
+    first = read_runs(str(runs))
+    assert [r.summary("validation.loss").best for r in first] == [0.6, 0.4]
+    cache = json.loads((runs / CACHE_FILE).read_text())
+    assert sorted(cache["runs"]) == ["1", "2"]
+    fake_edit(runs / "1" / "metrics.json", "0.6", "0.5")
+    assert read_runs(str(runs))[0].summary("validation.loss").best == 0.6  # from the cache, not the file
+
+
+def test_read_runs_cache_entry_dropped_when_metrics_json_mtime_changes(tmp_path: Path) -> None:
+    runs = plain_sacred_runs(tmp_path)
+    read_runs(str(runs))
+    fake_edit(runs / "1" / "metrics.json", "0.6", "0.5")
+    st = (runs / "1" / "metrics.json").stat()
+    os.utime(runs / "1" / "metrics.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a live run wrote it again
+    assert read_runs(str(runs))[0].summary("validation.loss").best == 0.5
+
+
+def test_read_runs_cache_entry_dropped_when_metrics_json_replaced_by_rename(tmp_path: Path) -> None:
+    runs = plain_sacred_runs(tmp_path)
+    read_runs(str(runs))
+    replacement = runs / "1" / "metrics.json.tmp"
+    replacement.write_text(json.dumps({"validation.loss": {"steps": [0, 1, 2], "values": [1.0, 0.6, 0.25], "timestamps": []}}))
+    os.replace(replacement, runs / "1" / "metrics.json")  # as Sacred and atomic writers do
+    first, second = read_runs(str(runs))
+    assert first.summary("validation.loss").best == 0.25 and first.summary("validation.loss").count == 3
+    assert second.summary("validation.loss").best == 0.4
+    assert json.loads((runs / CACHE_FILE).read_text())["runs"]["1"]["metrics"]["validation.loss"]["min"] == 0.25
+
+
+def test_read_runs_cache_unwritable_still_lists(tmp_path: Path) -> None:
+    runs = plain_sacred_runs(tmp_path)
+    (runs / ".mlproj-cache").write_text("not a folder")  # the cache cannot be written: listing goes on without it
+    assert [r.summary("validation.loss").best for r in read_runs(str(runs))] == [0.6, 0.4]
+
+
+def test_read_runs_without_summaries_reads_no_metrics(tmp_path: Path) -> None:
+    runs = plain_sacred_runs(tmp_path)
+    (runs / "1" / "metrics.json").write_text("{damaged")  # the sweep's skip rule must not need it
+    assert [r.config["lr"] for r in read_runs(str(runs), summaries=False)] == [0.1, 0.2]
+    assert not (runs / CACHE_FILE).exists()
+
+
+@pytest.mark.parametrize("value", [0.1, 0.3])
+def test_best_and_last_of_summary_agree_with_metric_goal(tmp_path: Path, value: float) -> None:
+    folder = observed_run(tmp_path, [{"validation.error": ([1, 2, 3], [0.2, value, 0.25]), "test.f1": ([1, 2, 3], [0.2, value, 0.25])}])
+    run = read_run(folder)
+    assert run.summary("validation.error").best == min(0.2, value)
+    assert run.summary("test.f1").best == max(0.25, value)
+    assert run.summary("test.f1").last == 0.25 and run.summary("test.f1").last_step == 3
