@@ -139,3 +139,62 @@ def test_best_and_last_of_summary_agree_with_metric_goal(tmp_path: Path, value: 
     assert run.summary("validation.error").best == min(0.2, value)
     assert run.summary("test.f1").best == max(0.25, value)
     assert run.summary("test.f1").last == 0.25 and run.summary("test.f1").last_step == 3
+
+
+def sweep_runs(tmp_path: Path) -> Path:
+    """Three runs of a sweep over lr and a long tag, with the config keys a real run records."""
+    runs = tmp_path / "runs"
+    base = {"dataset": "digits", "batch_size": 64, "model": "lenet", "optimizer": "adam", "n_epochs": 3, "data_dir": "/data/" + "x" * 60}
+    for i, lr in enumerate((0.1, 0.01, 0.001), start=1):
+        config = {**base, "lr": lr, "tag": f"a-very-long-tag-that-nobody-reads-whole-{i}"}
+        metrics = {"train.loss": [2.0, 1.0], "train.accuracy": [0.1, 0.5], "lr": [lr, lr], "validation.loss": [1.5, 0.9 + i / 10],
+                   "validation.accuracy": [0.3, 0.6 + i / 10]}
+        write_run(runs, i, config, metrics, info={"run_key": f"k{i}", "benchmark": {"metric": "validation.loss", "lower_is_better": True}})
+    return runs
+
+
+def test_runs_table_benchmark_from_info_long_values_cut_fits_160_columns(tmp_path: Path, capsys) -> None:
+    from mlproj.cli import main
+
+    assert main(["runs", str(sweep_runs(tmp_path))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("id  validation.loss best  validation.loss last  status     start                duration  git     lr  tag")
+    assert lines[3] == " 3                   1.2                   1.2  COMPLETED  2026-01-03 10:00:00  0:01:30   -    0.001  a-very-long-tag-that-no…"
+    assert max(map(len, lines)) <= 160
+
+
+def test_runs_metrics_option_widens_the_table_and_unknown_metric_one_line(tmp_path: Path, capsys) -> None:
+    from mlproj.cli import main
+
+    runs = sweep_runs(tmp_path)
+    assert main(["runs", str(runs), "--metrics", "train.loss,lr"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[:6] == ["id", "train.loss", "best", "train.loss", "last", "lr"]
+    assert main(["runs", str(runs), "--metrics", "train.los"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--metrics train.los: no run logged train.los" in err
+
+
+def test_runs_json_keeps_every_metric_and_whole_values(tmp_path: Path, capsys) -> None:
+    from mlproj.cli import main
+
+    assert main(["runs", str(sweep_runs(tmp_path)), "--format", "json"]) == 0
+    record = json.loads(capsys.readouterr().out)[0]
+    assert record["tag"] == "a-very-long-tag-that-nobody-reads-whole-1"
+    assert {"train.loss best", "train.accuracy last", "lr last", "validation.accuracy best"} <= set(record)
+
+
+def test_read_mongo_runs_lists_from_summaries_and_fetches_output_on_first_use() -> None:
+    import mongomock
+
+    from mlproj.runs.mongo import read_mongo_runs
+
+    database = mongomock.MongoClient().db
+    database["runs"].insert_one({"_id": 1, "status": "COMPLETED", "config": {"lr": 0.1}, "captured_out": "epoch 1\n"})
+    database["metrics"].insert_one({"run_id": 1, "name": "validation.loss", "steps": [1, 2, 3], "values": [0.9, 0.4, 0.5],
+                                    "timestamps": [NOW] * 3})
+    (run,) = read_mongo_runs(database)
+    assert run.summary("validation.loss").best == 0.4 and run.summary("validation.loss").last_step == 3
+    assert run._metrics is None and run._captured_out is None  # listing took neither
+    database["runs"].update_one({"_id": 1}, {"$set": {"captured_out": "epoch 1\nepoch 2\n"}})
+    assert run.captured_out == "epoch 1\nepoch 2\n"  # read from the database when asked for, not with the list
+    assert run.metrics["validation.loss"].values == [0.9, 0.4, 0.5]
