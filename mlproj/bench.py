@@ -19,6 +19,13 @@ Runs alternate (a) and (b) in pairs, the order swapped every pair, and the figur
 over a long run. The last line is `tracked/bare = X`.
 
     python -m mlproj.bench [--train 20000] [--epochs 2] [--repeats 5]
+
+With `--runs N`, it measures listing instead: N generated runs whose train series hold `--steps`
+logged steps, recorded by `RunFolderObserver`; `mlproj runs` is timed the first time and the
+second time (wall time and peak memory of its process), then again with the summaries removed, as
+for runs recorded by plain Sacred.
+
+    python -m mlproj.bench --runs 1000 --steps 10000
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import struct
 import subprocess
@@ -283,6 +291,77 @@ def metrics_json_cost(steps_per_second: float, n_steps: int, log_every: int = 10
     return total, n_steps / steps_per_second, writes + 1
 
 
+# ------------------------------------------------------------------------------ listing many runs
+def write_runs(runs_dir: Path, n_runs: int, n_steps: int, seed: int = 0) -> None:
+    """`n_runs` finished runs as RunFolderObserver records them: a sweep over lr and seed, train
+    loss, accuracy and lr at each of `n_steps` steps, validation metrics every 1,000 steps."""
+    import datetime
+
+    from mlproj.record.observers import RunFolderObserver
+
+    rng = np.random.default_rng(seed)
+    start = datetime.datetime(2026, 1, 1)
+    steps = list(range(1, n_steps + 1))
+    evals = steps[999::1000] or [n_steps]
+    base = {"dataset": "mnist", "model": "lenet", "batch_size": 64, "optimizer": "adam", "n_epochs": 10, "device": "cpu",
+            "data_dir": "./datasets", "val_fraction": 0.1, "deterministic": False, "log_iteration_scalars": 10}
+    for i in range(n_runs):
+        observer = RunFolderObserver(str(runs_dir))
+        config = {**base, "lr": [1e-4, 3e-4, 1e-3, 3e-3][i % 4], "seed": i // 4}
+        observer.started_event({"name": "mlproj", "base_dir": str(runs_dir), "sources": [], "dependencies": [], "repositories": []},
+                               "train", {"hostname": "bench"}, start, config, {}, None)
+        loss = 2.3 * np.exp(-np.arange(n_steps) / n_steps * 3) + rng.normal(0, 0.05, n_steps)
+        stamps = [start] * n_steps
+        series = {"train.loss": loss, "train.accuracy": 1 - loss / 2.5, "lr": np.full(n_steps, config["lr"])}
+        metrics = {name: {"steps": steps, "values": v.tolist(), "timestamps": stamps} for name, v in series.items()}
+        metrics.update({name: {"steps": evals, "values": rng.uniform(0, 1, len(evals)).tolist(), "timestamps": [start] * len(evals)}
+                        for name in ("validation.loss", "validation.accuracy")})
+        observer.log_metrics(metrics, None)
+        observer.heartbeat_event({"run_key": f"bench-{i}", "benchmark": {"metric": "validation.accuracy", "lower_is_better": False}},
+                                 "", start + datetime.timedelta(hours=1), None)
+        observer.completed_event(start + datetime.timedelta(hours=1), None)
+
+
+# Runs `mlproj runs` and reports its peak memory. The peak is the process's own (VmHWM of its
+# address space), not ru_maxrss: a child forked from this process, which holds torch, would count
+# this process's pages as its own until it execs.
+_LISTING = """import atexit, re, sys
+def peak():
+    with open('/proc/self/status') as f:
+        print(int(re.search(r'VmHWM:\\s+(\\d+)', f.read()).group(1)), file=sys.stderr)
+atexit.register(peak)
+from mlproj.cli import main
+sys.exit(main(['runs', sys.argv[1]]))
+"""
+
+
+def timed_listing(runs_dir: Path) -> tuple[float, float]:
+    """(wall seconds, peak MB) of one `mlproj runs` process over `runs_dir`."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _LISTING, str(runs_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"mlproj runs {runs_dir} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
+    return seconds, int(result.stderr.strip().splitlines()[-1]) / 1024  # VmHWM is in KiB
+
+
+def measure_listing(n_runs: int, n_steps: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(tmp) / "runs"
+        start = time.perf_counter()
+        write_runs(runs_dir, n_runs, n_steps)
+        size = (runs_dir / "1" / "metrics.json").stat().st_size / 1e6
+        print(f"listing: {n_runs:,} runs, train series of {n_steps:,} steps ({size:.1f} MB of metrics.json each), "
+              f"written in {time.perf_counter() - start:.0f} s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        for label in ("recorded by mlproj", "plain Sacred (no summaries)"):
+            first, second = timed_listing(runs_dir), timed_listing(runs_dir)
+            print(f"mlproj runs, {label:<28} first {first[0]:6.2f} s {first[1]:5.0f} MB   second {second[0]:6.2f} s {second[1]:5.0f} MB")
+            for summary in runs_dir.glob("*/metrics_summary.json"):  # what a run recorded by Sacred's own observer lacks
+                summary.unlink()
+            shutil.rmtree(runs_dir / ".mlproj-cache", ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlproj.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=60000, help="training samples in the fixture")
@@ -295,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4000, help="JPEGs in the generated image folder of (d)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier figures when other processes share the CPUs)")
+    parser.add_argument("--runs", type=int, metavar="N", help="measure `mlproj runs` over N generated runs instead")
+    parser.add_argument("--steps", type=int, default=10000, help="with --runs: logged steps in each run's train series")
     args = parser.parse_args(argv)
+    if args.runs:
+        return measure_listing(args.runs, args.steps)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -30,3 +30,13 @@ def test_print_config_imports_no_torch_torchvision_tensorboard_sklearn_or_datase
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bench_runs_option_prints_listing_figures_for_both_kinds_of_run(capsys: pytest.CaptureFixture) -> None:
+    assert bench.main(["--runs", "3", "--steps", "50"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("listing: 3 runs, train series of 50 steps")
+    for line, label in zip(lines[1:], ("recorded by mlproj", "plain Sacred (no summaries)"), strict=True):
+        assert line.startswith(f"mlproj runs, {label}")
+        first, second = line.split("first")[1].split("second")
+        assert float(first.split()[0]) > 0 and float(first.split()[2]) > 0  # seconds, MB

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, run_main, write_run
@@ -33,13 +34,16 @@ def mlproj(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_runs_table_shows_differing_config_and_metrics(runs: Path, capsys) -> None:
+def test_runs_table_shows_benchmark_metric_and_differing_config_only(runs: Path, capsys) -> None:
     code, out, _ = mlproj("runs", str(runs), capsys=capsys)
     header, *rows = out.splitlines()
     assert code == 0 and len(rows) == 3
-    assert header.split()[:6] == ["id", "name", "status", "start", "duration", "git"]
-    assert {"lr", "seed", "validation.accuracy", "best"} <= set(header.split())
-    assert "dataset" not in header.split()  # the same in every run
+    # The model's benchmark (info.benchmark: validation.accuracy), then the run, then the keys that differ.
+    assert header == ("id  validation.accuracy best  validation.accuracy last  status     start                "
+                      "duration  git  comment     lr  seed")
+    best = max(json.loads((runs / "1" / "metrics.json").read_text())["validation.accuracy"]["values"])
+    assert rows[0].split()[:4] == ["1", f"{best:.4g}", f"{best:.4g}", "COMPLETED"]
+    assert max(len(line) for line in out.splitlines()) <= 160
 
 
 def test_runs_all_config_shows_every_key(runs: Path, capsys) -> None:
@@ -111,7 +115,7 @@ def test_show_run_whose_pin_failed_says_why_and_sacreds_head(tmp_path: Path, cap
 def test_runs_comment_column_when_a_run_has_one(runs: Path, capsys) -> None:
     _, out, _ = mlproj("runs", str(runs), capsys=capsys)
     header, *rows = out.splitlines()
-    assert header.split()[5:7] == ["git", "comment"]
+    assert header.split()[8:10] == ["git", "comment"]
     _, out_json, _ = mlproj("runs", str(runs), "--format", "json", capsys=capsys)
     assert [r["comment"] for r in json.loads(out_json)] == ["", "", "lr up"]
     _, without, _ = mlproj("runs", str(runs), "--last", "2", "--where", "lr=0.001", capsys=capsys)
@@ -180,21 +184,44 @@ def test_compare_plot_without_metric_one_line_error(runs: Path, capsys) -> None:
     assert code == 1 and "--plot needs --metric" in err
 
 
-def test_hparams_summary_readable_by_tensorboard(runs: Path) -> None:
+def hparams_events(folder: Path) -> tuple[Any, Any, Any]:
+    """(events, session start info, experiment) of a TensorBoard folder holding an HParams summary."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    (run_tb,) = [p for p in (runs / "tensorboard").iterdir() if p.name.startswith("2_mlproj_")]
-    events = EventAccumulator(str(run_tb))
+    events = EventAccumulator(str(folder))
     events.Reload()
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    return events, start, plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+
+
+def test_hparams_summary_holds_the_given_config_keys_and_best_values_apart(runs: Path) -> None:
+    (run_tb,) = [p for p in (runs / "tensorboard").iterdir() if p.name.startswith("2_mlproj_")]
+    events, start, experiment = hparams_events(run_tb)
+    # The keys its command line set (git_pin=False, which the test runner adds, says nothing about learning).
+    assert set(start.hparams) == {"dataset", "n_epochs", "lr", "seed"}
     assert start.hparams["lr"].number_value == 0.001 and start.hparams["dataset"].string_value == "digits"
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} >= {"best/validation/accuracy", "best/train/loss"}
+    assert {m.name.tag for m in experiment.metric_infos} >= {"hparams/best/validation/accuracy", "hparams/best/train/loss"}
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("best/")]
     metrics = json.loads((runs / "2" / "metrics.json").read_text())
-    (best,) = events.Scalars("best/validation/accuracy")
+    (best,) = events.Scalars("hparams/best/validation/accuracy")
     assert best.value == pytest.approx(max(metrics["validation.accuracy"]["values"]))
+
+
+def test_hparams_booleans_stay_booleans_and_run_place_keys_left_out(tmp_path: Path) -> None:
+    from mlproj.train.tracker import Tracker
+
+    tracker = Tracker(None, str(tmp_path / "tb"))  # no Sacred run: no config updates, every key but the run's place
+    tracker.log_scalars("validation", {"accuracy": 0.5}, 1)
+    tracker.log_hparams({"amp": True, "lr": 0.1, "optim": {"name": "adam"}, "device": "cpu", "data_dir": "/d"}, 1)
+    tracker.close()
+    _, start, experiment = hparams_events(tmp_path / "tb")
+    assert set(start.hparams) == {"amp", "lr", "optim.name"}
+    assert start.hparams["amp"].bool_value is True and start.hparams["amp"].WhichOneof("kind") == "bool_value"
+    from tensorboard.plugins.hparams import api_pb2
+
+    assert {h.name: h.type for h in experiment.hparam_infos}["amp"] == api_pb2.DATA_TYPE_BOOL
 
 
 def test_mlproj_help_lists_runs_commands() -> None:

@@ -29,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_source_options(runs, positional_dir=True)
     runs.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     runs.add_argument("--all-config", action="store_true", help="show every config key, not only those that differ")
+    runs.add_argument("--metrics", metavar="A,B", help="the metrics to show (best and last), or `all` (default: the runs' "
+                      "benchmark metric in table, markdown and html; every metric in csv and json)")
     runs.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only runs whose config has KEY=VALUE (repeatable)")
     runs.add_argument("--status", help="only runs with this status (COMPLETED, FAILED, INTERRUPTED, RUNNING, PROBABLY_DEAD, PRUNED)")
     runs.add_argument("--sort", metavar="METRIC", help="best first by METRIC (or ascending by a config key, id, start, duration)")
@@ -75,9 +77,16 @@ def _load(args: argparse.Namespace) -> list[Run]:
 
 
 def _pick(args: argparse.Namespace, refs: list[str]) -> list[Run]:
-    folders = [ref for ref in refs if not args.mongo and os.path.isfile(os.path.join(ref, "run.json"))]
+    """The runs `refs` name. A run folder, or an id in the runs dir, is read alone; only a run_key
+    (or a MongoDB id) needs the list of runs."""
+    runs_dir = args.runs_dir or default_runs_dir()
+    folders: dict[str, str] = {}
+    for ref in refs if not args.mongo else []:
+        found = [f for f in (ref, os.path.join(runs_dir, ref)) if os.path.isfile(os.path.join(f, "run.json"))]
+        if found:
+            folders[ref] = found[0]
     all_runs = _load(args) if len(folders) < len(refs) else []
-    return [read_run(ref) if ref in folders else find_run(all_runs, ref) for ref in refs]
+    return [read_run(folders[ref]) if ref in folders else find_run(all_runs, ref) for ref in refs]
 
 
 # ---------------------------------------------------------------------- mlproj runs
@@ -93,29 +102,63 @@ def run_runs(args: argparse.Namespace) -> int:
         source = redact_uri(args.mongo) if args.mongo else args.runs_dir or default_runs_dir()
         print(f"no runs in {source}" + (" match" if args.where or args.status else ""))
         return 0
-    print(render(run_rows(runs, args.all_config), args.format), end="")
+    names = _listed_metrics(runs, args.metrics, every=args.format in ("csv", "json"))
+    print(render(run_rows(runs, args.all_config, names), args.format, max_width=CELL_WIDTH), end="")
     return 0
 
 
-def run_rows(runs: list[Run], all_config: bool = False) -> list[dict[str, Any]]:
-    """One row per run: id, name, status, start (UTC), duration, git, config keys, best/last per metric."""
+# A table cell longer than this is cut with an ellipsis, so the table fits a terminal (csv and json keep it whole).
+CELL_WIDTH = 24
+
+# The metric a run is judged by when its record does not name one (info.benchmark), in order of preference.
+BENCHMARK_GUESSES = ("validation.accuracy", "test.accuracy", "validation.loss", "test.loss")
+
+
+def benchmark_metric(runs: list[Run]) -> str | None:
+    """The metric the runs are judged by: the one most of them name in info.benchmark (the model's
+    benchmark metric on its evaluation split), else the first of BENCHMARK_GUESSES they logged,
+    else the first ranked metric; None when they logged none."""
+    named = [b["metric"] for r in runs if isinstance(b := r.info.get("benchmark"), dict) and b.get("metric")]
+    if named:
+        return max(sorted(set(named)), key=named.count)
+    logged = metric_names(runs)
+    return next((m for m in BENCHMARK_GUESSES if m in logged), next((m for m in logged if metric_goal(m) is not None), None))
+
+
+def _listed_metrics(runs: list[Run], option: str | None, every: bool) -> list[str]:
+    if option == "all" or (option is None and every):
+        return metric_names(runs)
+    if option is None:
+        return [m for m in [benchmark_metric(runs)] if m]
+    names = [m.strip() for m in option.split(",") if m.strip()]
+    logged = set(metric_names(runs))
+    unknown = [m for m in names if m not in logged]
+    if unknown:
+        raise MLProjError(f"--metrics {option}: no run logged {', '.join(unknown)}; they logged {', '.join(sorted(logged)) or 'nothing'} (or pass `all`).")
+    return names
+
+
+def run_rows(runs: list[Run], all_config: bool = False, metrics: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per run: id, (name when names differ), best and last of each of `metrics` (default:
+    every metric), status, start (UTC), duration, git, (comment), the config keys that differ
+    (every key with `all_config`)."""
     keys = sorted({k for run in runs for k in run.flat_config()}) if all_config else differing_keys(runs)
-    names = metric_names(runs)
+    names = metric_names(runs) if metrics is None else metrics
     rows = []
     for run in runs:
-        flat = run.flat_config()
-        row: dict[str, Any] = {
-            "id": run.id, "name": run.name, "status": run.shown_status, "start": run.start,
-            "duration": run.duration, "git": run.git,
-        }
-        if any(r.comment for r in runs):  # Sacred's -c "comment": a column only when some run has one
-            row["comment"] = run.comment
-        row.update({key: flat.get(key) for key in keys})
+        row: dict[str, Any] = {"id": run.id}
+        if len({r.name for r in runs}) > 1:
+            row["name"] = run.name
         for name in names:
             summary = run.summary(name)
             if metric_goal(name) is not None:
                 row[f"{name} best"] = summary.best if summary else None
             row[f"{name} last"] = summary.last if summary else None
+        row.update({"status": run.shown_status, "start": run.start, "duration": run.duration, "git": run.git})
+        if any(r.comment for r in runs):  # Sacred's -c "comment": a column only when some run has one
+            row["comment"] = run.comment
+        flat = run.flat_config()
+        row.update({key: flat.get(key) for key in keys})
         rows.append(row)
     return rows
 
@@ -146,7 +189,7 @@ def describe(run: Run) -> str:
     lines += ["", "config:"]
     lines += ["  " + line for line in render([{"key": k, "value": cell(v)} for k, v in sorted(run.flat_config().items())], "table").splitlines()[1:]]
     metric_rows = []
-    for name in sorted(run.metrics):
+    for name in run.metric_names:
         s = run.summary(name)
         if s is not None:
             metric_rows.append({"metric": name, "best": s.best, "at step": s.best_step, "last": s.last, "at step ": s.last_step, "logged": s.count})
@@ -280,7 +323,7 @@ def plot_metric(runs: list[Run], metric: str, path: str, group_by: str | None = 
 
 
 def _check_metric(runs: list[Run], metric: str) -> None:
-    if not any(metric in run.metrics for run in runs):
+    if not any(metric in run.summaries for run in runs):
         raise MLProjError(f"--metric {metric}: none of these runs logged it; they logged {', '.join(metric_names(runs)) or 'nothing'}.")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import parse_time, series_from
 from mlproj.runs.record import Run
+from mlproj.util.series import add_points
 from mlproj.util.uri import redact_uri, uri_password
 
 # What a MongoDB URI looks like, for the message about a malformed one.
@@ -57,9 +58,19 @@ def _mongo_reason(err: Exception, uri: str) -> str:
     return text[:160]
 
 
-def run_from_document(doc: dict[str, Any], metrics: Iterable[dict[str, Any]] = ()) -> Run:
-    """A `Run` from a MongoObserver `runs` document and its `metrics` documents."""
+def run_from_document(doc: dict[str, Any], metrics: Iterable[dict[str, Any]] = (), database: Any = None) -> Run:
+    """A `Run` from a MongoObserver `runs` document and its `metrics` documents.
+
+    With `database`, what the document was read without (its `captured_out`, the `metrics`
+    documents) is fetched from it on first use.
+    """
     series = {m["name"]: series_from(m) for m in metrics}
+    if database is not None:
+        run_id = doc["_id"]
+        load_metrics = lambda: {m["name"]: series_from(m) for m in database["metrics"].find({"run_id": run_id})}  # noqa: E731
+        load_captured_out = lambda: (database["runs"].find_one({"_id": run_id}, {"captured_out": 1}) or {}).get("captured_out") or ""  # noqa: E731
+    else:
+        load_metrics, load_captured_out = (lambda: series), (lambda: doc.get("captured_out") or "")
     return Run(
         id=doc["_id"],
         name=doc.get("experiment", {}).get("name", ""),
@@ -77,15 +88,23 @@ def run_from_document(doc: dict[str, Any], metrics: Iterable[dict[str, Any]] = (
         resources=doc.get("resources") or [],
         fail_trace=doc.get("fail_trace"),
         heartbeat=parse_time(doc.get("heartbeat")),
-        load_metrics=lambda: series,
-        load_captured_out=lambda: doc.get("captured_out") or "",
+        load_metrics=load_metrics,
+        load_captured_out=load_captured_out,
     )
 
 
 def read_mongo_runs(database: Any) -> list[Run]:
-    """Every run in a MongoObserver database (`runs` and `metrics` collections), by id."""
-    metrics: dict[Any, list[dict[str, Any]]] = {}
-    for m in database["metrics"].find({}):
-        metrics.setdefault(m["run_id"], []).append(m)
-    docs = sorted(database["runs"].find({}), key=lambda d: (not isinstance(d["_id"], int), str(d["_id"]).zfill(12)))
-    return [run_from_document(doc, metrics.get(doc["_id"], [])) for doc in docs]
+    """Every run in a MongoObserver database (`runs` and `metrics` collections), by id.
+
+    The run documents are read without their captured output, and the metric documents one at a
+    time without timestamps, keeping only each series' summary; a run's series and output are
+    fetched on first use.
+    """
+    summaries: dict[Any, dict[str, dict[str, Any]]] = {}
+    for m in database["metrics"].find({}, {"run_id": 1, "name": 1, "steps": 1, "values": 1}):
+        summaries.setdefault(m["run_id"], {})[m["name"]] = add_points(None, m.get("steps", []), m.get("values", [])) or {"count": 0}
+    docs = sorted(database["runs"].find({}, {"captured_out": 0}), key=lambda d: (not isinstance(d["_id"], int), str(d["_id"]).zfill(12)))
+    runs = [run_from_document(doc, database=database) for doc in docs]
+    for run in runs:
+        run._summaries = summaries.get(run.id, {})
+    return runs

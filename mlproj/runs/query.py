@@ -65,7 +65,7 @@ def sort_runs(runs: list[Run], key: str) -> list[Run]:
         return None if summary is None else summary.best if summary.best is not None else summary.last
 
     columns = {"id": lambda r: r.id, "start": lambda r: r.start, "duration": lambda r: r.duration, "status": lambda r: r.status}
-    if any(key in run.metrics for run in runs):
+    if any(key in run.summaries for run in runs):
         descending = metric_goal(key) != "min"
         value = metric_value
     elif key in columns:
@@ -97,7 +97,8 @@ def find_run(runs: list[Run], ref: str) -> Run:
 
 
 def metric_names(runs: Iterable[Run]) -> list[str]:
-    return sorted({name for run in runs for name in run.metrics})
+    """Every metric name some run logged, sorted (from the summaries: no series is read)."""
+    return sorted({name for run in runs for name in run.summaries})
 
 
 def differing_keys(runs: list[Run]) -> list[str]:

@@ -4,17 +4,29 @@ Every command that looks at recorded runs (`mlproj runs`, `show`, `compare`, `sy
 the sweep's skip rule) and `mlproj.load_run` read a folder through `read_run`, and get one `Run`.
 A run folder is a folder holding `run.json`; `config.json`, `info.json`, `metrics.json` and
 `cout.txt` beside it are read when present (metrics and output on first use).
+
+Listing needs only each metric's summary (`mlproj.util.series`). A run recorded by mlproj keeps one
+beside metrics.json (`metrics_summary.json`, naming the size and mtime of the metrics.json it
+describes); for any other run, or when metrics.json changed since, `read_runs` reads metrics.json
+once, keeps only its summary, and caches it under `<runs_dir>/.mlproj-cache/summaries.json`, keyed
+by the size and mtime of metrics.json, so a file that changes (a live run, a file replaced by
+rename) is read again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime
 from typing import Any
 
 from mlproj.errors import MLProjError
 from mlproj.runs.record import Run, Series
+from mlproj.util.files import atomic_write
+from mlproj.util.series import SUMMARY_FILE, SUMMARY_VERSION, summarize_series
+
+CACHE_FILE = os.path.join(".mlproj-cache", "summaries.json")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -53,6 +65,56 @@ def read_metrics(path: str) -> dict[str, Series]:
     return {name: series_from(m) for name, m in read_json(os.path.join(path, "metrics.json"), {}).items()}
 
 
+def metrics_key(path: str) -> dict[str, int] | None:
+    """The size and mtime (ns) of the run folder's metrics.json, which a summary of it names; None without one."""
+    try:
+        st = os.stat(os.path.join(path, "metrics.json"))
+    except FileNotFoundError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def read_summaries(path: str, cached: dict[str, Any] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """The metric summaries of the run folder `path`, and the cache entry to keep for it.
+
+    They come from the folder's own summary file when it describes the metrics.json there now,
+    else from `cached` (a cache entry: {size, mtime_ns, metrics}) when it does, else from reading
+    metrics.json (the returned entry is then new; None when the folder's own summary was used).
+    """
+    key = metrics_key(path)
+    if key is None:
+        return {}, None
+    own = _read_optional_json(os.path.join(path, SUMMARY_FILE))
+    if isinstance(own, dict) and own.get("version") == SUMMARY_VERSION and own.get("metrics_json") == key:
+        return own["metrics"], None
+    if isinstance(cached, dict) and cached.get("size") == key["size"] and cached.get("mtime_ns") == key["mtime_ns"]:
+        return cached["metrics"], cached
+    summaries = summarize_series(_read_steps_and_values(os.path.join(path, "metrics.json")))
+    return summaries, {**key, "metrics": summaries}
+
+
+# A series' timestamps, which a summary does not need: half of what parsing metrics.json costs.
+_TIMESTAMPS = re.compile(r'"timestamps":\s*\[[^\]]*\]')
+
+
+def _read_steps_and_values(path: str) -> dict[str, Any]:
+    """metrics.json without its timestamps (read whole, as `read_json` reads it, if that fails)."""
+    try:
+        with open(path) as f:
+            return json.loads(_TIMESTAMPS.sub('"timestamps": []', f.read()))
+    except (OSError, ValueError):
+        return read_json(path, {})  # a missing or damaged file: read_json says so in one line
+
+
+def _read_optional_json(path: str) -> Any:
+    """A JSON file that only saves time (a summary, the cache): None when missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _read_captured_out(path: str) -> str:
     cout = os.path.join(path, "cout.txt")
     if not os.path.isfile(cout):
@@ -62,7 +124,7 @@ def _read_captured_out(path: str) -> str:
 
 
 def read_run(path: str | os.PathLike) -> Run:
-    """The run recorded in the folder `path`; its metrics and output are read on first use.
+    """The run recorded in the folder `path`; its metrics, their summaries and output are read on first use.
 
     Raises:
         MLProjError: when `path` holds no run.json, or a file of the record is damaged.
@@ -92,11 +154,15 @@ def read_run(path: str | os.PathLike) -> Run:
         path=path,
         load_metrics=lambda: read_metrics(path),
         load_captured_out=lambda: _read_captured_out(path),
+        load_summaries=lambda: read_summaries(path)[0],
     )
 
 
-def read_runs(runs_dir: str) -> list[Run]:
+def read_runs(runs_dir: str, *, summaries: bool = True) -> list[Run]:
     """Every run folder (`<runs_dir>/<integer id>/run.json`) under `runs_dir`, by id.
+
+    With `summaries` (for listing), each run's metric summaries are read now, through the cache
+    (see the module docstring), which is updated once at the end; without, on first use.
 
     Raises:
         MLProjError: when `runs_dir` is not a folder.
@@ -104,7 +170,33 @@ def read_runs(runs_dir: str) -> list[Run]:
     if not os.path.isdir(runs_dir):
         raise MLProjError(f"runs dir {runs_dir} does not exist: pass the folder your runs were recorded in (default $MLPROJ_RUNS_DIR or ./runs).")
     ids = sorted(int(d) for d in os.listdir(runs_dir) if d.isdigit() and os.path.isfile(os.path.join(runs_dir, d, "run.json")))
-    return [read_run(os.path.join(runs_dir, str(i))) for i in ids]
+    runs = [read_run(os.path.join(runs_dir, str(i))) for i in ids]
+    if summaries:
+        _load_summaries(runs, runs_dir)
+    return runs
+
+
+def _load_summaries(runs: list[Run], runs_dir: str) -> None:
+    cache_path = os.path.join(runs_dir, CACHE_FILE)
+    cache = _read_optional_json(cache_path)
+    old = cache.get("runs", {}) if isinstance(cache, dict) and cache.get("version") == SUMMARY_VERSION else {}
+    new, changed = {}, False
+    for run in runs:
+        run._summaries, entry = read_summaries(run.path, old.get(str(run.id)))
+        if entry is not None:
+            new[str(run.id)] = entry
+            changed = changed or entry is not old.get(str(run.id))
+    if changed or new.keys() != old.keys():
+        _write_cache(cache_path, {"version": SUMMARY_VERSION, "runs": new})
+
+
+def _write_cache(path: str, cache: dict[str, Any]) -> None:
+    """Keep the cache for next time; a runs dir we may not write to only costs the next listing time."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, lambda f: json.dump(cache, f), mode="w")
+    except OSError:
+        pass
 
 
 def find_run_dir(run: str | int | os.PathLike, runs_dir: str) -> str:

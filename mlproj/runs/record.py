@@ -7,13 +7,13 @@ there is none, and of every other metric (accuracy, f1, ...) its maximum.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mlproj.util.goals import metric_goal
+from mlproj.util.series import add_points
 
 
 @dataclass
@@ -47,7 +47,9 @@ class Run:
     The small parts of the record (status, config, info, ...) are read at once; the metric series
     and the captured output, which can be large, are read on first use of `metrics` and
     `captured_out` (through `load_metrics` / `load_captured_out`), so listing or matching many
-    runs reads only what it looks at.
+    runs reads only what it looks at. `summaries` (through `load_summaries`) holds each metric's
+    count, first, last, min and max (see `mlproj.util.series`): what listing, `summary` and
+    `metric_names` read instead of the series.
     """
 
     id: int | str
@@ -69,6 +71,8 @@ class Run:
     path: str | None = None  # the run folder; None for a run read from MongoDB
     load_metrics: Callable[[], dict[str, Series]] = field(default=dict, repr=False, compare=False)
     load_captured_out: Callable[[], str] = field(default=str, repr=False, compare=False)
+    load_summaries: Callable[[], dict[str, dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
+    _summaries: dict[str, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     _metrics: dict[str, Series] | None = field(default=None, repr=False, compare=False)
     _captured_out: str | None = field(default=None, repr=False, compare=False)
 
@@ -78,6 +82,22 @@ class Run:
         if self._metrics is None:
             self._metrics = self.load_metrics()
         return self._metrics
+
+    @property
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Each metric's summary by name (`mlproj.util.series`), read on first use; made from the
+        series when the store keeps no summary."""
+        if self._summaries is None:
+            if self.load_summaries is not None:
+                self._summaries = self.load_summaries()
+            else:
+                self._summaries = {name: add_points(None, s.steps, s.values) or {"count": 0} for name, s in self.metrics.items()}
+        return self._summaries
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The names of the metrics the run logged, sorted."""
+        return sorted(self.summaries)
 
     @property
     def captured_out(self) -> str:
@@ -150,9 +170,9 @@ class Run:
         return ""
 
     def summary(self, metric: str) -> MetricSummary | None:
-        """Best and last value of `metric`; None when the run did not log it."""
-        series = self.metrics.get(metric)
-        return summarize(metric, series) if series is not None else None
+        """Best and last value of `metric`; None when the run did not log it (or logged no number)."""
+        summary = self.summaries.get(metric)
+        return best_and_last(metric, summary) if summary is not None else None
 
     def flat_config(self) -> dict[str, Any]:
         return flatten_config(self.config)
@@ -181,15 +201,18 @@ def missing_pin_reason(info: dict[str, Any], config: dict[str, Any]) -> str | No
 
 
 def summarize(name: str, series: Series) -> MetricSummary | None:
-    """Best and last value of `series` (None when nothing was logged); see the module docstring."""
-    points = [(s, v) for s, v in zip(series.steps, series.values, strict=False) if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not points:
+    """Best and last value of `series` (None when it holds no finite number); see the module docstring."""
+    return best_and_last(name, add_points(None, series.steps, series.values) or {"count": 0})
+
+
+def best_and_last(name: str, summary: dict[str, Any]) -> MetricSummary | None:
+    """Best and last value from a series summary (`mlproj.util.series`); None when it counted nothing.
+    The best is the summary's min or max, as `metric_goal(name)` says."""
+    if not summary.get("count"):
         return None
     goal = metric_goal(name)
-    best_step, best = (None, None)
-    if goal is not None:
-        best_step, best = (min if goal == "min" else max)(points, key=lambda p: p[1])
-    return MetricSummary(best=best, best_step=best_step, last=points[-1][1], last_step=points[-1][0], count=len(points))
+    best, best_step = (summary[goal], summary[f"{goal}_step"]) if goal is not None else (None, None)
+    return MetricSummary(best=best, best_step=best_step, last=summary["last"], last_step=summary["last_step"], count=summary["count"])
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -46,7 +46,7 @@ def sync_runs(runs_dir: str, database: Any) -> SyncResult:
     Raises:
         MLProjError: when `runs_dir` holds no runs, or a run has no run_key to match it by.
     """
-    runs = read_runs(runs_dir)
+    runs = read_runs(runs_dir, summaries=False)  # each run's series is copied whole, one run at a time
     if not runs:
         raise MLProjError(f"{runs_dir} holds no runs (no <id>/run.json folders): pass the runs dir your runs were recorded in.")
     result = SyncResult([], [], [])

@@ -265,7 +265,7 @@ def recorded_runs(runs_dir: str, name: str) -> list[Run]:
     """The runs under `runs_dir` that sweep `name` started (info.json's `sweep.name`), by id."""
     if not os.path.isdir(runs_dir):
         return []  # a first sweep: nothing recorded yet
-    return [run for run in read_runs(runs_dir) if run.sweep.get("name") == name]
+    return [run for run in read_runs(runs_dir, summaries=False) if run.sweep.get("name") == name]  # config, status, info only
 
 
 def ignored_keys(spec: SweepSpec, trials: list[Trial]) -> set[str]:

@@ -345,6 +345,10 @@ class MLProject:
             if self.state.rng:
                 restore_rng(self.state.rng)
             self.checkpoints.check_writable()
+            split, name = _eval_split(self.dataset_factory), self.model.benchmark_metric
+            if split is not None:  # which logged metric judges the run: `mlproj runs` shows it
+                name = name() if callable(name) else name
+                self.tracker.note_benchmark(f"{split}.{name}", bool(self.model.benchmark_lower_is_better))
         if self.is_global_zero:
             print(console.header(self.model, self.config, self.device, self.state.global_step, self.checkpoint_dir), flush=True)
 

@@ -58,23 +58,39 @@ class Tracker:
         if best is None or (value < best if goal == "min" else value > best):
             self.best[name] = float(value)
 
-    def log_hparams(self, config: dict[str, Any], step: int) -> None:
-        """Write TensorBoard's HParams summary: the config values and the best value of each metric.
+    def note_benchmark(self, metric: str, lower_is_better: bool) -> None:
+        """Record in the run's info (`benchmark`) which metric judges the run, and which way is better."""
+        if self.run is not None and isinstance(getattr(self.run, "info", None), dict):
+            self.run.info["benchmark"] = {"metric": self.prefix + metric, "lower_is_better": lower_is_better}
 
-        The best values are also written as scalars `best/<metric>` at `step`, which the HPARAMS tab
-        reads as the session's metrics.
+    def log_hparams(self, config: dict[str, Any], step: int) -> None:
+        """Write TensorBoard's HParams summary: the hyperparameters this run was given and the best
+        value of each metric.
+
+        The hyperparameters are the config keys set on the command line (Sacred's config updates,
+        which a sweep's trials set too): the ones that differ from run to run; every config key when
+        none was set. Booleans stay booleans. The best values are written as scalars
+        `hparams/best/<metric>` at `step` (the HPARAMS tab reads them as the session's metrics),
+        a section of their own beside the training curves.
         """
         if not self.best or self._tensorboard() is None:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        values = {key: _hparam_value(value) for key, value in sorted(config.items())}
-        metrics = {"best/" + name.replace(".", "/"): value for name, value in sorted(self.best.items())}
+        values = {key: _hparam_value(value) for key, value in sorted(self._varied(config).items())}
+        metrics = {HPARAMS_PREFIX + "best/" + name.replace(".", "/"): value for name, value in sorted(self.best.items())}
         for summary in hparams(values, metrics):
-            self.writer.file_writer.add_summary(summary)
+            self.writer.file_writer.add_summary(_keep_booleans(summary, values))
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, step)
         self.writer.flush()
+
+    def _varied(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The config keys the run's command line set (dotted for nested ones), else the whole config."""
+        updates = (getattr(self.run, "meta_info", None) or {}).get("config_updates") or {}
+        flat = _flatten(config)
+        keys = [k for k in _flatten(updates) if k in flat and k not in NOT_HPARAMS]
+        return {k: flat[k] for k in keys} if keys else {k: v for k, v in flat.items() if k not in NOT_HPARAMS}
 
     def log_histograms(self, module: torch.nn.Module, step: int) -> None:
         if self._tensorboard() is None:
@@ -105,8 +121,42 @@ class Tracker:
             self.writer = None
 
 
+# The best values go under this tag prefix, a TensorBoard section apart from train/ and validation/.
+HPARAMS_PREFIX = "hparams/"
+# Config keys that say where or how a run ran, not what it learned: never a hyperparameter column.
+NOT_HPARAMS = frozenset({"git_pin", "device", "tensorboard_dir", "data_dir", "model_dir", "download"})
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def _hparam_value(value: Any) -> bool | int | float | str:
     """HParams take booleans, numbers and strings; anything else is shown as its text."""
     if isinstance(value, (bool, int, float, str)):
         return value
     return "None" if value is None else str(value)
+
+
+
+def _keep_booleans(summary: Any, values: dict[str, Any]) -> Any:
+    """torch's HParams `summary` with its boolean hyperparameters as booleans: torch writes them as
+    numbers (it tests for int before bool), which the HPARAMS tab filters as 0 and 1."""
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2  # lazy: tensorboard is slow to import
+
+    booleans = {key for key, value in values.items() if isinstance(value, bool)}
+    for item in summary.value if booleans else []:
+        data = plugin_data_pb2.HParamsPluginData.FromString(item.metadata.plugin_data.content)
+        for info in data.experiment.hparam_infos:
+            if info.name in booleans:
+                info.type = api_pb2.DATA_TYPE_BOOL
+        for key in booleans & set(data.session_start_info.hparams):
+            data.session_start_info.hparams[key].bool_value = values[key]
+        item.metadata.plugin_data.content = data.SerializeToString()
+    return summary

@@ -34,8 +34,12 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def render(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = None) -> str:
-    """`rows` in format `fmt` (one of FORMATS); the result ends with a newline."""
+def render(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = None, max_width: int | None = None) -> str:
+    """`rows` in format `fmt` (one of FORMATS); the result ends with a newline.
+
+    With `max_width`, a cell of the text formats (table, markdown, html) longer than that is cut
+    with an ellipsis; csv and json keep every value whole.
+    """
     columns = columns or (list(rows[0]) if rows else [])
     if fmt == "json":
         return json.dumps([{c: _plain(row.get(c)) for c in columns} for row in rows], indent=2, default=str) + "\n"
@@ -46,7 +50,7 @@ def render(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = Non
         for row in rows:
             writer.writerow(["" if row.get(c) is None else _plain(row.get(c)) if isinstance(row.get(c), (int, float)) else cell(row.get(c)) for c in columns])
         return out.getvalue()
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_cut(cell(row.get(c)), max_width) for c in columns] for row in rows]
     if fmt == "markdown":
         def line(values: list[str]) -> str:
             return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
@@ -65,6 +69,11 @@ def render(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = Non
         return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
 
     return "\n".join([pad(columns), *(pad(r) for r in cells)]) + "\n"
+
+
+def _cut(text: str, width: int | None) -> str:
+    """`text`, cut to `width` characters with an ellipsis at the end when longer."""
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,72 @@
+"""The small summary of a metric series that stands in for the series when runs are listed.
+
+A summary holds, per metric, how many finite numbers were logged and the first, last, smallest
+and largest of them with their steps. The observer that writes metrics.json keeps one up to date
+(`SUMMARY_FILE` beside it); a reader of a run without one (recorded by plain Sacred) makes it from
+metrics.json once. Both use `add_points`, so the two agree. Ties keep the earliest step, as
+Python's `min`/`max` do over the series.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+# Written beside metrics.json in a run folder; neither Sacred nor Omniboard reads it.
+SUMMARY_FILE = "metrics_summary.json"
+SUMMARY_VERSION = 1
+
+FIELDS = ("count", "first", "first_step", "last", "last_step", "min", "min_step", "max", "max_step")
+
+
+def add_points(summary: dict[str, Any] | None, steps: Sequence[Any], values: Sequence[Any]) -> dict[str, Any] | None:
+    """`summary` (a dict of FIELDS, or None for an empty series) updated with new (step, value) points.
+
+    Values that are not finite numbers (NaN, inf, text) are left out, as `Run.summary` leaves them out.
+    Returns the updated summary (the same dict when one was given), None while nothing counted.
+    """
+    n = min(len(steps), len(values))
+    steps, values = steps[:n], values[:n]
+    # Long series of plain finite numbers (nearly every one) are summarized by C loops; a sum
+    # that is not finite means an inf or NaN somewhere (or an overflow), which the slow path sorts out.
+    if n and set(map(type, values)) <= {float, int} and math.isfinite(sum(values)):
+        low, high = min(values), max(values)
+        chunk = {"count": n, "first": values[0], "first_step": steps[0], "last": values[-1], "last_step": steps[-1],
+                 "min": low, "min_step": steps[values.index(low)], "max": high, "max_step": steps[values.index(high)]}
+    else:
+        chunk = None
+        for step, value in zip(steps, values, strict=True):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            if chunk is None:
+                chunk = {"count": 0, "first": value, "first_step": step, "min": value, "min_step": step, "max": value, "max_step": step}
+            chunk["count"] += 1
+            chunk["last"], chunk["last_step"] = value, step
+            if value < chunk["min"]:
+                chunk["min"], chunk["min_step"] = value, step
+            if value > chunk["max"]:
+                chunk["max"], chunk["max_step"] = value, step
+    return _merge(summary, chunk)
+
+
+def _merge(summary: dict[str, Any] | None, later: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The summary of a series followed by more points (`later`); ties keep the earlier step."""
+    if summary is None or later is None:
+        return later if summary is None else summary
+    summary["count"] += later["count"]
+    summary["last"], summary["last_step"] = later["last"], later["last_step"]
+    if later["min"] < summary["min"]:
+        summary["min"], summary["min_step"] = later["min"], later["min_step"]
+    if later["max"] > summary["max"]:
+        summary["max"], summary["max_step"] = later["max"], later["max_step"]
+    return summary
+
+
+def summarize_series(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The summary of every metric in a metrics.json-shaped dict ({name: {steps, values, ...}})."""
+    summaries = {}
+    for name, series in metrics.items():
+        summary = add_points(None, series.get("steps", []), series.get("values", []))
+        summaries[name] = summary if summary is not None else {"count": 0}
+    return summaries
