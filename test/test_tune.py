@@ -256,4 +256,6 @@ def test_tune_prune_hopeless_trial_pruned_recorded_and_shown(tmp_path: Path, cap
     assert steps == [21]  # one evaluation, not n_epochs=2
     shown = subprocess.run([sys.executable, "-m", "mlproj.cli", "runs", "--status", "PRUNED"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
-    assert [line.split()[:3] for line in shown.stdout.splitlines()[1:]] == [[str(run_id), "mlproj", "PRUNED"]]
+    header, *rows = shown.stdout.splitlines()
+    status = header.index("status")  # the status column starts where its (left-aligned) header does
+    assert [(row.split()[0], row[status:].split()[0]) for row in rows] == [(str(run_id), "PRUNED")], shown.stdout
