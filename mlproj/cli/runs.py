@@ -15,12 +15,12 @@ from mlproj.errors import MLProjError
 from mlproj.runs.mongo import mongo_database, read_mongo_runs
 from mlproj.runs.query import differing_keys, filter_runs, find_run, group_runs, metric_names, sort_runs
 from mlproj.runs.reader import read_run, read_runs
-from mlproj.runs.record import Run, flatten_config
+from mlproj.runs.record import Run
 from mlproj.train.config import runs_dir as default_runs_dir
 from mlproj.util.goals import metric_goal
 from mlproj.util.table import FORMATS, cell, render
 from mlproj.util.uri import redact_uri
-from mlproj.util.values import render_value
+from mlproj.util.values import flatten_config, render_value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlproj.util.goals import metric_goal
 from mlproj.util.series import add_points
+from mlproj.util.values import flatten_config
 
 
 @dataclass
@@ -213,14 +214,3 @@ def best_and_last(name: str, summary: dict[str, Any]) -> MetricSummary | None:
     goal = metric_goal(name)
     best, best_step = (summary[goal], summary[f"{goal}_step"]) if goal is not None else (None, None)
     return MetricSummary(best=best, best_step=best_step, last=summary["last"], last_step=summary["last_step"], count=summary["count"])
-
-
-def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config dicts as dotted keys: {"optim": {"lr": 1}} -> {"optim.lr": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mlproj.util.goals import metric_goal
+from mlproj.util.values import flatten_config
 
 if TYPE_CHECKING:  # torch is imported by whoever hands us tensors; `mlproj runs` needs none of it
     import torch
@@ -88,8 +89,8 @@ class Tracker:
     def _varied(self, config: dict[str, Any]) -> dict[str, Any]:
         """The config keys the run's command line set (dotted for nested ones), else the whole config."""
         updates = (getattr(self.run, "meta_info", None) or {}).get("config_updates") or {}
-        flat = _flatten(config)
-        keys = [k for k in _flatten(updates) if k in flat and k not in NOT_HPARAMS]
+        flat = flatten_config(config)
+        keys = [k for k in flatten_config(updates) if k in flat and k not in NOT_HPARAMS]
         return {k: flat[k] for k in keys} if keys else {k: v for k, v in flat.items() if k not in NOT_HPARAMS}
 
     def log_histograms(self, module: torch.nn.Module, step: int) -> None:
@@ -125,16 +126,6 @@ class Tracker:
 HPARAMS_PREFIX = "hparams/"
 # Config keys that say where or how a run ran, not what it learned: never a hyperparameter column.
 NOT_HPARAMS = frozenset({"git_pin", "device", "tensorboard_dir", "data_dir", "model_dir", "download"})
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _hparam_value(value: Any) -> bool | int | float | str:

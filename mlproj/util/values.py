@@ -42,3 +42,14 @@ def render_value(value: Any) -> str:
     if isinstance(value, str) and value and parse_value(value) == value and not _NEEDS_QUOTES.search(value):
         return value
     return repr(value)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as dotted keys: {"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
