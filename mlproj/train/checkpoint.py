@@ -17,7 +17,7 @@ import torch
 
 from mlproj.errors import MLProjError
 from mlproj.train import places
-from mlproj.train.state import capture_rng
+from mlproj.train.state import TrainState, capture_rng
 from mlproj.util.files import atomic_copy, atomic_write, check_writable, describe_os_error
 
 FORMAT = "mlproj.checkpoint/1"
@@ -94,11 +94,18 @@ class RunCheckpoints:
     def __init__(self, folder: str | None, tracker: Any, run: Any, run_key: str, writes: bool):
         self.folder, self.tracker, self.run, self.run_key, self.writes = folder, tracker, run, run_key, writes
 
-    def content(self, model: Any, state: Any, config: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint dict of `model` at `state` (a `TrainState`, its RNG states captured now)."""
+    def content(self, model: Any, state: Any, config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint dict of `model` at `state` (a `TrainState`, its RNG states captured now);
+        `data` describes its inputs (shape, class names, normalization: for predict)."""
         state.rng = capture_rng()
         run = {"id": places.run_id(self.run), "key": self.run_key, "git": places.run_info(self.run, "git")}
-        return checkpoint_dict(model, state.saved(), config, run)
+        return {**checkpoint_dict(model, state.saved(), config, run), "data": data}
+
+    def load(self, model: Any, path: str, checkpoint: dict[str, Any] | None) -> tuple[dict[str, Any], TrainState]:
+        """Load `checkpoint` (read from `path` on the CPU when None) into `model`: the checkpoint, and the `TrainState` it saved."""
+        checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
+        load_into(model, checkpoint, path)
+        return checkpoint, TrainState(**checkpoint["state"])
 
     def check_writable(self) -> None:
         """`MLProjError` before training when the folder cannot be written."""

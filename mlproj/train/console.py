@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -44,12 +45,13 @@ def progress_line(epoch: int, step: int, metrics: dict[str, float], improved: bo
     return f"epoch {epoch} step {step}: {format_metrics(metrics)}{'  (best)' if improved else ''}"
 
 
-def stopped_line(reason: str, step: int, saved: str | None, continue_with: str) -> str:
-    """What a run stopped by a signal says: where the step reached was saved, how to continue."""
+def stopped_line(reason: str, step: int, saved: str | None, continue_with: Callable[[], str]) -> str:
+    """What a run stopped by a signal says: where the step reached was saved, how to continue
+    (`continue_with()`, asked only when something was saved)."""
     if saved is None:
         return (f"\n{reason}: stopped at step {step}; no checkpoint saved (the run records nothing; "
                 "pass model_dir=DIR to keep checkpoints)")
-    return f"\n{reason}: saved {saved}; continue with {continue_with}"
+    return f"\n{reason}: saved {saved}; continue with {continue_with()}"
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

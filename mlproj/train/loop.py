@@ -15,7 +15,6 @@ global generators, opening the TensorBoard writer) wait until it trains or evalu
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from typing import Any
 
@@ -23,13 +22,13 @@ import torch
 
 from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
-from mlproj.train import console, distributed, places
+from mlproj.train import builtin, console, distributed, places
 from mlproj.train.batches import batch_size, first_tensor, to_device
-from mlproj.train.callbacks import Callback, EarlyStopping, call_hooks
-from mlproj.train.checkpoint import RunCheckpoints, load_checkpoint, load_into, resolve_checkpoint
+from mlproj.train.callbacks import Callback, call_hooks
+from mlproj.train.checkpoint import RunCheckpoints, resolve_checkpoint
 from mlproj.train.config import validate_config, with_defaults
 from mlproj.train.metrics import MeanMetrics, benchmark_item
-from mlproj.train.model import Model, check_model_config
+from mlproj.train.model import Model
 from mlproj.train.predict import dataset_info, predict, project_predict_files
 from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, restore_rng, seed_everything, seeded
@@ -43,7 +42,7 @@ class MLProject:
     """Trains `model` on the data of `dataset_factory` as `config` says.
 
     Subclass and override the static methods `get_dataset_factory(config)`, `get_model(config)` and
-    `get_callbacks(config)`, or pass `model=` and `dataset_factory=`. The defaults build what config
+    `get_callbacks(config)`, or pass `model=` and `dataset_factory=`; the defaults build what config
     `dataset` and `model` name. Building configures; training or evaluating joins a torchrun job,
     seeds and opens TensorBoard.
 
@@ -69,17 +68,8 @@ class MLProject:
         self._run = _run
         self.device = local_device(resolve_device(self.config["device"]))
         self.is_global_zero = distributed.is_global_zero()
-        # Built under the config's seed (the initial weights are the seed's) in a scope of its own:
-        # building a project draws nothing from, and reseeds nothing of, the caller's generators.
-        with seeded(self.config.get("seed") or 0):
-            self.dataset_factory = dataset_factory if dataset_factory is not None else self.get_dataset_factory(self.config)
-            self.model = model if model is not None else self.get_model(self.config)
-        if distributed.is_distributed():
-            self.dataset_factory.shard(distributed.rank(), distributed.world_size())
-        cfg = self.config
-        self.model.setup(self.device, amp=cfg["amp"], compile=cfg["compile"], channels_last=cfg["channels_last"],
-                         grad_clip_norm=cfg["grad_clip_norm"])
-        self.state = TrainState()
+        self.dataset_factory, self.model = _build(self, dataset_factory, model)
+        self.state, cfg = TrainState(), self.config
         # The run's own callbacks (the record glue's: `mlproj tune --prune` reporting), then the caller's.
         self.callbacks = [*self.get_callbacks(cfg), *getattr(_run, "mlproj_callbacks", []), *(callbacks or [])]
         self.run_key = places.run_info(_run, "run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
@@ -95,57 +85,13 @@ class MLProject:
         """Build the project from a Sacred run: its config, and the run to record into."""
         return cls(dict(_run.config), _run=_run, callbacks=callbacks)
 
-    @staticmethod
-    def get_dataset_factory(config: dict[str, Any]) -> DatasetFactory:
-        """The data of config `dataset` (override to bring your own)."""
-        from mlproj.data import create_dataset_factory
-
-        return create_dataset_factory(config)
-
-    @staticmethod
-    def get_model(config: dict[str, Any]) -> Model:
-        """The classifier of config `model` for config `dataset` (override to bring your own)."""
-        from mlproj.train.model import create_model
-
-        return create_model(config)
-
-    @staticmethod
-    def get_callbacks(config: dict[str, Any]) -> list[Callback]:
-        """The callbacks the config asks for: early stopping with `early_stopping_patience` (override
-        to add yours; `MLProject.get_callbacks(config)` keeps these)."""
-        patience = config.get("early_stopping_patience")
-        return [EarlyStopping(patience)] if patience is not None else []
-
-    @classmethod
-    def check_config(cls, config: dict[str, Any]) -> None:
-        """Raise `MLProjError` for a config value this project would refuse, before anything is loaded or written.
-
-        Checks the machinery keys (`validate_config`), and the keys a built-in factory reads when
-        this class uses it: `model`, `dataset` and the optimizer's for the built-in `get_model`,
-        `dataset`, `val_fraction`, ... for the built-in `get_dataset_factory`. A subclass that
-        overrides one of them owns its keys; to check them up front too, override this and call
-        `super().check_config(config)`.
-        """
-        validate_config(config)
-        if cls.get_model is MLProject.get_model:
-            check_model_config(config)
-        if cls.get_dataset_factory is MLProject.get_dataset_factory:
-            from mlproj.data import check_data_config
-
-            check_data_config(config)
-
-    @classmethod
-    def prepare_data(cls, config: dict[str, Any]) -> None:
-        """Make sure the data exist before a run starts (downloading when config `download` allows).
-
-        The built-in `get_dataset_factory` checks the files of config `dataset` and raises
-        `MLProjError` saying where to put them; a subclass with its own factory prepares nothing
-        here unless it overrides this too.
-        """
-        if cls.get_dataset_factory is MLProject.get_dataset_factory and "dataset" in config:
-            from mlproj.data import prepare_dataset
-
-            prepare_dataset(config)
+    # The built-ins (mlproj/train/builtin.py): override a getter to bring your own data, model or
+    # callbacks; `check_config` and `prepare_data` then leave the keys of the one replaced to you.
+    get_dataset_factory = staticmethod(builtin.dataset_factory)
+    get_model = staticmethod(builtin.model)
+    get_callbacks = staticmethod(builtin.callbacks)
+    check_config = classmethod(builtin.check_config)
+    prepare_data = classmethod(builtin.prepare_data)
 
     # ------------------------------------------------------------------ counters and verbs for callbacks
     global_step = property(lambda self: self.state.global_step, doc="Optimizer steps completed.")
@@ -160,8 +106,7 @@ class MLProject:
     def request_stop(self, reason: str) -> None:
         """End training after the current step, evaluated and saved as at a normal end; the run is
         COMPLETED with `reason` as its `stop_reason` (the first reason given wins)."""
-        if self.state.stop_reason is None:
-            self.state.stop_reason = str(reason)
+        self.state.stop_reason = self.state.stop_reason or str(reason)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> float | None:
@@ -177,7 +122,7 @@ class MLProject:
         self._start_training()
         s = self.state
         s.stop_reason, s.window = None, MeanMetrics()  # the window spans epochs: metrics since the last log
-        per_epoch = self._steps_per_epoch()
+        per_epoch = _steps_per_epoch(self.dataset_factory, s.epoch, self.config["accumulate_grad_batches"])
         self.model.set_run_length(self.config["n_global_iterations"] or self.config["n_epochs"] * per_epoch, per_epoch)
         self.model.on_train_begin()
         call_hooks(self.callbacks, "on_train_begin", self)
@@ -214,10 +159,7 @@ class MLProject:
         with _progress_bar(self, epoch_total) as bar:
             for batch in itertools.islice(loader, skip, None):
                 batch = to_device(batch, self.model.device, self.model.memory_format)
-                # `accumulate` batches make one optimizer step; the epoch's last group may be shorter.
-                group_start = s.epoch_step - s.epoch_step % accumulate
-                group_size = min(accumulate, epoch_total - group_start)
-                ends_group = s.epoch_step + 1 == group_start + group_size
+                group_size, ends_group = _accumulation_group(s.epoch_step, accumulate, epoch_total)
                 with self.model.micro_batch(group_size, ends_group):
                     metrics = self.model.train_batch(batch)
                     self.model.after_batch()
@@ -245,11 +187,6 @@ class MLProject:
             _log_all(self.tracker, self.model, batch, s.global_step)
         return True
 
-    def _steps_per_epoch(self) -> int:
-        """Optimizer steps in a whole epoch: its batches in groups of `accumulate_grad_batches`."""
-        self.dataset_factory.set_epoch(self.state.epoch)  # the whole epoch's length, also when resuming mid-epoch
-        return -(-len(self.dataset_factory.train_loader()) // self.config["accumulate_grad_batches"])
-
     def _should_stop(self) -> bool:
         """The one decision to stop: a signal came, or the step or epoch budget is spent. The reason
         stays in `state.stop_reason`."""
@@ -264,8 +201,7 @@ class MLProject:
         self.state.stop_reason = reason  # a signal: it overrides a stop already requested
 
     def _evaluate_and_save(self, epoch_end: bool) -> None:
-        """Evaluate, keep the best, call the epoch hook, then checkpoint (in that order, so the
-        checkpoint holds the scheduler already stepped for this epoch)."""
+        """Evaluate, keep the best, call the epoch hook, then checkpoint (holding the scheduler stepped for this epoch)."""
         metrics = self.evaluate()
         item = benchmark_item(self.model, metrics)
         improved = self.state.improve(item and item[1], bool(self.model.benchmark_lower_is_better))
@@ -283,8 +219,7 @@ class MLProject:
         self.state.last_eval_step = self.state.global_step
         if split is None:
             return {}
-        loader = self.dataset_factory.validation_loader() if split == "validation" else self.dataset_factory.test_loader()
-        metrics = _mean_over_ranks(_test_metrics(self.model, loader))
+        metrics = _mean_over_ranks(_test_metrics(self.model, self.dataset_factory, split))
         self.tracker.log_scalars(split, metrics, self.state.global_step)
         metrics = {f"{split}.{name}": value for name, value in metrics.items()}
         call_hooks(self.callbacks, "on_evaluate_end", self, split, metrics)
@@ -303,26 +238,20 @@ class MLProject:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> dict[str, Any]:
         """The checkpoint dict: plain values and tensors under stable keys."""
-        checkpoint = self.checkpoints.content(self.model, self.state, self.config)
-        checkpoint["data"] = dataset_info(self.dataset_factory)  # input shape, class names, normalization: for predict
-        return checkpoint
+        return self.checkpoints.content(self.model, self.state, self.config, data=dataset_info(self.dataset_factory))
 
     def save_checkpoint(self, best: bool = False) -> str | None:
-        """Write last.pt (and best.pt when `best`) atomically and record them with the run; the path
-        of last.pt, or None when this run writes no checkpoints (`-u` without `model_dir`).
-        `MLProjError` when a write fails (disk full, folder gone): the previous file is kept."""
+        """Write last.pt (and best.pt when `best`) atomically, record them with the run and return last.pt's
+        path (None without checkpoints: `-u`). `MLProjError` when a write fails: the previous file is kept."""
         path = self.checkpoints.save(self.checkpoint, best, self.state.global_step)
         if path is not None and self.is_global_zero:
             call_hooks(self.callbacks, "on_checkpoint", self, path)
         return path
 
     def load_checkpoint(self, path: str, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Load weights, optimizer/scheduler state and `TrainState` from `path` (or from `checkpoint`,
-        its content when already read). The saved RNG states are put back when training starts (at
-        once if it has), so loading a checkpoint to evaluate leaves the caller's generators alone."""
-        checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)  # on the CPU
-        load_into(self.model, checkpoint, path)
-        self.state = TrainState(**checkpoint["state"])
+        """Load weights, optimizer/scheduler state and `TrainState` from `path` (or `checkpoint`, its content
+        if read already). Its RNG states are put back when training starts: evaluating leaves the caller's alone."""
+        checkpoint, self.state = self.checkpoints.load(self.model, path, checkpoint)
         if self._training_started and self.state.rng:
             restore_rng(self.state.rng)
         return checkpoint
@@ -330,8 +259,7 @@ class MLProject:
     def resume(self, target: str | int) -> None:
         """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
         path = resolve_checkpoint(target, places.runs_root(self._run))
-        checkpoint = self.load_checkpoint(path)
-        self.checkpoints.resumed_from(path, checkpoint, self.state.global_step)
+        self.checkpoints.resumed_from(path, self.load_checkpoint(path), self.state.global_step)
         self.state.last_eval_step = self.state.global_step
 
     # ------------------------------------------------------------------ helpers of the loop
@@ -341,14 +269,9 @@ class MLProject:
         if not self._training_started:
             self._training_started = True
             _join_process_group(self.device, self.model)
-            seed_everything(self.config.get("seed") or 0, self.config["deterministic"])
-            if self.state.rng:
-                restore_rng(self.state.rng)
+            seed_everything(self.config.get("seed") or 0, self.config["deterministic"], then=self.state.rng)
             self.checkpoints.check_writable()
-            split, name = _eval_split(self.dataset_factory), self.model.benchmark_metric
-            if split is not None:  # which logged metric judges the run: `mlproj runs` shows it
-                name = name() if callable(name) else name
-                self.tracker.note_benchmark(f"{split}.{name}", bool(self.model.benchmark_lower_is_better))
+            _note_benchmark(self.tracker, self.model, _eval_split(self.dataset_factory))
         if self.is_global_zero:
             print(console.header(self.model, self.config, self.device, self.state.global_step, self.checkpoint_dir), flush=True)
 
@@ -356,27 +279,38 @@ class MLProject:
         """Save the step reached, say how to continue, and end the run (KeyboardInterrupt)."""
         path, reason = self.save_checkpoint(), self.state.stop_reason
         if self.is_global_zero:
-            hint = self.checkpoints.continue_with() if path is not None else ""
-            print(console.stopped_line(reason, self.state.global_step, path, hint), flush=True)
+            print(console.stopped_line(reason, self.state.global_step, path, self.checkpoints.continue_with), flush=True)
         raise KeyboardInterrupt(reason)
-
 
     # ------------------------------------------------------------------ predictions (mlproj/train/predict.py)
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, num_classes) of a batch of model inputs, normalized as the loaders give them."""
         return predict(self.model, images)
 
-    def predict_files(self, paths: str | os.PathLike | list[str], top_k: int = 3) -> list[dict[str, Any]]:
-        """One row per image (`path`, `label`, `probability`, then the top-k) of image files or folders."""
-        return project_predict_files(self, paths, top_k)
+    predict_files = project_predict_files  # (self, paths, top_k=3): one row per image, top-k classes
+
+
+def _steps_per_epoch(factory: DatasetFactory, epoch: int, accumulate: int) -> int:
+    """Optimizer steps in a whole epoch: its batches in groups of `accumulate` (`accumulate_grad_batches`)."""
+    factory.set_epoch(epoch)  # the whole epoch's length, also when resuming mid-epoch
+    return -(-len(factory.train_loader()) // accumulate)
+
+
+def _accumulation_group(epoch_step: int, accumulate: int, epoch_total: int) -> tuple[int, bool]:
+    """The size of the group of batches that batch `epoch_step` belongs to (`accumulate` batches make
+    one optimizer step; the epoch's last group may be shorter), and whether it ends its group."""
+    group_start = epoch_step - epoch_step % accumulate
+    group_size = min(accumulate, epoch_total - group_start)
+    return group_size, epoch_step + 1 == group_start + group_size
 
 
 def _is_due(interval: int | str, step: int) -> bool:
     return interval != "epoch" and step % int(interval) == 0
 
 
-def _test_metrics(model: Model, loader: Any) -> MeanMetrics:
-    """`test_batch` metrics over `loader`, the model in eval mode meanwhile."""
+def _test_metrics(model: Model, factory: DatasetFactory, split: str) -> MeanMetrics:
+    """`test_batch` metrics over the `split` ("validation" or "test") of `factory`, the model in eval mode meanwhile."""
+    loader = factory.validation_loader() if split == "validation" else factory.test_loader()
     meter = MeanMetrics()
     was_training = model.training  # a loaded run (load_run) stays in eval mode
     model.eval()
@@ -395,6 +329,20 @@ def _mean_over_ranks(meter: MeanMetrics) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- helpers of the loop
+def _build(project: MLProject, dataset_factory: DatasetFactory | None, model: Model | None) -> tuple[DatasetFactory, Model]:
+    """The project's data and model: those given, else its getters' built under the config's seed
+    in a scope of its own (the initial weights are the seed's; the caller's generators are neither
+    drawn from nor reseeded); the data sharded for this rank under torchrun, the model set up."""
+    cfg = project.config
+    with seeded(cfg.get("seed") or 0):
+        dataset_factory = dataset_factory if dataset_factory is not None else project.get_dataset_factory(cfg)
+        model = model if model is not None else project.get_model(cfg)
+    if distributed.is_distributed():
+        dataset_factory.shard(distributed.rank(), distributed.world_size())
+    model.setup(project.device, **{key: cfg[key] for key in ("amp", "compile", "channels_last", "grad_clip_norm")})
+    return dataset_factory, model
+
+
 def _recorders(run: Any, cfg: dict[str, Any], run_key: str, is_global_zero: bool) -> tuple[Tracker, RunCheckpoints]:
     """Where the run's metrics and checkpoints go. Only rank 0 records; the other ranks' Sacred runs
     are unobserved (record.experiment). The tracker opens its TensorBoard writer on its first write."""
@@ -408,6 +356,13 @@ def _join_process_group(device: Any, model: Model) -> None:
     if distributed.is_distributed():
         distributed.setup(device)
         model.distribute()
+
+
+def _note_benchmark(tracker: Tracker, model: Model, split: str | None) -> None:
+    """Note with the run which logged metric judges it (`mlproj runs` shows it first)."""
+    if split is not None:
+        name = model.benchmark_metric() if callable(model.benchmark_metric) else model.benchmark_metric
+        tracker.note_benchmark(f"{split}.{name}", bool(model.benchmark_lower_is_better))
 
 
 def _eval_split(factory: DatasetFactory) -> str | None:

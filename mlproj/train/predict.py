@@ -138,8 +138,9 @@ def predict_files(model: torch.nn.Module, info: dict[str, Any], paths: list[str]
 
 
 def project_predict_files(project: Any, paths: str | os.PathLike | list[str], top_k: int = 3) -> list[dict[str, Any]]:
-    """`predict_files` for an `MLProject`: its model and its dataset's inputs; `paths` are image
-    files or folders of images (or one of either)."""
+    """`MLProject.predict_files`: one row per image (`path`, `label`, `probability`, then the `top_k`
+    classes) of `paths`, image files or folders of images (or one of either), through the project's
+    model and its dataset's inputs."""
     targets = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = [path for target in targets for path in image_files(target)]
     info = dataset_info(project.dataset_factory)

@@ -45,8 +45,9 @@ class TrainState:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("scratch")}
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python's, numpy's and torch's (CPU and CUDA) generators; optionally make torch deterministic."""
+def seed_everything(seed: int, deterministic: bool = False, then: dict[str, Any] | None = None) -> None:
+    """Seed python's, numpy's and torch's (CPU and CUDA) generators; optionally make torch deterministic.
+    `then`: RNG states (`capture_rng`'s) to put back after seeding: a resumed run's, which continue its draws."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -55,6 +56,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    if then:
+        restore_rng(then)
 
 
 def capture_rng() -> dict[str, Any]:
