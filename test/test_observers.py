@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sacred.observers import FileStorageObserver
 
 from mlproj.record.experiment import create_experiment
 from mlproj.record.observers import RunFolderObserver
@@ -49,8 +50,8 @@ T1, T2 = datetime.datetime(2026, 5, 4, 3, 2, 1), datetime.datetime(2026, 5, 5, 5
 EX_INFO = {"name": "exp", "sources": [], "doc": "", "base_dir": "/tmp", "dependencies": [], "repositories": []}
 
 
-def started(base: Path, _id: str | None = None) -> tuple[RunFolderObserver, Path]:
-    observer = RunFolderObserver(str(base))
+def started(base: Path, _id: str | None = None, **options: bool) -> tuple[RunFolderObserver, Path]:
+    observer = RunFolderObserver(str(base), **options)
     _id = observer.started_event(EX_INFO, "run", {"hostname": "h"}, T1, {"answer": 42}, {"comment": "c"}, _id)
     return observer, base / str(_id)
 
@@ -140,9 +141,97 @@ def test_run_folder_observer_slow_rewrite_waits_then_the_end_writes_it(tmp_path:
     assert json.loads((folder / "metrics.json").read_text())["loss"]["values"] == [1.0, 0.5]
 
 
-def test_run_folder_observer_artifact_named_like_the_summary_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["run.json", "config.json", "cout.txt", "metrics.json", "info.json", "metrics_summary.json"])
+def test_run_folder_observer_artifact_named_like_a_record_file_refused_record_kept(tmp_path: Path, name: str) -> None:
     source = tmp_path / "x.json"
     source.write_text("{}")
-    observer, _ = started(tmp_path / "fs")
-    with pytest.raises(FileExistsError, match="metrics_summary.json"):
-        observer.artifact_event("metrics_summary.json", str(source))
+    observer, folder = started(tmp_path / "fs")
+    observer.log_metrics({"loss": {"steps": [1], "values": [1.0], "timestamps": [T1]}}, {})
+    observer.heartbeat_event(info={"nr": 1}, captured_out="out\n", beat_time=T2, result=None)
+    before = (folder / name).read_bytes()
+    with pytest.raises(FileExistsError, match=name):
+        observer.artifact_event(name, str(source))
+    assert (folder / name).read_bytes() == before
+
+
+def test_run_folder_observer_built_creates_no_folder_until_a_run_starts(tmp_path: Path) -> None:
+    observer = RunFolderObserver(str(tmp_path / "fs"))
+    assert not (tmp_path / "fs").exists()  # an observer attached to a run that never starts leaves nothing
+    observer.started_event(dict(EX_INFO), "run", {}, T1, {}, {}, None)
+    assert (tmp_path / "fs" / "1").is_dir()
+
+
+def test_run_folder_observer_queued_event_writes_config_and_queued_run_json(tmp_path: Path) -> None:
+    observer = RunFolderObserver(str(tmp_path / "fs"))
+    _id = observer.queued_event(EX_INFO, "train", {"hostname": "h"}, T1, {"lr": 0.1}, {"comment": "later"}, None)
+    folder = tmp_path / "fs" / str(_id)
+    assert _id == "1"
+    assert json.loads((folder / "config.json").read_text()) == {"lr": 0.1}
+    assert json.loads((folder / "run.json").read_text()) == {
+        "experiment": EX_INFO, "command": "train", "host": {"hostname": "h"}, "meta": {"comment": "later"}, "status": "QUEUED",
+    }
+
+
+def test_run_folder_observer_folder_taken_but_not_yet_listed_next_run_takes_the_next_id(tmp_path: Path, monkeypatch) -> None:
+    _, first = started(tmp_path / "fs")
+    # A network file system can list a folder late: the id is then taken by mkdir, not by the listing.
+    monkeypatch.setattr(os, "listdir", lambda path: [])
+    _, second = started(tmp_path / "fs")
+    assert (first.name, second.name) == ("1", "2")
+    assert json.loads((first / "run.json").read_text())["start_time"] == T1.isoformat()
+
+
+def test_run_folder_observer_run_folder_never_creatable_raises_file_exists_error(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "fs").mkdir()
+
+    def always_taken(path, mode=0o777):
+        raise FileExistsError(path)
+
+    monkeypatch.setattr(os, "mkdir", always_taken)  # every id taken: give up instead of trying forever
+    with pytest.raises(FileExistsError):
+        started(tmp_path / "fs")
+
+
+def sources_run(base: Path, **options: bool) -> tuple[RunFolderObserver, dict]:
+    """A run whose experiment has one source file, `train.py`, under its base_dir."""
+    code = base.parent / "code"
+    code.mkdir(exist_ok=True)
+    (code / "train.py").write_text("print('train')\n")
+    ex_info = {**EX_INFO, "base_dir": str(code), "sources": [["train.py", "ignored-digest"]]}
+    observer = RunFolderObserver(str(base), **options)
+    _id = observer.started_event(ex_info, "run", {}, T1, {}, {}, None)
+    return observer, json.loads((base / str(_id) / "run.json").read_text())
+
+
+def test_run_folder_observer_sources_stored_once_under_sources_and_listed_by_path(tmp_path: Path) -> None:
+    _, run = sources_run(tmp_path / "fs")
+    _, second = sources_run(tmp_path / "fs")
+    ((name, stored),) = run["experiment"]["sources"]
+    assert name == "train.py" and stored.startswith("_sources/train_") and stored.endswith(".py")
+    assert (tmp_path / "fs" / stored).read_text() == "print('train')\n"
+    assert second["experiment"]["sources"] == [[name, stored]]
+    assert [p.name for p in (tmp_path / "fs" / "_sources").iterdir()] == [Path(stored).name]
+
+
+def test_run_folder_observer_copy_sources_false_lists_the_source_where_it_is(tmp_path: Path) -> None:
+    _, run = sources_run(tmp_path / "fs", copy_sources=False)
+    assert not (tmp_path / "fs" / "_sources").exists()
+    assert run["experiment"]["sources"] == [["train.py", os.path.relpath(tmp_path / "code" / "train.py", tmp_path / "fs")]]
+
+
+def test_run_folder_observer_copy_artifacts_false_resource_under_runs_dir_not_copied(tmp_path: Path) -> None:
+    observer, folder = started(tmp_path / "fs", copy_artifacts=False)
+    resource = tmp_path / "fs" / "shared" / "vocab.txt"  # already in the record: a copy would only duplicate it
+    resource.parent.mkdir()
+    resource.write_text("a b c\n")
+    observer.resource_event(str(resource))
+    assert not (tmp_path / "fs" / "_resources").exists()
+    assert json.loads((folder / "run.json").read_text())["resources"] == [[str(resource), str(resource)]]
+
+
+def test_run_folder_observer_equal_exactly_when_runs_dirs_are_equal(tmp_path: Path) -> None:
+    same = RunFolderObserver(str(tmp_path / "a"))
+    assert same == RunFolderObserver(str(tmp_path / "a")) and not same != RunFolderObserver(str(tmp_path / "a"))
+    assert same == FileStorageObserver(str(tmp_path / "a"))  # Sacred's observer of the same folder is the same record
+    assert same != RunFolderObserver(str(tmp_path / "b"))
+    assert same != "a" and not same == str(tmp_path / "a")
