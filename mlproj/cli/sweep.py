@@ -12,18 +12,16 @@ import json
 import os
 import re
 import shlex
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from mlproj.cli.trials import Progress, stopped_by_signals, thread_share, trial_command, trial_devices
 from mlproj.errors import MLProjError
-from mlproj.sweep.runner import DevicePool, TrialOutcome, run_trials
+from mlproj.sweep.runner import DevicePool, run_trials
 from mlproj.sweep.spec import (
     SweepSpec,
     Trial,
-    describe,
     effective_configs,
     expand,
     ignored_keys,
@@ -31,7 +29,7 @@ from mlproj.sweep.spec import (
     parse_spec,
     recorded_runs,
 )
-from mlproj.train.config import check_device, runs_dir
+from mlproj.train.config import runs_dir
 from mlproj.util.table import render
 from mlproj.util.values import render_value
 
@@ -75,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trial is not None and not 1 <= args.trial <= len(trials):
         raise MLProjError(f"--trial {args.trial}: this sweep has trials 1..{len(trials)}")
     effective_configs(spec, trials)  # every mistake in the spec shows here, before anything runs
-    devices = _devices(args.devices, spec, trials)
+    devices = trial_devices(args.devices, spec, trials)
     runs = runs_dir()
     if not args.force:
         mark_done(trials, recorded_runs(runs, name), ignored_keys(spec, trials))
@@ -85,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     pool = DevicePool(devices)
 
     def command(trial: Trial, device: str | None) -> list[str]:
-        return _trial_command(sys.executable, spec, trial, device)
+        return trial_command(sys.executable, spec, trial, device)
 
     if args.dry_run:
         _print_commands(name, len(trials), selected, command, pool)
@@ -116,22 +114,15 @@ def _run_sweep(args: argparse.Namespace, name: str, trials: list[Trial], selecte
     if concurrency < jobs:
         print(f"note: --jobs {jobs} but only {concurrency} GPU slot(s): list a GPU twice in --devices to share it")
     keys = list(dict.fromkeys(key for trial in trials for key in trial.params))  # the summary's columns
-    progress = _Progress(len(todo))
-    # J processes that each start one thread per core would fight over the cores: share them out.
-    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (len(os.sched_getaffinity(0)) or 1) // concurrency))}
-    # SIGTERM (kill, timeout, a scheduler) stops the sweep as Ctrl-C does; SIGINT is handled even when
-    # the shell started us ignoring it (a background job), so the trials do not inherit "ignore".
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm), signal.signal(signal.SIGINT, signal.default_int_handler)
+    progress = Progress(len(todo))
     try:
-        outcomes = run_trials(todo, command, jobs, pool, os.path.join(runs, "_sweeps", name),
-                              {"name": name, "of": len(trials)}, progress.started, progress.ended, threads)
+        with stopped_by_signals():
+            outcomes = run_trials(todo, command, jobs, pool, os.path.join(runs, "_sweeps", name),
+                                  {"name": name, "of": len(trials)}, progress.started, progress.ended, thread_share(concurrency))
     except KeyboardInterrupt:
         print(f"sweep {name} interrupted: run the same command again to finish the missing trials", flush=True)
         _print_summary(runs, name, keys, args.minimize)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
     _print_summary(runs, name, keys, args.minimize)
     failed = [outcome for outcome in outcomes if outcome.returncode != 0]
     print(f"sweep {name}: {len(outcomes) - len(failed)} completed, {len(failed)} failed, "
@@ -139,60 +130,10 @@ def _run_sweep(args: argparse.Namespace, name: str, trials: list[Trial], selecte
     return 1 if failed else 0
 
 
-def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _devices(option: str | None, spec: SweepSpec, trials: list[Trial]) -> list[str] | None:
-    """The devices to hand out, or None when the trials keep the device their config names."""
-    in_spec = "device" in spec.fixed or "device" in spec.axes
-    if option is None:
-        if in_spec or (trials[0].config or {}).get("device") not in ("auto", "cuda"):
-            return None
-        import torch
-
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or None
-    if in_spec:
-        raise MLProjError("device is set in the spec and by --devices: use one of them")
-    devices = [device.strip() for device in option.split(",") if device.strip()]
-    if not devices or any(device in ("auto", "cuda") for device in devices):
-        raise MLProjError(f"--devices {option!r}: list devices by name, e.g. --devices cuda:0,cuda:1 or --devices cpu")
-    for device in dict.fromkeys(devices):
-        check_device(device)
-    return devices
-
-
-def _trial_command(python: str, spec: SweepSpec, trial: Trial, device: str | None) -> list[str]:
-    updates = [f"{key}={render_value(value)}" for key, value in {**spec.fixed, **trial.params}.items()]
-    return [python, spec.script, "with", *spec.named_configs, *updates, *([f"device={device}"] if device else [])]
-
-
 def _display(command: list[str]) -> list[str]:
     """`command` with the interpreter shown relative to here when it lives below."""
     python = os.path.relpath(command[0])
     return [python if not python.startswith("..") else command[0], *command[1:]]
-
-
-class _Progress:
-    """One line when a trial starts and one when it ends, with the count so far."""
-
-    def __init__(self, total: int):
-        self.total, self.ended_count, self.failed = total, 0, 0
-
-    def started(self, trial: Trial, device: str | None) -> None:
-        where = f" on {device}" if device else ""
-        print(f"[{self.ended_count}/{self.total}] trial {trial.index} started{where}: {describe(trial.params)}", flush=True)
-
-    def ended(self, outcome: TrialOutcome) -> None:
-        self.ended_count += 1
-        run = f"run {outcome.run_id}" if outcome.run_id is not None else "no run recorded"
-        head = f"[{self.ended_count}/{self.total}] trial {outcome.trial.index}"
-        if outcome.returncode == 0:
-            print(f"{head} COMPLETED in {outcome.seconds:.1f}s: {run}", flush=True)
-            return
-        self.failed += 1
-        print(f"{head} FAILED (exit {outcome.returncode}) in {outcome.seconds:.1f}s: {run}: "
-              f"{outcome.last_error()} (log: {outcome.log})", flush=True)
 
 
 def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> None:

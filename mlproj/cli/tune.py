@@ -10,13 +10,12 @@ import argparse
 import os
 import re
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mlproj.cli.sweep import _devices, _interrupt_on_sigterm, _trial_command
+from mlproj.cli.trials import Progress, stopped_by_signals, thread_share, trial_command, trial_devices
 from mlproj.errors import MLProjError
 from mlproj.sweep.runner import DevicePool, TrialOutcome, run_processes
 from mlproj.sweep.spec import Trial, describe, parse_spec
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise MLProjError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
     space = search_space(spec)
     checked = check_configs(spec)  # every mistake in the spec shows here, before anything runs
-    devices = _devices(args.devices, spec, checked)
+    devices = trial_devices(args.devices, spec, checked)
     runs = runs_dir()
     url = args.storage or default_storage(runs, name)
     shown = redact_uri(url)
@@ -110,55 +109,44 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_study(tuner: Tuner, spec: Any, jobs: int, pool: DevicePool, log_dir: str, concurrency: int, name: str) -> int:
     """Run the tuner's trials; the number that failed. Ctrl-C and SIGTERM end them as `mlproj sweep` does."""
-    progress = _Progress(tuner)
-    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(max(1, (len(os.sched_getaffinity(0)) or 1) // concurrency))}
+    progress, threads = _StudyProgress(tuner), thread_share(concurrency)
 
     def next_trial() -> tuple[Trial, dict[str, str]] | None:
         made = tuner.next_trial()
         return None if made is None else (made[0], {**threads, **made[1]})
 
     def command(trial: Trial, device: str | None) -> list[str]:
-        return _trial_command(sys.executable, spec, trial, device)
+        return trial_command(sys.executable, spec, trial, device)
 
     def on_poll(running: list[Trial]) -> None:
         tuner.heartbeat(running, time.monotonic())
 
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll)
+        with stopped_by_signals():
+            run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll)
     except KeyboardInterrupt:
         tuner.abandon()
         print(f"tune {name} interrupted: run the same command again to continue the study", flush=True)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
     return progress.failed
 
 
-class _Progress:
-    """One line when a trial starts and one when it ends (after telling the study)."""
+class _StudyProgress(Progress):
+    """`Progress` whose trials end by telling the study: COMPLETE with its value, PRUNED, or FAIL."""
 
     def __init__(self, tuner: Tuner):
-        self.tuner, self.ended_count, self.failed = tuner, 0, 0
-
-    def started(self, trial: Trial, device: str | None) -> None:
-        where = f" on {device}" if device else ""
-        print(f"[{self.ended_count}/{self.tuner.budget}] trial {trial.index} started{where}: {describe(trial.params)}", flush=True)
+        super().__init__(tuner.budget)
+        self.tuner = tuner
 
     def ended(self, outcome: TrialOutcome) -> None:
         end = self.tuner.ended(outcome.trial.index, outcome.returncode, outcome.run_id)
-        self.ended_count += 1
-        head = f"[{self.ended_count}/{self.tuner.budget}] trial {outcome.trial.index} {end.state}"
-        run = f"run {end.run_id}" if end.run_id is not None else "no run recorded"
         if end.state == "COMPLETE":
-            print(f"{head} in {outcome.seconds:.1f}s: {run}, value {end.value:.4g}", flush=True)
+            self.report(outcome, end.state, end.run_id, f", value {end.value:.4g}")
         elif end.state == "PRUNED":
-            print(f"{head} in {outcome.seconds:.1f}s: {run}", flush=True)
+            self.report(outcome, end.state, end.run_id)
         else:
-            self.failed += 1
             why = outcome.last_error() if outcome.returncode != 0 else end.reason
-            print(f"{head} in {outcome.seconds:.1f}s: {run}: {why} (log: {outcome.log})", flush=True)
+            self.report(outcome, end.state, end.run_id, f": {why} (log: {outcome.log})", failed=True)
 
 
 def _print_summary(study: Any, space: Any, spec: Any, name: str) -> None:

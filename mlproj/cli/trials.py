@@ -1,0 +1,93 @@
+"""What `mlproj sweep` and `mlproj tune` share when they run trials: the devices handed out, each
+trial's command line and thread share, Ctrl-C / SIGTERM handling, and the progress lines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from mlproj.errors import MLProjError
+from mlproj.sweep.runner import TrialOutcome
+from mlproj.sweep.spec import SweepSpec, Trial, describe
+from mlproj.train.config import check_device
+from mlproj.util.values import render_value
+
+
+def trial_devices(option: str | None, spec: SweepSpec, trials: list[Trial]) -> list[str] | None:
+    """The devices to hand out (`--devices`, else every CUDA device for a `device=auto|cuda` config),
+    or None when the trials keep the device their config names."""
+    in_spec = "device" in spec.fixed or "device" in spec.axes
+    if option is None:
+        if in_spec or (trials[0].config or {}).get("device") not in ("auto", "cuda"):
+            return None
+        import torch  # lazy: only a device=auto|cuda sweep counts the GPUs; `mlproj sweep --dry-run` stays quick
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or None
+    if in_spec:
+        raise MLProjError("device is set in the spec and by --devices: use one of them")
+    devices = [device.strip() for device in option.split(",") if device.strip()]
+    if not devices or any(device in ("auto", "cuda") for device in devices):
+        raise MLProjError(f"--devices {option!r}: list devices by name, e.g. --devices cuda:0,cuda:1 or --devices cpu")
+    for device in dict.fromkeys(devices):
+        check_device(device)
+    return devices
+
+
+def trial_command(python: str, spec: SweepSpec, trial: Trial, device: str | None) -> list[str]:
+    """The command line that runs `trial`: the spec's script `with` its named configs and values."""
+    updates = [f"{key}={render_value(value)}" for key, value in {**spec.fixed, **trial.params}.items()]
+    return [python, spec.script, "with", *spec.named_configs, *updates, *([f"device={device}"] if device else [])]
+
+
+def thread_share(concurrency: int) -> dict[str, str]:
+    """The environment giving each of `concurrency` trials its share of the cores: J processes that
+    each start one thread per core would fight over them (nothing when OMP_NUM_THREADS is set)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (len(os.sched_getaffinity(0)) or 1) // concurrency))}
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGTERM (kill, timeout, a scheduler) stops the trials as Ctrl-C does (KeyboardInterrupt); SIGINT
+    is handled even when the shell started us ignoring it (a background job), so the trials do not
+    inherit "ignore". The previous handlers are put back after."""
+    previous = signal.signal(signal.SIGTERM, _interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+class Progress:
+    """One line when a trial starts and one when it ends, with the count ended so far out of `total`."""
+
+    def __init__(self, total: int):
+        self.total, self.ended_count, self.failed = total, 0, 0
+
+    def started(self, trial: Trial, device: str | None) -> None:
+        where = f" on {device}" if device else ""
+        print(f"[{self.ended_count}/{self.total}] trial {trial.index} started{where}: {describe(trial.params)}", flush=True)
+
+    def report(self, outcome: TrialOutcome, state: str, run_id: Any, detail: str = "", failed: bool = False) -> None:
+        """Print the line of an ended trial: "[3/8] trial 2 COMPLETED in 4.1s: run 7" then `detail`."""
+        self.ended_count += 1
+        self.failed += failed
+        run = f"run {run_id}" if run_id is not None else "no run recorded"
+        print(f"[{self.ended_count}/{self.total}] trial {outcome.trial.index} {state} in {outcome.seconds:.1f}s: {run}{detail}", flush=True)
+
+    def ended(self, outcome: TrialOutcome) -> None:
+        """A sweep trial's end: COMPLETED, or FAILED with its exit status, last error and log."""
+        if outcome.returncode == 0:
+            self.report(outcome, "COMPLETED", outcome.run_id)
+        else:
+            self.report(outcome, f"FAILED (exit {outcome.returncode})", outcome.run_id,
+                        f": {outcome.last_error()} (log: {outcome.log})", failed=True)
