@@ -259,3 +259,25 @@ def test_tune_prune_hopeless_trial_pruned_recorded_and_shown(tmp_path: Path, cap
     header, *rows = shown.stdout.splitlines()
     status = header.index("status")  # the status column starts where its (left-aligned) header does
     assert [(row.split()[0], row[status:].split()[0]) for row in rows] == [(str(run_id), "PRUNED")], shown.stdout
+
+
+def test_tuner_records_a_heartbeat_for_the_trials_it_runs(toy: str, tmp_path: Path) -> None:
+    # Optuna beats only inside study.optimize: with ask/tell the tuner beats itself, or another
+    # tuner of the study would take its running trials for a dead tuner's.
+    from mlproj.sweep.spec import parse_spec
+    from mlproj.sweep.tune import HEARTBEAT_S, Tuner, open_storage, open_study, search_space
+
+    spec = parse_spec([toy, "with", "lr=loguniform(1e-4,1)"])
+    space, db = search_space(spec), tmp_path / "toy.db"
+    storage = open_storage(f"sqlite:///{db}")
+    study = open_study(storage, "toy", "maximize", spec, space, 0, str(db))
+    tuner = Tuner(study, storage, spec, space, 2, str(tmp_path))
+    first, _ = tuner.next_trial()
+    with sqlite3.connect(db) as con:
+        beats = dict(con.execute("SELECT trial_id, heartbeat FROM trial_heartbeats").fetchall())
+        con.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')")
+    assert len(beats) == 1  # beaten as soon as it is asked for
+    tuner.heartbeat([first], time.monotonic() + HEARTBEAT_S)
+    with sqlite3.connect(db) as con:
+        (age,) = con.execute("SELECT (julianday('now') - julianday(heartbeat)) * 86400 FROM trial_heartbeats").fetchone()
+    assert age < 60  # the old beat was replaced by a fresh one

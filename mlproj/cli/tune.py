@@ -79,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
     runs = runs_dir()
     url = args.storage or default_storage(runs, name)
     shown = redact_uri(url)
-    study = open_study(open_storage(url), name, args.direction or default_direction(), spec, space, args.seed, shown)
+    storage = open_storage(url)
+    study = open_study(storage, name, args.direction or default_direction(), spec, space, args.seed, shown)
     stale = fail_stale_trials(study)
     if stale:
         print(f"tune {name}: trial(s) {', '.join(map(str, stale))} were left running by a tuner that stopped: "
               "marked FAILED, their slots run again", flush=True)
     prune = {"storage": url, "n_startup_trials": args.prune_after} if args.prune else None
-    tuner = Tuner(study, spec, space, args.trials, runs, prune=prune)
+    tuner = Tuner(study, storage, spec, space, args.trials, runs, prune=prune)
     pool = DevicePool(devices)
     concurrency = min(args.jobs, len(devices)) if devices and "cpu" not in devices else args.jobs
     elsewhere = tuner.running_elsewhere()

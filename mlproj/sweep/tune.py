@@ -232,9 +232,12 @@ class Tuner:
     same command again runs the missing ones.
     """
 
-    def __init__(self, study: Any, spec: SweepSpec, space: SearchSpace, n_trials: int, runs_dir: str, *,
+    def __init__(self, study: Any, storage: Any, spec: SweepSpec, space: SearchSpace, n_trials: int, runs_dir: str, *,
                  prune: dict[str, Any] | None = None):
         self.study, self.spec, self.space, self.n_trials, self.runs_dir = study, spec, space, n_trials, runs_dir
+        # Optuna beats only inside study.optimize; with ask/tell the tuner beats itself, through the
+        # storage's public calls (`record_heartbeat` takes the storage's id of a trial, not its number).
+        self.storage, self._study_id = storage, storage.get_study_id_from_name(study.study_name)
         self.prune = prune  # {storage, n_startup_trials} with --prune: the trials report to the study
         self.running: dict[int, Any] = {}  # trial number -> optuna Trial
         self.started = 0
@@ -258,8 +261,7 @@ class Tuner:
         if self.started >= self.budget or self.finished() + busy >= self.n_trials:
             return None
         trial = self.study.ask(self.space.distributions)
-        # Optuna beats only inside study.optimize; with ask/tell the tuner beats itself (no public call).
-        self.study._storage.record_heartbeat(trial._trial_id)
+        self._beat(trial.number)
         self.running[trial.number] = trial
         self.started += 1
         params = self.space.decode(trial.params)
@@ -274,7 +276,10 @@ class Tuner:
             return
         self._beaten = now
         for trial in trials:
-            self.study._storage.record_heartbeat(self.running[trial.index]._trial_id)
+            self._beat(trial.index)
+
+    def _beat(self, number: int) -> None:
+        self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number))
 
     def ended(self, number: int, returncode: int, run_id: int | None) -> TrialEnd:
         """Tell the study how trial `number` ended, from its exit status and its run's record."""
