@@ -143,6 +143,26 @@ def test_project_log_iteration_all_writes_histograms_and_images(tmp_path: Path) 
     assert [e.step for e in events.Images("train/inputs")] == [2, 4]
 
 
+def test_project_train_closes_its_tensorboard_writer_and_a_later_write_opens_one(tmp_path: Path) -> None:
+    import threading
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def writer_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "tensorboard" in type(t).__module__]
+
+    before = len(writer_threads())
+    proj = project(tmp_path, n_global_iterations=2, tensorboard_dir=str(tmp_path / "tb"))
+    proj.train()
+    assert proj.tracker.writer is None and len(writer_threads()) == before  # nothing left open or idle
+    proj.log_metrics({"extra": 2.5})  # a write after training (a notebook's) goes to a new event file
+    proj.tracker.close()
+    events = EventAccumulator(proj.tracker.tensorboard_dir)
+    events.Reload()
+    assert [e.value for e in events.Scalars("extra")] == [2.5]
+    assert [e.step for e in events.Scalars("test/accuracy")] == [2]  # the first file, written at the end of train()
+
+
 class HookModel(ClassificationModel):
     def __init__(self, calls: list) -> None:
         net = LinearModel()

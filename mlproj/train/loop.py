@@ -140,7 +140,7 @@ class MLProject:
         self.model.on_train_end()
         call_hooks(self.callbacks, "on_train_end", self)
         self.tracker.log_hparams(self.config, s.global_step)  # TensorBoard's HPARAMS tab
-        self.tracker.flush()
+        self.tracker.close()  # the event file complete, no writer thread left idle
         return s.best_score
 
     def _train_epoch(self) -> bool:
@@ -232,7 +232,7 @@ class MLProject:
         metrics = self.evaluate("test")
         if self.is_global_zero:
             print("[test] " + console.format_metrics(metrics), flush=True)
-        self.tracker.flush()
+        self.tracker.close()
         return metrics
 
     # ------------------------------------------------------------------ checkpoints

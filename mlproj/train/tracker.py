@@ -30,12 +30,11 @@ class Tracker:
         self.best: dict[str, float] = {}  # best value of each ranked scalar logged so far (HParams)
         self.prefix = prefix or ""
         self.tensorboard_dir = tensorboard_dir
-        self.writer = None  # opened by the first write: building a tracker opens no file
-        self._closed = False
+        self.writer = None  # opened by the first write after building or `close`: building opens no file
 
     def _tensorboard(self) -> Any:
-        """The TensorBoard writer, opened on first use; None without a TensorBoard folder or once closed."""
-        if self.writer is None and self.tensorboard_dir is not None and not self._closed:
+        """The TensorBoard writer, opened on first use; None without a TensorBoard folder."""
+        if self.writer is None and self.tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
 
             self.writer = SummaryWriter(self.tensorboard_dir)
@@ -111,12 +110,9 @@ class Tracker:
         if self.run is not None:
             self.run.add_artifact(path, name=name or os.path.basename(path))
 
-    def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-
     def close(self) -> None:
-        self._closed = True
+        """Write out and close the event file (and its writer thread); a later write opens a new
+        one in the same folder, which TensorBoard reads as the same run."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
