@@ -31,6 +31,7 @@ for runs recorded by plain Sacred.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -45,7 +46,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
+
+from mlproj.data import create_dataset_factory
+from mlproj.data.mnist import NORMALIZATION, read_idx
+from mlproj.nets import create_net
+from mlproj.record.experiment import create_experiment
+from mlproj.record.observers import RunFolderObserver
+from mlproj.train.loop import MLProject
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,9 +88,6 @@ def bench_config(data_dir: Path, runs: Path, epochs: int, batch_size: int) -> di
 # ---------------------------------------------------------------------------------------- (a) bare
 def bare_loop(config: dict[str, Any], epochs: int) -> tuple[float, float]:
     """(wall, CPU) seconds to train `epochs` epochs the way a careful PyTorch user writes it by hand."""
-    from mlproj.data.mnist import NORMALIZATION, read_idx
-    from mlproj.nets import create_net
-
     raw = Path(config["data_dir"]) / "MNIST" / "raw"
     (mean,), (std,) = NORMALIZATION["MNIST"]
 
@@ -119,9 +126,6 @@ def bare_loop(config: dict[str, Any], epochs: int) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------- (b) tracked
 def tracked_loop(config: dict[str, Any], runs: Path) -> tuple[float, float]:
     """(wall, CPU) seconds of `MLProject.train()` in a Sacred run with the file observer and TensorBoard."""
-    from mlproj.record.experiment import create_experiment
-    from mlproj.train.loop import MLProject
-
     previous = os.environ.get("MLPROJ_RUNS_DIR")
     os.environ["MLPROJ_RUNS_DIR"] = str(runs)
     ex = create_experiment("bench", save_git_info=False)
@@ -180,8 +184,6 @@ def child(spec: dict[str, Any]) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------- (c) data
 def data_path(config: dict[str, Any], backend: str, min_seconds: float = 1.0, trials: int = 3) -> float:
     """Samples per second delivered by one backend's training loader (whole epochs), best of `trials`."""
-    from mlproj.data import create_dataset_factory
-
     factory = create_dataset_factory({**config, "data_backend": backend})
     loader = factory.train_loader()
     rates = []
@@ -199,8 +201,6 @@ def data_path(config: dict[str, Any], backend: str, min_seconds: float = 1.0, tr
 # ---------------------------------------------------------------------------------------- (d) image folder
 def write_image_folder(root: Path, n_images: int, size: tuple[int, int] = (96, 80), n_classes: int = 4) -> None:
     """`root/train/<class>/*.jpg`: noisy photos-to-be whose dominant colour is the class."""
-    from PIL import Image
-
     rng = np.random.default_rng(0)
     for i in range(n_images):
         label = i % n_classes
@@ -224,10 +224,9 @@ def _second_epoch_rate(loader: Any, set_epoch: Any) -> float:
 def image_folder_rates(root: Path, batch_size: int, image_size: int = 64) -> tuple[float, float, float, float]:
     """(torchvision samples/s, memory samples/s, seconds of the first build (decoding), seconds of a
     cached build) on the folder `root`, training transforms alike (crop with padding, flip, normalize)."""
-    from torch.utils.data import DataLoader
+    # lazy: torchvision takes seconds to import, and each (a)/(b) run starts a process that imports
+    # this module; only (d) uses it.
     from torchvision import datasets, transforms
-
-    from mlproj.data import create_dataset_factory
 
     config = {"dataset": "image_folder", "data_dir": str(root), "image_size": image_size, "batch_size": batch_size,
               "val_fraction": 0.0, "device": "cpu", "seed": 0}
@@ -267,10 +266,6 @@ def metrics_json_cost(steps_per_second: float, n_steps: int, log_every: int = 10
     since the last one: train.loss, train.accuracy and lr every `log_every` steps) into a real
     `RunFolderObserver`, timing each rewrite. Returns (seconds writing, seconds training, rewrites).
     """
-    import datetime
-
-    from mlproj.record.observers import RunFolderObserver
-
     steps_per_beat = max(1, int(steps_per_second * beat))
     with tempfile.TemporaryDirectory() as tmp:
         observer = RunFolderObserver(tmp)
@@ -295,10 +290,6 @@ def metrics_json_cost(steps_per_second: float, n_steps: int, log_every: int = 10
 def write_runs(runs_dir: Path, n_runs: int, n_steps: int, seed: int = 0) -> None:
     """`n_runs` finished runs as RunFolderObserver records them: a sweep over lr and seed, train
     loss, accuracy and lr at each of `n_steps` steps, validation metrics every 1,000 steps."""
-    import datetime
-
-    from mlproj.record.observers import RunFolderObserver
-
     rng = np.random.default_rng(seed)
     start = datetime.datetime(2026, 1, 1)
     steps = list(range(1, n_steps + 1))

@@ -22,6 +22,7 @@ from typing import Any
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import find_run_dir, read_run
 from mlproj.train.config import runs_dir
+from mlproj.train.loop import MLProject
 from mlproj.train.main_file import project_class
 
 
@@ -95,8 +96,6 @@ def _test_run_hint(run_dir: str, evaluated: Any) -> str:
 
 
 def _project_class(experiment: dict[str, Any]) -> type:
-    from mlproj.train.loop import MLProject
-
     base_dir, mainfile = experiment.get("base_dir"), experiment.get("mainfile")
     main_path = os.path.join(base_dir, mainfile) if base_dir and mainfile else None
     if main_path is None or not os.path.isfile(main_path):

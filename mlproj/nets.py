@@ -162,7 +162,7 @@ def check_net_name(name: Any) -> None:
 def torchvision_net(builder: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """torchvision's `builder` with `num_classes` outputs, random weights, its first convolution
     taking `input_shape[0]` channels."""
-    import torchvision.models
+    import torchvision.models  # lazy: seconds of import, only for torchvision names (as in net_names)
 
     options: dict[str, Any] = {"weights": None, "num_classes": num_classes}
     if builder in ("googlenet", "inception_v3"):

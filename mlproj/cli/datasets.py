@@ -16,6 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: every mlproj command imports this module; only `mlproj datasets` needs the dataset modules
     from mlproj.data import dataset_names, dataset_spec
 
     rows = []

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 from mlproj.errors import MLProjError
+from mlproj.record.gitpin import GitError, run_git
 from mlproj.runs.reader import find_run_dir, read_run
 from mlproj.runs.record import Run
 from mlproj.train.config import runs_dir
@@ -30,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlproj.record.experiment import REPRODUCES_ENV
+    from mlproj.record.experiment import REPRODUCES_ENV  # lazy: imports Sacred, which other mlproj commands must not
 
     original = read_run(find_run_dir(args.run, runs_dir()))
     run_dir, git, experiment = original.path, original.info.get("git"), original.experiment
@@ -86,8 +87,6 @@ def compare_metrics(run_a: Run, run_b: Run) -> tuple[list[str], list[str]]:
 def _repository_with(snapshot: str, base_dir: str | None, mainfile: str) -> tuple[str, str]:
     """(repository root, main file's folder inside it): the run's own repo when it is still there,
     else the repository of the current folder, as long as it holds `snapshot`."""
-    from mlproj.record.gitpin import GitError, run_git
-
     for folder in (base_dir, os.getcwd()):
         if not folder or not os.path.isdir(folder):
             continue
@@ -109,8 +108,6 @@ def _repository_with(snapshot: str, base_dir: str | None, mainfile: str) -> tupl
 
 
 def _add_worktree(repo: str, worktree: str, snapshot: str) -> None:
-    from mlproj.record.gitpin import GitError, run_git
-
     try:
         run_git(["worktree", "add", "--detach", worktree, snapshot], repo)
     except GitError as err:

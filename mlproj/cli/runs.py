@@ -280,7 +280,7 @@ def plot_metric(runs: list[Run], metric: str, path: str, group_by: str | None = 
         MLProjError: when no run logged `metric`.
     """
     _check_metric(runs, metric)
-    import matplotlib
+    import matplotlib  # lazy: only --plot draws; matplotlib and numpy would slow every mlproj command
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -340,7 +340,7 @@ def run_check_mongo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- mlproj sync
 def run_sync(args: argparse.Namespace) -> int:
-    from mlproj.runs.sync import sync_runs
+    from mlproj.runs.sync import sync_runs  # lazy: imports gridfs (pymongo), which only `mlproj sync` needs
 
     database = mongo_database(args.mongo, args.db)
     result = sync_runs(args.runs_dir, database)

@@ -45,7 +45,7 @@ LAYOUTS = {
 
 
 def _torchvision_class(name: str, verify_checksums: bool) -> type:
-    import torchvision.datasets
+    import torchvision.datasets  # lazy: registering the datasets must not import torchvision
 
     cls = getattr(torchvision.datasets, name)
     if verify_checksums:
@@ -75,6 +75,7 @@ def prepare_cifar(config: dict[str, Any], name: str) -> None:
     ensure_files(name, folder, files, config, lambda: _torchvision_class(name, verify)(config["data_dir"], download=True),
                  "python pickle batches")
     if verify:
+        # lazy: registering the datasets must not import torchvision
         from torchvision.datasets.utils import check_integrity
 
         cls = _torchvision_class(name, verify)
@@ -88,6 +89,7 @@ def prepare_cifar(config: dict[str, Any], name: str) -> None:
 
 def read_cifar_batches(folder: str, files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The python pickle batches `files` as uint8 images (N, 3, 32, 32) and int64 labels."""
+    # lazy: registering the datasets must not import torch or numpy
     import numpy as np
     import torch
 
@@ -101,7 +103,7 @@ def read_cifar_batches(folder: str, files: list[str]) -> tuple[torch.Tensor, tor
 
 
 def build_cifar_memory(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
-    from .memory import BatchTransform, memory_factory
+    from .memory import BatchTransform, memory_factory  # lazy: imports torch, which registering the datasets must not
 
     cls = LAYOUTS[name]
     folder = os.path.join(config["data_dir"], cls.base_folder)
@@ -118,13 +120,14 @@ def build_cifar_memory(config: dict[str, Any], name: str, num_classes: int) -> D
 
 
 def build_cifar(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
+    # lazy: the loaders import torch, which registering the datasets must not
     from .factory import DatasetFactory
     from .memory import use_memory_backend
     from .splits import loader_options, train_validation
 
     if use_memory_backend(config):
         return build_cifar_memory(config, name, num_classes)
-    from torchvision import transforms
+    from torchvision import transforms  # lazy: registering the datasets must not import torchvision
 
     cls = _torchvision_class(name, config.get("verify_checksums", True))
     mean, std = NORMALIZATION[name]

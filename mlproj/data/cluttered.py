@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from mlproj.util.files import atomic_write
+
 from .mnist import NORMALIZATION, prepare_idx_dataset
 from .registry import register_dataset
 
@@ -30,7 +32,7 @@ def clutter(
 ) -> torch.Tensor:
     """Place each (28x28 uint8) digit at random on a `canvas` square with `n_clutter` patches cut
     from random other digits; deterministic in `seed`."""
-    import torch
+    import torch  # lazy: registering the datasets must not import torch
 
     g = torch.Generator().manual_seed(seed)
     n, size = digits.shape[0], digits.shape[-1]
@@ -53,14 +55,12 @@ def clutter(
 
 def cached_cluttered(config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The cluttered train and test tensors, generated on first use and cached under the data root."""
-    import torch
+    import torch  # lazy: registering the datasets must not import torch
 
     path = os.path.join(config["data_dir"], "ClutteredMNIST", f"cluttered-{CANVAS}-{N_CLUTTER}-{GENERATION_SEED}.pt")
     if os.path.exists(path):
         return torch.load(path, weights_only=True)
-    import torchvision.datasets
-
-    from mlproj.util.files import atomic_write
+    import torchvision.datasets  # lazy: registering the datasets must not import torchvision
 
     data = {}
     for split, train in (("train", True), ("test", False)):
@@ -84,6 +84,7 @@ def _normalized(images: torch.Tensor) -> torch.Tensor:
     prepare=lambda c: prepare_idx_dataset(c, "MNIST", "MNIST"),
 )
 def cluttered_mnist(config: dict[str, Any]) -> DatasetFactory:
+    # lazy: the loaders import torch, which registering the datasets must not
     from torch.utils.data import TensorDataset
 
     from .factory import DatasetFactory

@@ -18,6 +18,7 @@ TEST_FRACTION = 0.2
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1797 digits as (N, 1, 8, 8) float images in [0, 1] and int64 labels."""
+    # lazy: registering the datasets must not import torch or scikit-learn
     import torch
     from sklearn.datasets import load_digits
 
@@ -29,6 +30,7 @@ def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
 @register_dataset("digits", input_shape=(1, 8, 8), num_classes=10)
 def digits(config: dict[str, Any]) -> DatasetFactory:
     """A fixed 20% test split; validation carved from the rest by `val_fraction`."""
+    # lazy: the loaders import torch, which registering the datasets must not
     import torch
     from torch.utils.data import TensorDataset
 

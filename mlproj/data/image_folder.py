@@ -18,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mlproj.errors import MLProjError
+from mlproj.util.device import local_device, resolve_device
+from mlproj.util.files import atomic_write
 
 from .registry import register_dataset
 
@@ -49,6 +52,7 @@ def load_image(path: str, size: int, mode: str = "RGB") -> torch.Tensor:
     Raises:
         MLProjError: naming the file when Pillow cannot read it.
     """
+    # lazy: registering the datasets must not import torch, numpy or Pillow
     import numpy as np
     import torch
     from PIL import Image
@@ -131,9 +135,7 @@ def cache_key(samples: list[tuple[str, int]], size: int, root: str) -> str:
 
 def decode_split(samples: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode every image of a split into one uint8 (N, 3, size, size) tensor, with int64 labels."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
+    import torch  # lazy: registering the datasets must not import torch
 
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
 
@@ -148,9 +150,7 @@ def decode_split(samples: list[tuple[str, int]], size: int) -> tuple[torch.Tenso
 
 def cached_split(data_dir: str, split: str, samples: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The decoded split from the cache when its key matches, else decoded and cached."""
-    import torch
-
-    from mlproj.util.files import atomic_write
+    import torch  # lazy: registering the datasets must not import torch
 
     folder = os.path.join(data_dir, CACHE_FOLDER)
     prefix = f"{split}-{size}px-"
@@ -214,7 +214,7 @@ def _describe(config: dict[str, Any]) -> tuple[tuple[int, int, int], int]:
 
 def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 (N, C, H, W) images scaled to [0, 1]."""
-    import torch
+    import torch  # lazy: registering the datasets must not import torch
 
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -231,8 +231,7 @@ def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[f
 @register_dataset("image_folder", input_shape=(3, 64, 64), num_classes=0, prepare=_prepare, describe=_describe)
 def image_folder(config: dict[str, Any]) -> DatasetFactory:
     """Your own images (module docstring); the factory's `class_names` are the class folders' names."""
-    from mlproj.util.device import local_device, resolve_device
-
+    # lazy: the loaders import torch, which registering the datasets must not
     from .memory import BatchTransform, MemoryDatasetFactory, MemorySplit
     from .splits import loader_options, split_indices
 

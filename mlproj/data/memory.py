@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mlproj.util.device import local_device, resolve_device
+
 from .factory import DatasetFactory, EpochSampler
 from .splits import loader_options, split_indices
 
@@ -205,8 +207,6 @@ def memory_factory(
 ) -> MemoryDatasetFactory:
     """The factory of a dataset given as uint8 (images, labels) tensors, with the validation split
     carved from `train` exactly as the torchvision path carves it (`splits.train_validation`)."""
-    from mlproj.util.device import local_device, resolve_device
-
     images, labels = train
     validation = None
     fraction = config.get("val_fraction", 0.1)

@@ -68,7 +68,7 @@ def prepare_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: 
     raw = raw_folder(config["data_dir"], folder)
 
     def download() -> None:
-        import torchvision.datasets
+        import torchvision.datasets  # lazy: registering the datasets must not import torchvision
 
         getattr(torchvision.datasets, torchvision_class)(config["data_dir"], download=True)
 
@@ -79,7 +79,7 @@ def prepare_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: 
 
 def read_idx(path: str) -> torch.Tensor:
     """An uncompressed IDX file (checked by `check_idx_file`) as a uint8 tensor of its dimensions."""
-    import torch
+    import torch  # lazy: registering the datasets must not import torch
 
     with open(path, "rb") as f:
         data = f.read()
@@ -89,7 +89,7 @@ def read_idx(path: str) -> torch.Tensor:
 
 
 def build_idx_memory(config: dict[str, Any], folder: str) -> DatasetFactory:
-    from .memory import BatchTransform, memory_factory
+    from .memory import BatchTransform, memory_factory  # lazy: imports torch, which registering the datasets must not
 
     raw = raw_folder(config["data_dir"], folder)
 
@@ -102,13 +102,14 @@ def build_idx_memory(config: dict[str, Any], folder: str) -> DatasetFactory:
 
 
 def build_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: str) -> DatasetFactory:
+    # lazy: the loaders import torch, which registering the datasets must not
     from .factory import DatasetFactory
     from .memory import use_memory_backend
     from .splits import loader_options, train_validation
 
     if use_memory_backend(config):
         return build_idx_memory(config, folder)
-    import torchvision.datasets
+    import torchvision.datasets  # lazy: registering the datasets must not import torchvision
     from torchvision import transforms
 
     mean, std = NORMALIZATION[folder]

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from sacred.observers import FileStorageObserver
+from sacred.observers.mongo import get_pattern
 
 from mlproj.errors import MLProjError
 from mlproj.train.config import runs_dir
@@ -63,8 +64,6 @@ def check_storage(run: Any, runs_root: str) -> None:
 
 def check_mongo_option(value: str | None) -> None:
     """`MLProjError` for a `-m` value Sacred cannot parse (it would fail with a traceback)."""
-    from sacred.observers.mongo import get_pattern
-
     if value and not re.match(get_pattern(), value):
         raise MLProjError(
             f"-m {redact_uri(value)!r} is not [HOST:PORT:]DB_NAME (e.g. -m localhost:27017:sacred); for a full URI with "

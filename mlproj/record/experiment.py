@@ -33,14 +33,17 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 from sacred import Experiment, commands  # noqa: E402
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
-from sacred.utils import SacredError  # noqa: E402
+from sacred.observers.mongo import parse_mongo_db_arg  # noqa: E402
+from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError  # noqa: E402
 
 from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.record.checks import TEST_NEEDS_CHECKPOINT, check_mongo_option, check_run  # noqa: E402
+from mlproj.record.gitpin import pin_or_warn, repository_root  # noqa: E402
 from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
 from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
 from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
+from mlproj.train.main_file import project_class  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
@@ -109,8 +112,6 @@ class MLProjExperiment(Experiment):
     @property
     def project_class(self) -> type:
         """The `MLProject` subclass the main file names with a module-level `Project`, else `MLProject`."""
-        from mlproj.train.main_file import project_class  # lazy: imports torch, which print_config must not
-
         return project_class(self._main_globals, self._main_globals.get("__file__"))
 
     def check_config(self, config: dict[str, Any]) -> None:
@@ -133,6 +134,7 @@ class MLProjExperiment(Experiment):
         target = config.get("resume") if resuming else config.get("checkpoint")
         if target is None or target == "":
             return {}
+        # lazy: train.checkpoint imports torch, which print_config must not
         from mlproj.train.checkpoint import load_checkpoint, resolve_checkpoint
 
         path = resolve_checkpoint(target, self._runs_root()) if resuming else str(target)
@@ -183,7 +185,7 @@ class MLProjExperiment(Experiment):
         if os.environ.get("MLPROJ_TUNE"):  # set by `mlproj tune` for each trial: {study, trial, params}
             run.info["tune"] = json.loads(os.environ["MLPROJ_TUNE"])
             if os.environ.get("MLPROJ_TUNE_PRUNE") and command == self.default_command:  # --prune: {storage, ...}
-                from mlproj.record.pruning import OptunaPruning
+                from mlproj.record.pruning import OptunaPruning  # lazy: imports optuna and torch, for --prune runs only
 
                 run.mlproj_callbacks = [OptunaPruning(run, **json.loads(os.environ["MLPROJ_TUNE_PRUNE"]))]
         if not run.unobserved:
@@ -229,8 +231,6 @@ class MLProjExperiment(Experiment):
         if error.startswith("No version control"):
             return (f"--enforce_clean: {self.base_dir} is in no Git repository with a commit, so there is nothing to "
                     "check: commit the project in Git, or run without --enforce_clean.")
-        from mlproj.record.gitpin import repository_root
-
         folders = {os.path.dirname(source.filename) for source in self.sources if source.is_dirty}
         checkouts = sorted({repository_root(folder) or folder for folder in folders}) or [self.base_dir]
         return (f"--enforce_clean: the checkout {', '.join(checkouts)} has uncommitted changes: commit or stash the "
@@ -259,8 +259,6 @@ def print_config(_run: Any) -> None:
 
 def one_line_sacred_error(err: SacredError) -> str:
     """Sacred's configuration errors as one line that says what to do."""
-    from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
-
     if isinstance(err, ConfigAddedError):
         keys = ", ".join(sorted(err.__conflicting_configs__))
         return f"unknown config key {keys}: check the spelling; `./main.py print_config` lists every key."
@@ -280,8 +278,6 @@ def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
     resolve) and, for `mlproj reproduce`, the run it reproduces."""
     run.info["cwd"] = os.getcwd()
     if run.config.get("git_pin", True):
-        from mlproj.record.gitpin import pin_or_warn
-
         tensorboard = tensorboard_root(run.config.get("tensorboard_dir"), runs_root)
         results = [runs_root, tensorboard] + [run.config[k] for k in ("model_dir", "data_dir") if run.config.get(k)]
         results = [folder for folder in results if folder]
@@ -317,8 +313,6 @@ def attach_observers(run: Any) -> None:
 
 def mongo_option_uri(meta_info: dict[str, Any]) -> str:
     """The MongoDB URI that Sacred's `-m [HOST:PORT:]DB` option names (Sacred's defaults: localhost, `sacred`)."""
-    from sacred.observers.mongo import parse_mongo_db_arg
-
     parsed = parse_mongo_db_arg(meta_info["options"]["--mongo_db"])
     return f"mongodb://{parsed.get('url', 'localhost:27017')}/{parsed.get('db_name', 'sacred')}"
 

@@ -58,7 +58,7 @@ class _MongoCopy(MongoObserver):
 
 
 def _connect(uri: str, db_name: str) -> Any:
-    import pymongo
+    import pymongo  # lazy: only runs with a MongoDB observer need pymongo (print_config imports this module)
 
     options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": DEFAULT_TIMEOUT_MS}
     return pymongo.MongoClient(uri, **options)[db_name]
@@ -100,7 +100,7 @@ class BackgroundMongoObserver(RunObserver):
     def next_free_id(self) -> int:
         """One past the largest integer `_id` in the runs collection; 1 when empty or unreachable
         (the background copy then reports the outage, once)."""
-        import pymongo.errors
+        import pymongo.errors  # lazy: pymongo, as in _connect
 
         try:
             return next_run_id(self.database())
@@ -160,7 +160,7 @@ class BackgroundMongoObserver(RunObserver):
             if self.failure is None:
                 try:
                     if self._copy is None:
-                        import gridfs
+                        import gridfs  # lazy: imports pymongo, as in _connect
 
                         database = self.database()
                         self._copy = _MongoCopy.__new__(_MongoCopy)
@@ -174,7 +174,7 @@ class BackgroundMongoObserver(RunObserver):
                 return
 
     def _send(self, name: str, kwargs: dict[str, Any]) -> None:
-        import pymongo.errors
+        import pymongo.errors  # lazy: pymongo, as in _connect
 
         try:
             getattr(self._copy, name)(**kwargs)

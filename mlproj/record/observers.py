@@ -35,6 +35,7 @@ from sacred.observers import FileStorageObserver
 from sacred.serializer import flatten
 from sacred.utils import apply_backspaces_and_linefeeds
 
+from mlproj.record.mongo import BackgroundMongoObserver
 from mlproj.util.files import atomic_copy, atomic_write
 from mlproj.util.series import SUMMARY_FILE, SUMMARY_VERSION, add_points
 
@@ -182,6 +183,4 @@ def _number(value: Any) -> Any:
 def mongo_observer(uri: str) -> Any:
     """The MongoDB copy of the run (`mlproj.record.mongo.BackgroundMongoObserver`): events go through a
     background thread, and an outage costs one warning, never the run or its end."""
-    from mlproj.record.mongo import BackgroundMongoObserver
-
     return BackgroundMongoObserver(uri)

@@ -12,8 +12,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import optuna
+
 from mlproj.errors import MLProjError
 from mlproj.train.callbacks import Callback
+from mlproj.train.metrics import benchmark_item
 
 
 class OptunaPruning(Callback):
@@ -28,9 +31,6 @@ class OptunaPruning(Callback):
         self.reported: set[int] = set()  # steps already reported (a final evaluation may repeat one)
 
     def on_train_begin(self, project: Any) -> None:
-        # Imported here: only a run started by `mlproj tune --prune` needs optuna.
-        import optuna
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=optuna.pruners.MedianPruner(self.n_startup_trials))
@@ -46,8 +46,6 @@ class OptunaPruning(Callback):
             )
 
     def on_evaluate_end(self, project: Any, split: str, metrics: dict[str, float]) -> None:
-        from mlproj.train.metrics import benchmark_item
-
         item, step = benchmark_item(project.model, metrics), project.global_step
         judged_on_test = split == "test" and not project.dataset_factory.has_validation_set()
         if (split != "validation" and not judged_on_test) or item is None or step in self.reported:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote
 
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import parse_time, series_from
@@ -23,9 +24,11 @@ def mongo_database(uri: str, db_name: str | None = None) -> Any:
         MLProjError: one line, the password hidden, when the URI is malformed, the server does not
             answer, or the database refuses the user.
     """
+    # lazy: pymongo, only when reading MongoDB (listing the runs dir needs none); pymongo's URI parser,
+    # not mlproj.record's: importing Sacred warns and takes time
     import pymongo
     import pymongo.errors
-    from pymongo.uri_parser import parse_uri  # not mlproj.record: importing Sacred warns and takes time
+    from pymongo.uri_parser import parse_uri
 
     shown = redact_uri(uri)
     options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 5000}
@@ -49,8 +52,6 @@ def mongo_database(uri: str, db_name: str | None = None) -> Any:
 
 def _mongo_reason(err: Exception, uri: str) -> str:
     """pymongo's first clause, without the URI's password (pymongo appends its whole topology)."""
-    from urllib.parse import unquote
-
     text = str(err).split(", Timeout:")[0].split(" (configured timeouts")[0].replace(uri, redact_uri(uri))
     password = uri_password(uri)
     for secret in {password, password and unquote(password)} - {None, ""}:

@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import gridfs
+
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import parse_time, read_runs
 from mlproj.runs.record import Run
@@ -77,8 +79,6 @@ def _to_millis(value: Any) -> Any:
 
 
 def _delete_run_files(database: Any, doc: dict[str, Any]) -> None:
-    import gridfs
-
     fs = gridfs.GridFS(database)
     for artifact in doc.get("artifacts", []):
         if isinstance(artifact, dict) and artifact.get("file_id") is not None:
@@ -88,8 +88,6 @@ def _delete_run_files(database: Any, doc: dict[str, Any]) -> None:
 
 
 def _write_run(database: Any, run: Run, _id: int, runs_dir: str) -> None:
-    import gridfs
-
     fs = gridfs.GridFS(database)
     experiment = dict(run.experiment)
     experiment["sources"] = [_put_source(fs, experiment.get("base_dir", ""), name, os.path.join(runs_dir, stored)) for name, stored in experiment.get("sources", [])]

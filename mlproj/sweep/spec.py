@@ -34,6 +34,7 @@ from typing import Any
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import read_runs
 from mlproj.runs.record import Run
+from mlproj.train.config import validate_config
 from mlproj.util.values import parse_value, render_value
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
@@ -199,6 +200,7 @@ def expand(spec: SweepSpec, random_trials: int | None = None, sweep_seed: int = 
 
 def load_experiment(script: str) -> Any:
     """The Sacred experiment `script` defines, imported without running it."""
+    # lazy: Sacred (and numpy), which every mlproj command would import otherwise
     from mlproj.record.experiment import Experiment  # sacred's class, loaded behind mlproj's warning filter
 
     if not os.path.isfile(script):
@@ -231,12 +233,12 @@ def effective_configs(spec: SweepSpec, trials: list[Trial]) -> None:
 
 
 def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None:
+    # lazy: Sacred, as in load_experiment (which has imported it by now)
     from sacred.initialize import create_run
     from sacred.serializer import flatten
     from sacred.utils import ConfigAddedError, SacredError, set_by_dotted_path
 
     from mlproj.record.experiment import one_line_sacred_error
-    from mlproj.train.config import validate_config
 
     # An mlproj experiment checks as its runs will (its project class); a plain Sacred one, the machinery keys.
     check_config = getattr(experiment, "check_config", validate_config)

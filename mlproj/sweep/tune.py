@@ -40,7 +40,7 @@ _OPTUNA_VALUE = (type(None), bool, int, float, str)  # what Optuna's categorical
 
 
 def _optuna() -> Any:
-    # Imported where used: optuna pulls in SQLAlchemy, which `mlproj --help` does not need.
+    # lazy: optuna pulls in SQLAlchemy, which `mlproj --help` (every mlproj command imports this module) does not need
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its own lines would interleave ours
@@ -66,7 +66,7 @@ class SearchSpace:
         return {key: self.encoded[key][params[key]] if key in self.encoded else params[key] for key in self.distributions}
 
     def fingerprint(self) -> dict[str, str]:
-        from optuna.distributions import distribution_to_json
+        from optuna.distributions import distribution_to_json  # lazy: optuna, as in _optuna
 
         return {key: distribution_to_json(d) for key, d in self.distributions.items()}
 
@@ -77,6 +77,7 @@ def search_space(spec: SweepSpec) -> SearchSpace:
     Raises:
         MLProjError: when the spec has no axis to tune.
     """
+    # lazy: optuna, as in _optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if not spec.axes:
@@ -121,7 +122,7 @@ def check_configs(spec: SweepSpec) -> list[Trial]:
 
 def default_direction() -> str:
     """The direction of the built-in model's benchmark metric (the classifier's accuracy: maximize)."""
-    from mlproj.train.model import ClassificationModel  # lazy: imports torch
+    from mlproj.train.model import ClassificationModel  # lazy: imports torch; every mlproj command imports this module
 
     return "minimize" if ClassificationModel.benchmark_lower_is_better else "maximize"
 

@@ -3,31 +3,28 @@
 `MLProject.get_dataset_factory`, `get_model` and `get_callbacks` are these functions, and its
 `check_config` / `prepare_data` check and prepare only the keys of the built-ins a class still uses:
 a subclass that overrides `get_model` owns `model`, `optimizer` and any key of its own.
-The data and the nets are imported when used: they pull in torchvision, which `print_config`
-and a project with its own data never need.
+Importing this module imports torch (the data factory, the model), not torchvision: the datasets and
+`mlproj.nets` import torchvision only where they use it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mlproj.data import check_data_config, create_dataset_factory, prepare_dataset
 from mlproj.data.factory import DatasetFactory
 from mlproj.train.callbacks import Callback, EarlyStopping
 from mlproj.train.config import validate_config
-from mlproj.train.model import Model, check_model_config
+from mlproj.train.model import Model, check_model_config, create_model
 
 
 def dataset_factory(config: dict[str, Any]) -> DatasetFactory:
     """The data of config `dataset` (override `get_dataset_factory` to bring your own)."""
-    from mlproj.data import create_dataset_factory
-
     return create_dataset_factory(config)
 
 
 def model(config: dict[str, Any]) -> Model:
     """The classifier of config `model` for config `dataset` (override `get_model` to bring your own)."""
-    from mlproj.train.model import create_model
-
     return create_model(config)
 
 
@@ -51,8 +48,6 @@ def check_config(cls: type, config: dict[str, Any]) -> None:
     if cls.get_model is model:
         check_model_config(config)
     if cls.get_dataset_factory is dataset_factory:
-        from mlproj.data import check_data_config
-
         check_data_config(config)
 
 
@@ -64,6 +59,4 @@ def prepare_data(cls: type, config: dict[str, Any]) -> None:
     here unless it overrides this too.
     """
     if cls.get_dataset_factory is dataset_factory and "dataset" in config:
-        from mlproj.data import prepare_dataset
-
         prepare_dataset(config)

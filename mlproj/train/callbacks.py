@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlproj.errors import MLProjError
+from mlproj.train.metrics import benchmark_item
 
 MLProject = Any  # the hooks receive the `MLProject` (mlproj.train.loop, which imports this module)
 
@@ -73,8 +74,6 @@ class EarlyStopping(Callback):
         self.waited = 0
 
     def on_epoch_end(self, project: MLProject, metrics: dict[str, float]) -> None:
-        from mlproj.train.metrics import benchmark_item
-
         item, state = benchmark_item(project.model, metrics), project.state
         if item is None or state.best_score is None:
             return  # no evaluation split, or no benchmark metric in it: nothing to compare

@@ -138,7 +138,7 @@ def check_device(device: Any) -> None:
     if device in ("auto", "cpu"):
         return
     if device == "cuda" or device.startswith("cuda:"):
-        import torch
+        import torch  # lazy: print_config and every mlproj command import this module; only CUDA names ask torch
 
         index = device.partition(":")[2]
         if index and not index.isdigit():

@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from tqdm import tqdm
+
 
 def progress_bar(total: int, initial: int, desc: str, terminal: bool | None, enabled: bool) -> Any:
     """The epoch's progress bar, drawn only when stdout is a terminal: redirected output
@@ -18,8 +20,6 @@ def progress_bar(total: int, initial: int, desc: str, terminal: bool | None, ena
         terminal: whether stdout is a terminal, when known before Sacred's capture began (else None).
         enabled: False on the ranks that do not record.
     """
-    from tqdm import tqdm  # lazy: `print_config` imports this package's config without tqdm
-
     # tqdm's monitor thread can redraw a bar just after it closed, over the line printed next.
     tqdm.monitor_interval = 0
     if terminal is None:

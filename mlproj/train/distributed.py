@@ -13,6 +13,7 @@ Reading the rank needs no torch import (`rank()` is called while Sacred builds t
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 from typing import Any
 
@@ -38,6 +39,7 @@ def is_distributed() -> bool:
 
 def setup(device: str) -> None:
     """Join the process group of a torchrun job (no-op for a single process or when joined already)."""
+    # lazy: record.experiment imports this module (for rank()), and print_config must not import torch
     import torch
     import torch.distributed as dist
 
@@ -52,7 +54,7 @@ def setup(device: str) -> None:
 
 
 def _teardown() -> None:
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch, as in setup
 
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -65,9 +67,7 @@ def wrap(module: Any, device: Any) -> Any:
     whose evaluation shards differ by a batch cannot wait on each other (BatchNorm statistics stay
     per rank; rank 0's are the ones saved).
     """
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel
+    from torch.nn.parallel import DistributedDataParallel  # lazy: torch, as in setup
 
     device_ids = [device] if getattr(device, "type", "cpu") == "cuda" else None
     # torch >= 2.14 renamed the switch (and warns about the old name); older versions know only the old one.
@@ -77,7 +77,7 @@ def wrap(module: Any, device: Any) -> Any:
 
 def all_reduce_sum(tensor: Any) -> None:
     """Sum `tensor` over ranks, in place (through the GPU when the backend is nccl)."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch, as in setup
 
     if not dist.is_initialized():
         return

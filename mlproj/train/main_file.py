@@ -20,7 +20,8 @@ def project_class(namespace: dict[str, Any], main_file: str | None) -> type:
     Raises:
         MLProjError: when `Project` is there but is no `MLProject` subclass.
     """
-    from mlproj.train.loop import MLProject  # lazy: imports torch, which print_config must not
+    # lazy: train.loop imports torch, and record.experiment (print_config) imports this module
+    from mlproj.train.loop import MLProject
 
     found = namespace.get(PROJECT_CLASS_NAME, MLProject)
     if not (isinstance(found, type) and issubclass(found, MLProject)):

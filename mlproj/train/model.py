@@ -20,7 +20,11 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
+from mlproj.data import dataset_shape, dataset_spec
 from mlproj.errors import invalid_config
+from mlproj.nets import check_net_name, create_net
+from mlproj.train import distributed as dist
+from mlproj.train.config import check_number
 from mlproj.train.metrics import benchmark_item
 from mlproj.train.schedules import LRSchedule, check_schedule_config
 
@@ -210,8 +214,6 @@ class Model(nn.Module):
     def distribute(self) -> None:
         """Wrap each network in `DistributedDataParallel` (under torchrun; the process group must be
         joined). Done once: a second call changes nothing."""
-        from mlproj.train import distributed as dist  # lazy: distributed imports torch where used
-
         for name in self._networks() if not self._ddp_wrapped else ():
             self._ddp_wrapped.append(name)
             setattr(self, name, dist.wrap(getattr(self, name), self.device))
@@ -340,8 +342,6 @@ OPTIMIZERS = ("adam", "sgd")
 
 def check_optimizer_config(config: dict[str, Any]) -> None:
     """`MLProjError` unless config `optimizer`, `lr` and `weight_decay` are values `create_optimizer` takes."""
-    from mlproj.train.config import check_number
-
     if config.get("optimizer", "adam") not in OPTIMIZERS:
         raise invalid_config("optimizer", config["optimizer"], " or ".join(repr(name) for name in OPTIMIZERS))
     check_number(config, "lr", low=0, low_inclusive=False, expected="a number > 0, e.g. lr=0.001")
@@ -351,9 +351,6 @@ def check_optimizer_config(config: dict[str, Any]) -> None:
 def check_model_config(config: dict[str, Any]) -> None:
     """`MLProjError` unless config `model` names a built-in net, `dataset` a registered dataset (its
     input shape and classes size the net) and the classifier keys are valid (`check_classifier_config`)."""
-    from mlproj.data import dataset_spec
-    from mlproj.nets import check_net_name
-
     if "model" in config:
         check_net_name(config["model"])
     if "dataset" in config:
@@ -393,9 +390,6 @@ def create_model(
     """The classifier that config keys `model`, `pretrained` and `dataset` describe, trained as
     `ClassificationModel.from_config` reads the config; `input_shape`/`num_classes` given win over the
     dataset's (prediction builds the net from a checkpoint's without reading the data)."""
-    from mlproj.data import dataset_shape
-    from mlproj.nets import create_net
-
     check_model_config(config)
     if input_shape is None or num_classes is None:
         input_shape, num_classes = dataset_shape(config)

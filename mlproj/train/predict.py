@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mlproj.data.image_folder import IMAGE_EXTENSIONS, is_image_file, load_image
 from mlproj.errors import MLProjError
+from mlproj.train.checkpoint import checkpoint_file, load_checkpoint
+from mlproj.train.model import create_model
+from mlproj.util.device import resolve_device
+from mlproj.util.files import atomic_write
 
 if TYPE_CHECKING:
     from mlproj.data.factory import DatasetFactory
@@ -75,8 +80,6 @@ def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def image_files(target: str | os.PathLike) -> list[str]:
     """`target` itself when it is a file, else every image file under the folder `target`, sorted."""
-    from mlproj.data.image_folder import IMAGE_EXTENSIONS, is_image_file
-
     target = os.fspath(target)
     if os.path.isfile(target):
         return [target]
@@ -98,8 +101,6 @@ def prepare_image(path: str, info: dict[str, Any]) -> torch.Tensor:
     Raises:
         MLProjError: when the file is unreadable, or a colour image for a grayscale checkpoint.
     """
-    from mlproj.data.image_folder import load_image
-
     channels, height, width = info["input_shape"]
     if channels not in (1, 3) or height != width:
         raise MLProjError(f"this checkpoint takes inputs of shape {tuple(info['input_shape'])}, not images: "
@@ -151,8 +152,6 @@ def project_predict_files(project: Any, paths: str | os.PathLike | list[str], to
 
 def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write `predict_files` rows as CSV, atomically (probabilities with 6 decimals)."""
-    from mlproj.util.files import atomic_write
-
     def write(f: Any) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -177,9 +176,6 @@ def load_for_prediction(
     Raises:
         MLProjError: when the checkpoint is unreadable, records no inputs, or does not fit the model.
     """
-    from mlproj.train.checkpoint import checkpoint_file, load_checkpoint
-    from mlproj.train.model import create_model
-
     path = checkpoint_file(path)
     checkpoint = load_checkpoint(path)
     info = checkpoint.get("data")
@@ -197,6 +193,4 @@ def load_for_prediction(
         first = str(err).strip().splitlines()[0][:200]
         raise MLProjError(f"checkpoint {path} does not fit the model of its config ({first}): "
                           "predict with the main file of the run that wrote it.") from None
-    from mlproj.util.device import resolve_device
-
     return model.to(resolve_device(device)).eval(), info

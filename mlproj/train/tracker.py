@@ -35,7 +35,9 @@ class Tracker:
     def _tensorboard(self) -> Any:
         """The TensorBoard writer, opened on first use; None without a TensorBoard folder."""
         if self.writer is None and self.tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
+            # lazy: torch.utils.tensorboard loads TensorBoard and protobuf, which only a run that writes
+            # TensorBoard files needs
+            from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(self.tensorboard_dir)
         return self.writer
@@ -75,7 +77,7 @@ class Tracker:
         """
         if not self.best or self._tensorboard() is None:
             return
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import hparams  # lazy: as the writer (_tensorboard)
 
         values = {key: _hparam_value(value) for key, value in sorted(self._varied(config).items())}
         metrics = {HPARAMS_PREFIX + "best/" + name.replace(".", "/"): value for name, value in sorted(self.best.items())}
@@ -135,7 +137,7 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 def _keep_booleans(summary: Any, values: dict[str, Any]) -> Any:
     """torch's HParams `summary` with its boolean hyperparameters as booleans: torch writes them as
     numbers (it tests for int before bool), which the HPARAMS tab filters as 0 and 1."""
-    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2  # lazy: tensorboard is slow to import
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2  # lazy: as the writer (Tracker._tensorboard)
 
     booleans = {key for key, value in values.items() if isinstance(value, bool)}
     for item in summary.value if booleans else []:

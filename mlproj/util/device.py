@@ -12,7 +12,7 @@ def resolve_device(device: str) -> str:
     """`auto` becomes `cuda:0` when CUDA is available, else `cpu`; other names pass through."""
     if device != "auto":
         return device
-    import torch
+    import torch  # lazy: data.image_folder imports this module, and registering the datasets must not import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 

@@ -17,6 +17,7 @@ def uri_password(uri: str) -> str | None:
 
 def mongo_db_name(uri: str) -> str:
     """The database named in a MongoDB URI, or `sacred`."""
+    # lazy: pymongo, only with a MongoDB URI; print_config and every mlproj command import this module
     from pymongo.uri_parser import parse_uri
 
     return parse_uri(uri).get("database") or "sacred"
