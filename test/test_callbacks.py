@@ -248,3 +248,10 @@ def test_early_stopping_patience_invalid_one_line_error(tmp_path: Path, value) -
         MLProject(digits_config(tmp_path, early_stopping_patience=value))
     assert str(err.value) == (f"config early_stopping_patience={value!r} is invalid: expected an integer >= 1 or None. "
                               "Run with early_stopping_patience=<value> to fix it.")
+
+
+def test_importing_callback_loads_no_torch() -> None:
+    # A main file subclasses Callback at its top; `./main.py print_config` must not pay for torch.
+    code = "import sys; from mlproj import Callback, EarlyStopping; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False"

@@ -138,6 +138,7 @@ def _display(command: list[str]) -> list[str]:
 
 def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> None:
     """The runs of sweep `name`, best first: completed by result, then the rest by id."""
+    # lazy: Sacred (and numpy), which every mlproj command would load otherwise
     from sacred.utils import get_by_dotted_path
 
     records = recorded_runs(runs, name)

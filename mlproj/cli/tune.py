@@ -170,7 +170,7 @@ def _print_summary(study: Any, space: Any, spec: Any, name: str) -> None:
 
 def write_plots(study: Any, folder: str) -> None:
     """`--plot DIR`: Optuna's optimization history and parameter importances as PNGs."""
-    import matplotlib  # lazy: only --plot draws
+    import matplotlib  # lazy: matplotlib and optuna's plots, only --plot draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.train.metrics import benchmark_item
 
 MLProject = Any  # the hooks receive the `MLProject` (mlproj.train.loop, which imports this module)
 
@@ -74,6 +73,10 @@ class EarlyStopping(Callback):
         self.waited = 0
 
     def on_epoch_end(self, project: MLProject, metrics: dict[str, float]) -> None:
+        # lazy: metrics imports torch; `from mlproj import Callback` at the top of a main file stays
+        # torch-free, so its `print_config` starts fast
+        from mlproj.train.metrics import benchmark_item
+
         item, state = benchmark_item(project.model, metrics), project.state
         if item is None or state.best_score is None:
             return  # no evaluation split, or no benchmark metric in it: nothing to compare
