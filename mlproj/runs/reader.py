@@ -10,7 +10,7 @@ beside metrics.json (`metrics_summary.json`, naming the size and mtime of the me
 describes); for any other run, or when metrics.json changed since, `read_runs` reads metrics.json
 once, keeps only its summary, and caches it under `<runs_dir>/.mlproj-cache/summaries.json`, keyed
 by the size and mtime of metrics.json, so a file that changes (a live run, a file replaced by
-rename) is read again. Many files to read are shared among worker processes, one per CPU.
+rename) is read again. Many files to read are shared among worker processes, one per CPU (up to 8).
 """
 
 from __future__ import annotations
