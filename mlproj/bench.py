@@ -22,8 +22,8 @@ over a long run. The last line is `tracked/bare = X`.
 
 With `--runs N`, it measures listing instead: N generated runs whose train series hold `--steps`
 logged steps, recorded by `RunFolderObserver`; `mlproj runs` is timed the first time and the
-second time (wall time and peak memory of its process), then again with the summaries removed, as
-for runs recorded by plain Sacred.
+second time (wall time and peak memory of its process and of the largest of its worker processes),
+then again as recorded by plain Sacred: no summaries, metrics.json indented as Sacred writes it.
 
     python -m mlproj.bench --runs 1000 --steps 10000
 """
@@ -313,27 +313,54 @@ def write_runs(runs_dir: Path, n_runs: int, n_steps: int, seed: int = 0) -> None
         observer.completed_event(start + datetime.timedelta(hours=1), None)
 
 
-# Runs `mlproj runs` and reports its peak memory. The peak is the process's own (VmHWM of its
-# address space), not ru_maxrss: a child forked from this process, which holds torch, would count
-# this process's pages as its own until it execs.
-_LISTING = """import atexit, re, sys
+# Runs `mlproj runs` and reports its peak memory, and that of the largest of its worker processes.
+# The peak is the process's own (VmHWM of its address space), not ru_maxrss: a child forked from
+# this process, which holds torch, would count this process's pages as its own until it execs. The
+# workers' figure is ru_maxrss (the listing process holds no torch), which counts the pages they
+# share with it: an upper bound.
+_LISTING = """import atexit, re, resource, sys
 def peak():
     with open('/proc/self/status') as f:
-        print(int(re.search(r'VmHWM:\\s+(\\d+)', f.read()).group(1)), file=sys.stderr)
+        own = int(re.search(r'VmHWM:\\s+(\\d+)', f.read()).group(1))
+    print(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
 atexit.register(peak)
 from mlproj.cli import main
 sys.exit(main(['runs', sys.argv[1]]))
 """
 
 
-def timed_listing(runs_dir: Path) -> tuple[float, float]:
-    """(wall seconds, peak MB) of one `mlproj runs` process over `runs_dir`."""
+def timed_listing(runs_dir: Path) -> tuple[float, float, float]:
+    """(wall seconds, peak MB, peak MB of its largest worker process, 0 without one) of one
+    `mlproj runs` process over `runs_dir`."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", _LISTING, str(runs_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"mlproj runs {runs_dir} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
-    return seconds, int(result.stderr.strip().splitlines()[-1]) / 1024  # VmHWM is in KiB
+    own, worker = result.stderr.strip().splitlines()[-1].split()
+    return seconds, int(own) / 1024, int(worker) / 1024  # both in KiB
+
+
+def as_plain_sacred(runs_dir: Path) -> None:
+    """Each run under `runs_dir` as Sacred's FileStorageObserver leaves it: no summary beside
+    metrics.json, which is indented (`save_json`), and no cache of summaries."""
+    for folder in runs_dir.glob("*/"):
+        (folder / "metrics_summary.json").unlink(missing_ok=True)
+        metrics = folder / "metrics.json"
+        if metrics.exists():
+            metrics.write_text(json.dumps(json.loads(metrics.read_text()), sort_keys=True, indent=2))
+    shutil.rmtree(runs_dir / ".mlproj-cache", ignore_errors=True)
+
+
+def first_and_second_listing(runs_dir: Path) -> str:
+    """`mlproj runs` over `runs_dir` twice (the first may summarize and cache, the second reads the
+    cache): each one's wall time and peak memory, then the load average after them."""
+    figures = []
+    for listing in (timed_listing(runs_dir), timed_listing(runs_dir)):
+        seconds, own, worker = listing
+        workers = f" (workers {worker:.0f} MB each)" if worker else ""
+        figures.append(f"{seconds:6.2f} s {own:5.0f} MB{workers}")
+    return f"first {figures[0]}   second {figures[1]}   load average {os.getloadavg()[0]:.1f}"
 
 
 def measure_listing(n_runs: int, n_steps: int) -> int:
@@ -341,15 +368,14 @@ def measure_listing(n_runs: int, n_steps: int) -> int:
         runs_dir = Path(tmp) / "runs"
         start = time.perf_counter()
         write_runs(runs_dir, n_runs, n_steps)
-        size = (runs_dir / "1" / "metrics.json").stat().st_size / 1e6
-        print(f"listing: {n_runs:,} runs, train series of {n_steps:,} steps ({size:.1f} MB of metrics.json each), "
+        text = (runs_dir / "1" / "metrics.json").read_text()
+        sacred = len(json.dumps(json.loads(text), sort_keys=True, indent=2)) / 1e6
+        print(f"listing: {n_runs:,} runs, train series of {n_steps:,} steps ({len(text) / 1e6:.1f} MB of metrics.json each, "
+              f"{sacred:.1f} MB as plain Sacred indents it), "
               f"written in {time.perf_counter() - start:.0f} s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        for label in ("recorded by mlproj", "plain Sacred (no summaries)"):
-            first, second = timed_listing(runs_dir), timed_listing(runs_dir)
-            print(f"mlproj runs, {label:<28} first {first[0]:6.2f} s {first[1]:5.0f} MB   second {second[0]:6.2f} s {second[1]:5.0f} MB")
-            for summary in runs_dir.glob("*/metrics_summary.json"):  # what a run recorded by Sacred's own observer lacks
-                summary.unlink()
-            shutil.rmtree(runs_dir / ".mlproj-cache", ignore_errors=True)
+        print(f"mlproj runs, {'recorded by mlproj':<28} {first_and_second_listing(runs_dir)}")
+        as_plain_sacred(runs_dir)
+        print(f"mlproj runs, {'plain Sacred (no summaries)':<28} {first_and_second_listing(runs_dir)}")
     return 0
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import json
 import math
 import os
 import random
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 from test_runs import write_run
 
+from mlproj.errors import MLProjError
 from mlproj.record.observers import RunFolderObserver
+from mlproj.runs import reader
 from mlproj.runs.reader import CACHE_FILE, read_run, read_runs
 from mlproj.runs.record import Series, summarize
-from mlproj.util.series import SUMMARY_FILE
+from mlproj.util.series import SUMMARY_FILE, summarize_series
 
 NOW = datetime.datetime(2026, 1, 1, 10, 0, 0)
 
@@ -200,3 +204,79 @@ def test_read_mongo_runs_lists_from_summaries_and_fetches_output_on_first_use() 
     database["runs"].update_one({"_id": 1}, {"$set": {"captured_out": "epoch 1\nepoch 2\n"}})
     assert run.captured_out == "epoch 1\nepoch 2\n"  # read from the database when asked for, not with the list
     assert run.metrics["validation.loss"].values == [0.9, 0.4, 0.5]
+
+
+def sacred_runs(base: Path, n: int) -> Path:
+    """`n` runs recorded by plain Sacred's FileStorageObserver (indented metrics.json, no summaries),
+    each with a series of its own and the odd values a series can hold (NaN, inf, ints, text, none)."""
+    from sacred.observers import FileStorageObserver
+
+    rng = random.Random(0)
+    for i in range(n):
+        observer = FileStorageObserver(str(base), copy_sources=False)
+        observer.started_event({"name": "t", "base_dir": str(base), "sources": [], "dependencies": [], "repositories": []},
+                               "train", {}, NOW, {"lr": 0.1, "seed": i}, {}, None)
+        loss = [rng.uniform(0, 2) for _ in range(200)]
+        loss[i % 200] = math.nan if i % 3 == 0 else loss[i % 200]
+        metrics = {"train.loss": (list(range(200)), loss), "epoch": ([10, 20, 30], [1, 2, 2]), "lr": ([1, 2], [0.1, math.inf]),
+                   "note": ([1, 2], ["warm-up", 0.5]), "empty": ([], [])}
+        observer.log_metrics({name: {"steps": s, "values": v, "timestamps": [NOW] * len(s)} for name, (s, v) in metrics.items()}, None)
+        observer.completed_event(NOW, None)
+    return base
+
+
+class RecordedPool(ProcessPoolExecutor):
+    """A real process pool that notes each time one is started (the reader imports it where it uses it)."""
+
+    started: list[int] = []
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers)
+        RecordedPool.started.append(max_workers)
+
+
+@pytest.fixture
+def recorded_pool(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    RecordedPool.started = []
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", RecordedPool)
+    monkeypatch.setattr(reader, "_usable_cpus", lambda: 2)  # workers even where this test runs on one CPU
+    return RecordedPool.started
+
+
+def test_read_runs_many_plain_sacred_runs_summarized_in_workers_as_json_reads_them(tmp_path: Path, recorded_pool: list[int]) -> None:
+    runs = sacred_runs(tmp_path / "runs", reader.PARALLEL_FROM)
+    listed = read_runs(str(runs))
+    assert recorded_pool == [2]
+    assert [r.id for r in listed] == list(range(1, reader.PARALLEL_FROM + 1))
+    for run in listed:
+        assert not (Path(run.path) / SUMMARY_FILE).exists()  # Sacred's own record: read, not given a summary
+        assert run.summaries == summarize_series(json.loads((Path(run.path) / "metrics.json").read_text())), run.id
+    assert listed[0].summaries["train.loss"]["count"] == 199 and listed[1].summaries["train.loss"]["count"] == 200  # NaN left out
+    assert listed[0].summaries["epoch"] == {"count": 3, "first": 1, "first_step": 10, "last": 2, "last_step": 30,
+                                            "min": 1, "min_step": 10, "max": 2, "max_step": 20}
+    assert listed[0].summaries["empty"] == {"count": 0}
+    cache = json.loads((runs / CACHE_FILE).read_text())["runs"]
+    assert sorted(cache, key=int) == [str(r.id) for r in listed]
+    assert all(cache[str(r.id)]["metrics"] == r.summaries for r in listed)
+
+
+def test_read_runs_few_plain_sacred_runs_summarized_without_workers(tmp_path: Path, recorded_pool: list[int]) -> None:
+    runs = sacred_runs(tmp_path / "runs", reader.PARALLEL_FROM - 1)
+    listed = read_runs(str(runs))
+    assert recorded_pool == []  # starting them would cost more than it saves
+    assert all(r.summaries == summarize_series(json.loads((Path(r.path) / "metrics.json").read_text())) for r in listed)
+
+
+def test_read_runs_cached_runs_start_no_workers(tmp_path: Path, recorded_pool: list[int]) -> None:
+    runs = sacred_runs(tmp_path / "runs", reader.PARALLEL_FROM)
+    first = [r.summaries for r in read_runs(str(runs))]
+    assert [r.summaries for r in read_runs(str(runs))] == first
+    assert recorded_pool == [2]  # the second listing came from the cache
+
+
+def test_read_runs_damaged_metrics_json_read_in_a_worker_says_so_in_one_line(tmp_path: Path, recorded_pool: list[int]) -> None:
+    runs = sacred_runs(tmp_path / "runs", reader.PARALLEL_FROM)
+    (runs / "7" / "metrics.json").write_text('{"train.loss": {"steps": [1, 2], "values": [0.5,')  # cut short
+    with pytest.raises(MLProjError, match=r"runs/7/metrics.json is not valid JSON .* move that run folder away") as err:
+        read_runs(str(runs))
+    assert recorded_pool == [2] and "\n" not in str(err.value)
