@@ -50,6 +50,19 @@ class MyProject(MLProject):
         return MyModel()
 
 
+def test_project_get_model_as_an_instance_method_sees_the_dataset_factory(tmp_path: Path) -> None:
+    seen = []
+
+    class SizedProject(MyProject):
+        def get_model(self, config):  # a method of the project, not a staticmethod: it reads its data
+            seen.append(len(self.dataset_factory.train_loader()))
+            return MyModel()
+
+    proj = SizedProject({"batch_size": 5, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu", "n_epochs": 1})
+    assert seen == [8]  # 40 training samples in batches of 5
+    assert proj.train() is not None
+
+
 def test_project_original_readme_example_runs_in_sacred(tmp_path: Path) -> None:
     n_global_iterations = 3
     ex = Experiment("original")

@@ -229,15 +229,17 @@ class RecordedPool(ProcessPoolExecutor):
     """A real process pool that notes each time one is started (the reader imports it where it uses it)."""
 
     started: list[int] = []
+    start_methods: list[str] = []
 
-    def __init__(self, max_workers: int) -> None:
-        super().__init__(max_workers)
+    def __init__(self, max_workers: int, mp_context=None) -> None:
+        super().__init__(max_workers, mp_context=mp_context)
         RecordedPool.started.append(max_workers)
+        RecordedPool.start_methods.append(mp_context.get_start_method())
 
 
 @pytest.fixture
 def recorded_pool(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    RecordedPool.started = []
+    RecordedPool.started, RecordedPool.start_methods = [], []
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", RecordedPool)
     monkeypatch.setattr(reader, "_usable_cpus", lambda: 2)  # workers even where this test runs on one CPU
     return RecordedPool.started
@@ -280,3 +282,22 @@ def test_read_runs_damaged_metrics_json_read_in_a_worker_says_so_in_one_line(tmp
     with pytest.raises(MLProjError, match=r"runs/7/metrics.json is not valid JSON .* move that run folder away") as err:
         read_runs(str(runs))
     assert recorded_pool == [2] and "\n" not in str(err.value)
+
+
+def test_read_runs_from_a_process_running_threads_spawns_its_workers(tmp_path: Path, recorded_pool: list[int]) -> None:
+    # A fork copies other threads' locks mid-use (a notebook, an app): such a process spawns its workers.
+    import threading
+
+    runs = sacred_runs(tmp_path / "runs", reader.PARALLEL_FROM)
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait)
+    busy.start()
+    try:
+        listed = read_runs(str(runs))
+    finally:
+        stop.set()
+        busy.join()
+    assert RecordedPool.start_methods == ["spawn"]
+    assert listed[1].summaries == summarize_series(json.loads((Path(listed[1].path) / "metrics.json").read_text()))
+    read_runs(str(tmp_path / "runs"))  # all cached now: no pool at all
+    assert RecordedPool.start_methods == ["spawn"]

@@ -115,14 +115,14 @@ def _run_sweep(args: argparse.Namespace, name: str, trials: list[Trial], selecte
         print(f"note: --jobs {jobs} but only {concurrency} GPU slot(s): list a GPU twice in --devices to share it")
     keys = list(dict.fromkeys(key for trial in trials for key in trial.params))  # the summary's columns
     progress = Progress(len(todo))
-    try:
-        with stopped_by_signals():
+    with stopped_by_signals():  # also while the summary of an interrupted sweep prints
+        try:
             outcomes = run_trials(todo, command, jobs, pool, os.path.join(runs, "_sweeps", name),
                                   {"name": name, "of": len(trials)}, progress.started, progress.ended, thread_share(concurrency))
-    except KeyboardInterrupt:
-        print(f"sweep {name} interrupted: run the same command again to finish the missing trials", flush=True)
-        _print_summary(runs, name, keys, args.minimize)
-        raise
+        except KeyboardInterrupt:
+            print(f"sweep {name} interrupted: run the same command again to finish the missing trials", flush=True)
+            _print_summary(runs, name, keys, args.minimize)
+            raise
     _print_summary(runs, name, keys, args.minimize)
     failed = [outcome for outcome in outcomes if outcome.returncode != 0]
     print(f"sweep {name}: {len(outcomes) - len(failed)} completed, {len(failed)} failed, "

@@ -23,7 +23,7 @@ def trial_devices(option: str | None, spec: SweepSpec, trials: list[Trial]) -> l
     if option is None:
         if in_spec or (trials[0].config or {}).get("device") not in ("auto", "cuda"):
             return None
-        import torch  # lazy: only a device=auto|cuda sweep counts the GPUs; `mlproj sweep --dry-run` stays quick
+        import torch  # lazy: only a device=auto|cuda sweep counts GPUs; every mlproj command imports this module
 
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or None
     if in_spec:

@@ -122,13 +122,13 @@ def _run_study(tuner: Tuner, spec: Any, jobs: int, pool: DevicePool, log_dir: st
     def on_poll(running: list[Trial]) -> None:
         tuner.heartbeat(running, time.monotonic())
 
-    try:
-        with stopped_by_signals():
+    with stopped_by_signals():  # also while an interrupted study's trials are abandoned
+        try:
             run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll)
-    except KeyboardInterrupt:
-        tuner.abandon()
-        print(f"tune {name} interrupted: run the same command again to continue the study", flush=True)
-        raise
+        except KeyboardInterrupt:
+            tuner.abandon()
+            print(f"tune {name} interrupted: run the same command again to continue the study", flush=True)
+            raise
     return progress.failed
 
 

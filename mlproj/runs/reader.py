@@ -16,8 +16,10 @@ rename) is read again. Many files to read are shared among worker processes, one
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -229,13 +231,21 @@ def _summarize_all(paths: list[str]) -> list[dict[str, dict[str, Any]]]:
         from concurrent.futures import ProcessPoolExecutor  # here: 15 ms of imports a cached listing does not need
 
         try:
-            pool = ProcessPoolExecutor(workers)
+            pool = ProcessPoolExecutor(workers, mp_context=_worker_context())
         except (OSError, NotImplementedError):
             pass  # no worker processes on this system (no semaphores, say): read them here
         else:
             with pool:
                 return list(pool.map(summarize_metrics_json, paths, chunksize=8))
     return [summarize_metrics_json(path) for path in paths]
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fork the workers from a single-threaded process (`mlproj runs`: no start-up cost); spawn them
+    from one running threads (a notebook, an app), which a fork could copy mid-lock."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _usable_cpus() -> int:

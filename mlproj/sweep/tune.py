@@ -239,6 +239,7 @@ class Tuner:
         # Optuna beats only inside study.optimize; with ask/tell the tuner beats itself, through the
         # storage's public calls (`record_heartbeat` takes the storage's id of a trial, not its number).
         self.storage, self._study_id = storage, storage.get_study_id_from_name(study.study_name)
+        self._trial_ids: dict[int, int] = {}  # trial number -> the storage's id of it
         self.prune = prune  # {storage, n_startup_trials} with --prune: the trials report to the study
         self.running: dict[int, Any] = {}  # trial number -> optuna Trial
         self.started = 0
@@ -280,7 +281,9 @@ class Tuner:
             self._beat(trial.index)
 
     def _beat(self, number: int) -> None:
-        self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number))
+        if number not in self._trial_ids:
+            self._trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+        self.storage.record_heartbeat(self._trial_ids[number])
 
     def ended(self, number: int, returncode: int, run_id: int | None) -> TrialEnd:
         """Tell the study how trial `number` ended, from its exit status and its run's record."""

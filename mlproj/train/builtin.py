@@ -18,17 +18,17 @@ from mlproj.train.config import validate_config
 from mlproj.train.model import Model, check_model_config, create_model
 
 
-def dataset_factory(config: dict[str, Any]) -> DatasetFactory:
+def get_dataset_factory(config: dict[str, Any]) -> DatasetFactory:
     """The data of config `dataset` (override `get_dataset_factory` to bring your own)."""
     return create_dataset_factory(config)
 
 
-def model(config: dict[str, Any]) -> Model:
+def get_model(config: dict[str, Any]) -> Model:
     """The classifier of config `model` for config `dataset` (override `get_model` to bring your own)."""
     return create_model(config)
 
 
-def callbacks(config: dict[str, Any]) -> list[Callback]:
+def get_callbacks(config: dict[str, Any]) -> list[Callback]:
     """The callbacks the config asks for: early stopping with `early_stopping_patience` (override
     `get_callbacks` to add yours; `MLProject.get_callbacks(config)` keeps these)."""
     patience = config.get("early_stopping_patience")
@@ -45,9 +45,9 @@ def check_config(cls: type, config: dict[str, Any]) -> None:
     `super().check_config(config)`.
     """
     validate_config(config)
-    if cls.get_model is model:
+    if cls.get_model is get_model:
         check_model_config(config)
-    if cls.get_dataset_factory is dataset_factory:
+    if cls.get_dataset_factory is get_dataset_factory:
         check_data_config(config)
 
 
@@ -58,5 +58,5 @@ def prepare_data(cls: type, config: dict[str, Any]) -> None:
     `MLProjError` saying where to put them; a subclass with its own factory prepares nothing
     here unless it overrides this too.
     """
-    if cls.get_dataset_factory is dataset_factory and "dataset" in config:
+    if cls.get_dataset_factory is get_dataset_factory and "dataset" in config:
         prepare_dataset(config)

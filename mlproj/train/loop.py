@@ -85,11 +85,10 @@ class MLProject:
         """Build the project from a Sacred run: its config, and the run to record into."""
         return cls(dict(_run.config), _run=_run, callbacks=callbacks)
 
-    # The built-ins (mlproj/train/builtin.py): override a getter to bring your own data, model or
-    # callbacks; `check_config` and `prepare_data` then leave the keys of the one replaced to you.
-    get_dataset_factory = staticmethod(builtin.dataset_factory)
-    get_model = staticmethod(builtin.model)
-    get_callbacks = staticmethod(builtin.callbacks)
+    # The built-ins (train/builtin.py); override a getter to bring your own: its keys are then yours.
+    get_dataset_factory = staticmethod(builtin.get_dataset_factory)
+    get_model = staticmethod(builtin.get_model)
+    get_callbacks = staticmethod(builtin.get_callbacks)
     check_config = classmethod(builtin.check_config)
     prepare_data = classmethod(builtin.prepare_data)
 
@@ -280,6 +279,7 @@ class MLProject:
         path, reason = self.save_checkpoint(), self.state.stop_reason
         if self.is_global_zero:
             print(console.stopped_line(reason, self.state.global_step, path, self.checkpoints.continue_with), flush=True)
+        self.tracker.close()  # the events up to the step reached are on disk
         raise KeyboardInterrupt(reason)
 
     # ------------------------------------------------------------------ predictions (mlproj/train/predict.py)
@@ -332,11 +332,13 @@ def _mean_over_ranks(meter: MeanMetrics) -> dict[str, float]:
 def _build(project: MLProject, dataset_factory: DatasetFactory | None, model: Model | None) -> tuple[DatasetFactory, Model]:
     """The project's data and model: those given, else its getters' built under the config's seed
     in a scope of its own (the initial weights are the seed's; the caller's generators are neither
-    drawn from nor reseeded); the data sharded for this rank under torchrun, the model set up."""
+    drawn from nor reseeded); the data sharded for this rank under torchrun, the model set up.
+    `project.dataset_factory` is set before `get_model` runs: a `get_model` may size its net from it."""
     cfg = project.config
     with seeded(cfg.get("seed") or 0):
-        dataset_factory = dataset_factory if dataset_factory is not None else project.get_dataset_factory(cfg)
+        project.dataset_factory = dataset_factory if dataset_factory is not None else project.get_dataset_factory(cfg)
         model = model if model is not None else project.get_model(cfg)
+    dataset_factory = project.dataset_factory
     if distributed.is_distributed():
         dataset_factory.shard(distributed.rank(), distributed.world_size())
     model.setup(project.device, **{key: cfg[key] for key in ("amp", "compile", "channels_last", "grad_clip_norm")})
