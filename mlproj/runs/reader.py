@@ -16,7 +16,6 @@ rename) is read again. Many files to read are shared among worker processes, one
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import threading
@@ -240,9 +239,11 @@ def _summarize_all(paths: list[str]) -> list[dict[str, dict[str, Any]]]:
     return [summarize_metrics_json(path) for path in paths]
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context() -> Any:
     """Fork the workers from a single-threaded process (`mlproj runs`: no start-up cost); spawn them
     from one running threads (a notebook, an app), which a fork could copy mid-lock."""
+    import multiprocessing  # lazy: 13 ms of imports that a cached listing does not need
+
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
