@@ -176,6 +176,21 @@ def test_project_train_closes_its_tensorboard_writer_and_a_later_write_opens_one
     assert [e.step for e in events.Scalars("test/accuracy")] == [2]  # the first file, written at the end of train()
 
 
+def test_project_train_ended_by_an_error_still_closes_its_tensorboard_writer(tmp_path: Path) -> None:
+    from mlproj import Callback
+    from mlproj.errors import MLProjError
+
+    class Broken(Callback):
+        def on_epoch_end(self, project, metrics):
+            raise RuntimeError("a bug in a callback")
+
+    proj = MyProject({"batch_size": 5, "tensorboard_dir": str(tmp_path / "tb"), "model_dir": str(tmp_path),
+                      "device": "cpu", "n_epochs": 2}, callbacks=[Broken()])
+    with pytest.raises(MLProjError, match="callback Broken.on_epoch_end failed: RuntimeError: a bug in a callback"):
+        proj.train()
+    assert proj.tracker.writer is None  # the events logged before the error are on disk
+
+
 class HookModel(ClassificationModel):
     def __init__(self, calls: list) -> None:
         net = LinearModel()

@@ -14,6 +14,7 @@ global generators, opening the TensorBoard writer) wait until it trains or evalu
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from typing import Any
@@ -123,23 +124,23 @@ class MLProject:
         s.stop_reason, s.window = None, MeanMetrics()  # the window spans epochs: metrics since the last log
         per_epoch = _steps_per_epoch(self.dataset_factory, s.epoch, self.config["accumulate_grad_batches"])
         self.model.set_run_length(self.config["n_global_iterations"] or self.config["n_epochs"] * per_epoch, per_epoch)
-        self.model.on_train_begin()
-        call_hooks(self.callbacks, "on_train_begin", self)
-        with stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason)):
-            while not self._should_stop():
-                if self._train_epoch():  # False: stopped mid-epoch
-                    s.epoch, s.epoch_step = s.epoch + 1, 0
-                    self._evaluate_and_save(epoch_end=True)
-            if not is_signal_name(s.stop_reason) and s.last_eval_step != s.global_step:
-                self._evaluate_and_save(epoch_end=False)  # a final evaluation and save mid-epoch
-            if self._run is not None:
-                self._run.info["stop_reason"] = s.stop_reason
-            if is_signal_name(s.stop_reason):
-                self._interrupt()
-        self.model.on_train_end()
-        call_hooks(self.callbacks, "on_train_end", self)
-        self.tracker.log_hparams(self.config, s.global_step)  # TensorBoard's HPARAMS tab
-        self.tracker.close()  # the event file complete, no writer thread left idle
+        with contextlib.closing(self.tracker):  # however it ends: the event file complete, no idle writer thread
+            self.model.on_train_begin()
+            call_hooks(self.callbacks, "on_train_begin", self)
+            with stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason)):
+                while not self._should_stop():
+                    if self._train_epoch():  # False: stopped mid-epoch
+                        s.epoch, s.epoch_step = s.epoch + 1, 0
+                        self._evaluate_and_save(epoch_end=True)
+                if not is_signal_name(s.stop_reason) and s.last_eval_step != s.global_step:
+                    self._evaluate_and_save(epoch_end=False)  # a final evaluation and save mid-epoch
+                if self._run is not None:
+                    self._run.info["stop_reason"] = s.stop_reason
+                if is_signal_name(s.stop_reason):
+                    self._interrupt()
+            self.model.on_train_end()
+            call_hooks(self.callbacks, "on_train_end", self)
+            self.tracker.log_hparams(self.config, s.global_step)  # TensorBoard's HPARAMS tab
         return s.best_score
 
     def _train_epoch(self) -> bool:
@@ -279,7 +280,6 @@ class MLProject:
         path, reason = self.save_checkpoint(), self.state.stop_reason
         if self.is_global_zero:
             print(console.stopped_line(reason, self.state.global_step, path, self.checkpoints.continue_with), flush=True)
-        self.tracker.close()  # the events up to the step reached are on disk
         raise KeyboardInterrupt(reason)
 
     # ------------------------------------------------------------------ predictions (mlproj/train/predict.py)
