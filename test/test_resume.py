@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -157,15 +158,15 @@ def test_main_sigint_writes_last_then_the_printed_resume_line_is_bit_identical(t
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, out + err
-    (printed,) = re.findall(r"SIGINT: saved runs/1/last.pt; continue with `\./main\.py (with resume=\S+)`", out)
-    assert printed == "with resume=runs/1"
+    (printed,) = re.findall(r"SIGINT: saved runs/1/last.pt; continue with `([^`]+)`", out)
+    assert shlex.split(printed) == [sys.executable, str(ROOT / "main.py"), "with", "resume=runs/1"]  # as it was started
     assert json.loads((runs / "1" / "run.json").read_text())["status"] == "INTERRUPTED"
     stopped = torch.load(runs / "1" / "last.pt", weights_only=True)["state"]
     assert stopped["global_step"] > 0
 
     n_epochs = stopped["epoch"] + 1
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *printed.split(), f"n_epochs={n_epochs}"],
+    result = subprocess.run(  # the printed line pasted as it is, in the folder it was started from
+        [*shlex.split(printed), f"n_epochs={n_epochs}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -242,3 +243,18 @@ def test_main_test_command_records_the_evaluated_runs_config(user_dir: Path) -> 
                             timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["1", "2"]
+
+
+def test_resume_command_is_this_interpreter_and_script_as_started(tmp_path: Path, monkeypatch) -> None:
+    from mlproj.record.experiment import _resume_command
+
+    (tmp_path / "main.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / ".venv" / "bin" / "python"))
+    monkeypatch.setattr(sys, "argv", ["main.py", "with", "n_epochs=3"])
+    assert _resume_command().format("runs/4") == "`.venv/bin/python main.py with resume=runs/4`"  # a fresh clone's layout
+    monkeypatch.setattr(sys, "executable", "/opt/py/bin/python3")
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "main.py")])
+    assert _resume_command().format("runs/4") == f"`/opt/py/bin/python3 {tmp_path / 'main.py'} with resume=runs/4`"
+    monkeypatch.setattr(sys, "argv", ["-c"])  # a notebook's or `python -c`'s ex.run(): no script to name
+    assert _resume_command() is None

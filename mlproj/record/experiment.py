@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 import uuid
@@ -44,6 +45,7 @@ from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_o
 from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 from mlproj.train.main_file import project_class  # noqa: E402
+from mlproj.util.files import shown_path  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
@@ -172,7 +174,7 @@ class MLProjExperiment(Experiment):
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
         # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
         run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
-        run.resume_command = "`./main.py with resume={}`"  # how the loop's "continue with" hints read here
+        run.resume_command = _resume_command()  # how the loop's "continue with" hints read here
         if command in READ_ONLY_COMMANDS:
             return
         training = command == self.default_command
@@ -323,6 +325,15 @@ def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
     Its runs check their config with the main file's `Project` class (see `MLProjExperiment`).
     """
     return MLProjExperiment(name, **kwargs)
+
+
+def _resume_command() -> str | None:
+    """The command that continues a run of this process, to paste where it was started: this
+    interpreter and script `with resume={}` (None when the script is no file: a notebook's `ex.run()`)."""
+    script = sys.argv[0] if sys.argv else ""
+    if not script.endswith(".py") or not os.path.isfile(script):
+        return None
+    return "`" + shlex.join([shown_path(sys.executable), script, "with"]) + " resume={}`"
 
 
 def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> dict[str, float]:

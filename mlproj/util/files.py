@@ -54,6 +54,13 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
     atomic_write(path, copy)
 
 
+def shown_path(path: str) -> str:
+    """`path` as a command line shown to paste here reads it: relative when it lies below the
+    current folder (`.venv/bin/python`), else as given."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def _nearest_existing(path: str) -> str:
     path = os.path.abspath(path)
     while not os.path.exists(path):
