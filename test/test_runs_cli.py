@@ -93,7 +93,9 @@ def test_show_prints_config_git_metrics_artifacts_and_rerun(runs: Path, capsys) 
     code, out, _ = mlproj("show", "2", "--runs-dir", str(runs), capsys=capsys)
     assert code == 0 and out.startswith("run 2  mlproj  COMPLETED")
     (rerun,) = [line for line in out.splitlines() if line.startswith("rerun:")]
-    assert rerun.split()[1:5] == ["python", "main.py", "train", "with"]
+    # This interpreter, as a path to paste here (in a fresh clone `.venv/bin/python`: no venv to activate).
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+    assert rerun.split()[1:5] == [python, "main.py", "train", "with"]
     # run_main adds git_pin=False so the suite leaves no refs in the developer's repo.
     assert set(rerun.split()[5:]) == {"dataset=digits", "n_epochs=1", "lr=0.001", "seed=2", "git_pin=False"}
     for section in ("config:", "metrics:", "artifacts:", "git:", "result:"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -74,6 +75,12 @@ def runs_of(runs: Path) -> dict[int, dict]:
     return found
 
 
+def shown_python() -> str:
+    """This interpreter as mlproj prints it to paste here: relative when it lies below this folder."""
+    relative = os.path.relpath(sys.executable)
+    return sys.executable if relative.startswith("..") else relative
+
+
 def study_of(runs: Path, name: str = "toy") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{runs / '_tune' / (name + '.db')}")
 
@@ -103,8 +110,14 @@ def test_tune_digits_three_trials_two_jobs_recorded_runs_and_best_rerun_line(tmp
     best = recorded[best_id]
     assert f"best trial {best['tune']['trial']}: value {best['result']:.4g} (maximize), run {best_id}: " in out
     lr, batch_size = best["tune"]["params"]["lr"], best["tune"]["params"]["batch_size"]
-    assert f"rerun it: ./main.py with dataset=digits n_epochs=1 git_pin=False tensorboard_dir=None lr={lr!r} " \
-           f"batch_size={batch_size}\n" in out
+    (rerun,) = re.findall(r"^rerun it: (.+)$", out, re.MULTILINE)
+    assert shlex.split(rerun)[1:] == ["main.py", "with", "dataset=digits", "n_epochs=1", "git_pin=False",
+                                      "tensorboard_dir=None", f"lr={lr!r}", f"batch_size={batch_size}"]
+    pasted = subprocess.run(rerun, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300,  # as it is
+                            env={**os.environ, "MLPROJ_RUNS_DIR": str(runs), "MONGODB_URI": ""})
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    again = runs_of(runs)[4]  # the best trial's config, run again
+    assert again["status"] == "COMPLETED" and {k: again["config"][k] for k in ("lr", "batch_size")} == best["tune"]["params"]
     study = study_of(runs, "main")
     assert states(study) == ["COMPLETE"] * 3
     assert sorted(t.user_attrs["run_id"] for t in study.trials) == [1, 2, 3]
@@ -175,7 +188,7 @@ def test_tune_minimize_best_is_lowest(toy: str, runs_dir: Path, capsys) -> None:
     assert mlproj(["tune", toy, "with", "lr=choice(0.01,1.0)", "--trials", "4", "--direction", "minimize"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"best trial \d: value -4 \(minimize\), run \d: lr=1.0\n", out), out
-    assert "rerun it: " + f"{toy} with lr=1.0\n" in out
+    assert f"rerun it: {shlex.join([shown_python(), toy])} with lr=1.0\n" in out
 
 
 @pytest.mark.parametrize(

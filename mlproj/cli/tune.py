@@ -28,11 +28,11 @@ from mlproj.sweep.tune import (
     fail_stale_trials,
     open_storage,
     open_study,
-    rerun_words,
     search_space,
     trial_rows,
 )
 from mlproj.train.config import runs_dir
+from mlproj.util.files import shown_path
 from mlproj.util.table import render
 from mlproj.util.uri import redact_uri
 
@@ -165,7 +165,8 @@ def _print_summary(study: Any, space: Any, spec: Any, name: str) -> None:
     params = space.decode(best.params)
     print(f"best trial {best.number}: value {best.value:.4g} ({study.direction.name.lower()}), "
           f"run {best.user_attrs.get('run_id', '-')}: {describe(params)}")
-    print(f"rerun it: {shlex.join(rerun_words(spec, params))}")
+    # With this interpreter, as the trials ran: pasted here, it works without an active venv.
+    print(f"rerun it: {shlex.join(trial_command(shown_path(sys.executable), spec, Trial(best.number, params), None))}")
 
 
 def write_plots(study: Any, folder: str) -> None:

@@ -334,8 +334,3 @@ def trial_rows(study: Any, space: SearchSpace) -> list[dict[str, Any]]:
     return rows
 
 
-def rerun_words(spec: SweepSpec, params: dict[str, Any]) -> list[str]:
-    """The `./main.py with ...` words that rerun a trial with `params`."""
-    script = spec.script if os.path.dirname(spec.script) else "./" + spec.script
-    updates = [f"{key}={render_value(value)}" for key, value in {**spec.fixed, **params}.items()]
-    return [script, "with", *spec.named_configs, *updates]
