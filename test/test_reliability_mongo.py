@@ -88,6 +88,11 @@ def mongo_that_breaks(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     def outage_at_step_6(self: Any, batch: Any) -> Any:
         steps.append(1)
         if len(steps) == 6:
+            # Mid-run: the background observer has told the server the run started (on a busy
+            # machine its thread may still be on the way at step 6), then the server goes.
+            deadline = time.monotonic() + 30
+            while state["db"]["runs"].count_documents({}) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
             state["outage"].set()
         return train_batch(self, batch)
 
