@@ -3,11 +3,16 @@ no traceback, and nothing written (the checks run before a run folder exists).""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_mnist, run_main
+from conftest import ROOT, make_mnist, run_main
 
 CASES = [
     # (arguments after main.py, a pattern the one line must contain)
@@ -195,3 +200,23 @@ def test_validate_config_keys_of_the_users_code_not_checked() -> None:
     # Values only the user's code reads are the user's: no error, whatever they are.
     validate_config({"model": "tiny_cnn", "optimizer": "adamw", "lr": "cosine", "weight_decay": None,
                      "val_fraction": "auto", "download": "if-missing", "width": 8})
+
+
+def test_main_unknown_key_hint_pasted_without_venv_runs(tmp_path: Path) -> None:
+    # Started as `.venv/bin/python3 main.py` (the spelling of the mlproj script's shebang), the hint
+    # still names `python`, and pasted from the project root without an active venv it runs.
+    python3 = os.path.join(os.path.dirname(sys.executable), "python3")
+    if not os.path.exists(python3):
+        pytest.skip("no python3 beside this interpreter")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MONGODB_URI")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if os.path.dirname(sys.executable) not in p)
+    env["MLPROJ_RUNS_DIR"] = str(tmp_path / "runs")
+    result = subprocess.run([os.path.relpath(python3, ROOT), "main.py", "with", "lrr=1"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    (hint,) = re.findall(r"`([^`]+)` lists every key", result.stderr)
+    assert shlex.split(hint)[0].endswith("python") and shlex.split(hint)[1:] == ["main.py", "print_config"], hint
+    pasted = subprocess.run(hint, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert pasted.returncode == 0 and "lr = " in pasted.stdout, pasted.stderr
+    assert not (tmp_path / "runs").exists()

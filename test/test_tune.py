@@ -112,12 +112,16 @@ def test_tune_digits_three_trials_two_jobs_recorded_runs_and_best_rerun_line(tmp
     lr, batch_size = best["tune"]["params"]["lr"], best["tune"]["params"]["batch_size"]
     (rerun,) = re.findall(r"^rerun it: (.+)$", out, re.MULTILINE)
     assert shlex.split(rerun)[1:] == ["main.py", "with", "dataset=digits", "n_epochs=1", "git_pin=False",
-                                      "tensorboard_dir=None", f"lr={lr!r}", f"batch_size={batch_size}"]
+                                      "tensorboard_dir=None", f"lr={lr!r}", f"batch_size={batch_size}",
+                                      f"seed={best['config']['seed']}"]
     pasted = subprocess.run(rerun, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300,  # as it is
-                            env={**os.environ, "MLPROJ_RUNS_DIR": str(runs), "MONGODB_URI": ""})
+                            env={**os.environ, "MLPROJ_RUNS_DIR": str(runs), "MONGODB_URI": "",
+                                 # the trials' thread share (2 jobs): other thread counts sum floats in another order
+                                 "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // 2)))})
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     again = runs_of(runs)[4]  # the best trial's config, run again
     assert again["status"] == "COMPLETED" and {k: again["config"][k] for k in ("lr", "batch_size")} == best["tune"]["params"]
+    assert again["result"] == best["result"]  # the trial's seed: the rerun reproduces the trial
     study = study_of(runs, "main")
     assert states(study) == ["COMPLETE"] * 3
     assert sorted(t.user_attrs["run_id"] for t in study.trials) == [1, 2, 3]
@@ -188,7 +192,7 @@ def test_tune_minimize_best_is_lowest(toy: str, runs_dir: Path, capsys) -> None:
     assert mlproj(["tune", toy, "with", "lr=choice(0.01,1.0)", "--trials", "4", "--direction", "minimize"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"best trial \d: value -4 \(minimize\), run \d: lr=1.0\n", out), out
-    assert f"rerun it: {shlex.join([shown_python(), toy])} with lr=1.0\n" in out
+    assert re.search(rf"rerun it: {re.escape(shlex.join([shown_python(), toy]))} with lr=1.0 seed=\d+\n", out), out
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mongomock
 import pytest
 
+from mlproj.util.files import shown_python
 from mlproj.util.mongo import next_run_id
 from mlproj.util.table import render
 from mlproj.util.uri import redact_uri
@@ -49,3 +50,16 @@ def test_next_run_id_one_past_largest_integer_id() -> None:
     assert next_run_id(database) == 1
     database["runs"].insert_many([{"_id": 3}, {"_id": 7}, {"_id": "not-a-number"}])
     assert next_run_id(database) == 8
+
+
+def test_shown_python_python3_with_python_sibling_names_python(tmp_path, monkeypatch) -> None:
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python3").write_text("")
+    (bin_dir / "python").symlink_to("python3")  # as a venv makes them
+    (bin_dir / "python3.11").symlink_to("python3")
+    monkeypatch.chdir(tmp_path)
+    assert shown_python(str(bin_dir / "python3")) == ".venv/bin/python"
+    assert shown_python(str(bin_dir / "python3.11")) == ".venv/bin/python"
+    (bin_dir / "python").unlink()  # no such sibling: the interpreter as it is
+    assert shown_python(str(bin_dir / "python3")) == ".venv/bin/python3"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 from typing import Any
 
 from mlproj.errors import MLProjError
@@ -18,7 +17,7 @@ from mlproj.runs.query import differing_keys, filter_runs, find_run, group_runs,
 from mlproj.runs.reader import read_run, read_runs
 from mlproj.runs.record import Run
 from mlproj.train.config import runs_dir as default_runs_dir
-from mlproj.util.files import shown_path
+from mlproj.util.files import shown_python
 from mlproj.util.goals import metric_goal
 from mlproj.util.table import FORMATS, cell, render
 from mlproj.util.uri import redact_uri
@@ -222,7 +221,7 @@ def rerun_command(run: Run) -> str:
     """The command line that runs `run`'s command again with its config updates and its seed, with
     the interpreter running this command (pasted here, it works without an active venv)."""
     mainfile = run.experiment.get("mainfile") or "main.py"
-    words = [shown_path(sys.executable), mainfile, run.command or ""]
+    words = [shown_python(), mainfile, run.command or ""]
     updates = flatten_config(run.meta.get("config_updates") or {})
     if "seed" in run.config:
         updates["seed"] = run.config["seed"]

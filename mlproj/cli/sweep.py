@@ -30,7 +30,7 @@ from mlproj.sweep.spec import (
     recorded_runs,
 )
 from mlproj.train.config import runs_dir
-from mlproj.util.files import shown_path
+from mlproj.util.files import shown_python
 from mlproj.util.table import render
 from mlproj.util.values import render_value
 
@@ -133,7 +133,7 @@ def _run_sweep(args: argparse.Namespace, name: str, trials: list[Trial], selecte
 
 def _display(command: list[str]) -> list[str]:
     """`command` with the interpreter shown relative to here when it lives below."""
-    return [shown_path(command[0]), *command[1:]]
+    return [shown_python(command[0]), *command[1:]]
 
 
 def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> None:

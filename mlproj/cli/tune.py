@@ -17,6 +17,7 @@ from typing import Any
 
 from mlproj.cli.trials import Progress, stopped_by_signals, thread_share, trial_command, trial_devices
 from mlproj.errors import MLProjError
+from mlproj.runs.reader import read_json
 from mlproj.sweep.runner import DevicePool, TrialOutcome, run_processes
 from mlproj.sweep.spec import Trial, describe, parse_spec
 from mlproj.sweep.tune import (
@@ -32,7 +33,7 @@ from mlproj.sweep.tune import (
     trial_rows,
 )
 from mlproj.train.config import runs_dir
-from mlproj.util.files import shown_path
+from mlproj.util.files import shown_python
 from mlproj.util.table import render
 from mlproj.util.uri import redact_uri
 
@@ -166,7 +167,18 @@ def _print_summary(study: Any, space: Any, spec: Any, name: str) -> None:
     print(f"best trial {best.number}: value {best.value:.4g} ({study.direction.name.lower()}), "
           f"run {best.user_attrs.get('run_id', '-')}: {describe(params)}")
     # With this interpreter, as the trials ran: pasted here, it works without an active venv.
-    print(f"rerun it: {shlex.join(trial_command(shown_path(sys.executable), spec, Trial(best.number, params), None))}")
+    # With the trial's recorded seed, so the rerun reproduces its result (its run drew the seed).
+    seed = None if "seed" in {**spec.fixed, **params} else _recorded_seed(best.user_attrs.get("run_id"))
+    command = trial_command(shown_python(), spec, Trial(best.number, params), None)
+    print(f"rerun it: {shlex.join(command + ([f'seed={seed}'] if seed is not None else []))}")
+
+
+def _recorded_seed(run_id: Any) -> Any:
+    """The seed recorded in the config of run `run_id` of the runs dir, or None."""
+    if run_id is None:
+        return None
+    config = read_json(os.path.join(runs_dir(), str(run_id), "config.json"), {})
+    return config.get("seed") if isinstance(config, dict) else None
 
 
 def write_plots(study: Any, folder: str) -> None:

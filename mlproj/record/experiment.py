@@ -45,7 +45,7 @@ from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_o
 from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 from mlproj.train.main_file import project_class  # noqa: E402
-from mlproj.util.files import shown_path  # noqa: E402
+from mlproj.util.files import shown_python  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
@@ -198,7 +198,7 @@ class MLProjExperiment(Experiment):
         err = super()._check_command(cmd_name)
         if err and self._on_command_line:
             err = err.removeprefix("Error: ")
-            print(f"error: {err}. See ./{os.path.basename(sys.argv[0])} --help.", file=sys.stderr)
+            print(f"error: {err}. See {main_command()} --help.", file=sys.stderr)
             sys.exit(1)
         return err
 
@@ -263,7 +263,7 @@ def one_line_sacred_error(err: SacredError) -> str:
     """Sacred's configuration errors as one line that says what to do."""
     if isinstance(err, ConfigAddedError):
         keys = ", ".join(sorted(err.__conflicting_configs__))
-        return f"unknown config key {keys}: check the spelling; `./main.py print_config` lists every key."
+        return f"unknown config key {keys}: check the spelling; `{main_command()} print_config` lists every key."
     if isinstance(err, NamedConfigNotFoundError):  # Sacred keeps the name only in its message
         name, _, available = str(err).partition('". Available config values are: ')
         name = name.partition('"')[2]
@@ -271,7 +271,7 @@ def one_line_sacred_error(err: SacredError) -> str:
             f"`with {name}` is neither key=value nor a named config: write `with {name}=VALUE`, "
             f"or use one of the named configs {available.strip('()').replace(chr(39), '')}."
         )
-    return " ".join(str(err).split()) + " (see `./main.py print_config` and `./main.py --help`)"
+    return " ".join(str(err).split()) + f" (see `{main_command()} print_config` and `{main_command()} --help`)"
 
 
 def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
@@ -327,13 +327,20 @@ def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
     return MLProjExperiment(name, **kwargs)
 
 
+def main_command() -> str:
+    """How printed hints start a command of this experiment: the interpreter running it and its
+    script (`.venv/bin/python main.py` in a fresh clone), which works without an active venv."""
+    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "main.py"
+    return shlex.join([shown_python(), script])
+
+
 def _resume_command() -> str | None:
     """The command that continues a run of this process, to paste where it was started: this
     interpreter and script `with resume={}` (None when the script is no file: a notebook's `ex.run()`)."""
     script = sys.argv[0] if sys.argv else ""
     if not script.endswith(".py") or not os.path.isfile(script):
         return None
-    return "`" + shlex.join([shown_path(sys.executable), script, "with"]) + " resume={}`"
+    return "`" + shlex.join([shown_python(), script, "with"]) + " resume={}`"
 
 
 def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> dict[str, float]:

@@ -35,6 +35,7 @@ from mlproj.errors import MLProjError
 from mlproj.runs.reader import read_runs
 from mlproj.runs.record import Run
 from mlproj.train.config import validate_config
+from mlproj.util.files import shown_python
 from mlproj.util.values import parse_value, render_value
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
@@ -252,7 +253,7 @@ def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None
         except ConfigAddedError as err:
             keys = ", ".join(sorted(err.__conflicting_configs__))
             raise MLProjError(
-                f"unknown config key {keys}: check the spelling; `python {spec.script} print_config` lists every key"
+                f"unknown config key {keys}: check the spelling; `{shown_python()} {spec.script} print_config` lists every key"
             ) from None
         except SacredError as err:
             raise MLProjError(one_line_sacred_error(err)) from None

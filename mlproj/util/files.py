@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import IO, Any
@@ -59,6 +60,17 @@ def shown_path(path: str) -> str:
     current folder (`.venv/bin/python`), else as given."""
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
+
+
+def shown_python(executable: str | None = None) -> str:
+    """The interpreter running mlproj (`sys.executable`) as printed commands name it: `python`
+    rather than `python3`/`python3.11` when that sibling is the same interpreter (a venv's
+    `.venv/bin/python`), relative to here when it lies below (see `shown_path`)."""
+    path = executable or sys.executable
+    sibling = os.path.join(os.path.dirname(path), "python")
+    if os.path.basename(path) != "python" and os.path.exists(sibling) and os.path.realpath(sibling) == os.path.realpath(path):
+        path = sibling
+    return shown_path(path)
 
 
 def _nearest_existing(path: str) -> str:
