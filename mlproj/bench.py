@@ -391,9 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4000, help="JPEGs in the generated image folder of (d)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier figures when other processes share the CPUs)")
+    parser.add_argument("--device", default="cpu", help="cuda: the GPU bench (mlproj/bench_gpu.py) instead")
     parser.add_argument("--runs", type=int, metavar="N", help="measure `mlproj runs` over N generated runs instead")
     parser.add_argument("--steps", type=int, default=10000, help="with --runs: logged steps in each run's train series")
     args = parser.parse_args(argv)
+    if args.device != "cpu":
+        from mlproj import bench_gpu  # lazy: the CPU bench needs none of it
+
+        return bench_gpu.measure(args, write_mnist_fixture)
     if args.runs:
         return measure_listing(args.runs, args.steps)
     threads = torch.get_num_threads()

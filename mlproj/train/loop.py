@@ -269,7 +269,8 @@ class MLProject:
         if not self._training_started:
             self._training_started = True
             _join_process_group(self.device, self.model)
-            seed_everything(self.config.get("seed") or 0, self.config["deterministic"], then=self.state.rng)
+            seed_everything(self.config.get("seed") or 0, self.config["deterministic"], then=self.state.rng,
+                            cudnn_benchmark=self.config["cudnn_benchmark"])
             self.checkpoints.check_writable()
             _note_benchmark(self.tracker, self.model, _eval_split(self.dataset_factory))
         if self.is_global_zero:
