@@ -96,6 +96,39 @@ def tracked(config: dict[str, Any]) -> list[float]:
     return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
 
 
+def epoch_end_seconds(config: dict[str, Any], sync: Any = lambda: None) -> tuple[float, float]:
+    """(epoch end, one step) in seconds, medians over the epoch boundaries of one `MLProject.train()`.
+
+    An epoch's end is the time from its last step to the next epoch's first, less the evaluation
+    and less one step: what the end adds (histograms and images, the progress line, hooks, last.pt
+    and best.pt). Called with `n_epochs` >= 2; `sync` waits for the device (`torch.cuda.synchronize`).
+    """
+    import statistics
+
+    from mlproj.train.callbacks import Callback  # lazy: as in bare
+    from mlproj.train.loop import MLProject
+
+    ends: list[tuple[int, float]] = []  # (epoch, time) at the end of each step
+    evaluations: list[float] = []
+
+    class StepClock(Callback):
+        def on_train_batch_end(self, project: Any, metrics: Any) -> None:
+            sync()
+            ends.append((project.epoch, time.perf_counter()))
+
+    class Clocked(MLProject):
+        def evaluate(self, split: str | None = None) -> dict[str, float]:
+            start = time.perf_counter()
+            metrics = super().evaluate(split)
+            evaluations.append(time.perf_counter() - start)
+            return metrics
+
+    Clocked(config, callbacks=[StepClock()]).train()
+    step = statistics.median(b - a for (ea, a), (eb, b) in zip(ends, ends[1:], strict=False) if ea == eb)
+    gaps = [b - a for (ea, a), (eb, b) in zip(ends, ends[1:], strict=False) if ea != eb]
+    return statistics.median(gap - evaluation - step for gap, evaluation in zip(gaps, evaluations, strict=False)), step
+
+
 def measure(args: Any, write_fixture: Any) -> int:
     """Run (a), (b) and Lightning's line on the GPU `args.device` names; 1 with one line without CUDA."""
     try:
@@ -117,6 +150,8 @@ def measure(args: Any, write_fixture: Any) -> int:
         os.environ.setdefault("MLPROJ_RUNS_DIR", str(root / "runs"))
         bare_rate = _report("bare loop", bare(config, device), args.train)
         tracked_rate = _report("mlproj, tracked", tracked(config), args.train)
+        end, step = epoch_end_seconds(config, torch.cuda.synchronize)
+        print(f"epoch end: {end:.3f} s beyond evaluation (a step: {1000 * step:.1f} ms)")
     try:
         import lightning  # noqa: F401  (only asked whether it is installed)
         print("lightning: installed, but this bench does not run it yet")
