@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS_DIR ?= $(or $(MLPROJ_RUNS_DIR),runs)
 
-.PHONY: install run test lint bench tensorboard omniboard clean help sweep sweep-lr sweep-models tune
+.PHONY: install run test lint bench bench-gpu tensorboard omniboard clean help sweep sweep-lr sweep-models tune
 
 help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
 	@echo "make test         run the test suite"
 	@echo "make lint         ruff check"
 	@echo "make bench        tracked training vs a bare PyTorch loop, data paths, start-up (a few minutes)"
+	@echo "make bench-gpu    the same job on a GPU: bare loop vs tracked, warm-up apart, samples/s, peak memory"
 	@echo "make tensorboard  serve TensorBoard over $(RUNS_DIR)/tensorboard"
 	@echo "make omniboard    install Omniboard $(OMNIBOARD_VERSION) into ./node_modules and serve MONGODB_URI's runs"
 	@echo "make sweep SWEEP=\"lr=[0.01,0.001] batch_size=[32,64]\" JOBS=2   grid on digits, skipping trials already done"
@@ -48,6 +49,9 @@ lint: install
 
 bench: install
 	$(BIN)/python -m mlproj.bench
+
+bench-gpu: install
+	$(BIN)/python -m mlproj.bench --device cuda --train 50000 --test 10000 --epochs 5 --batch-size 512
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir $(RUNS_DIR)/tensorboard

@@ -391,9 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4000, help="JPEGs in the generated image folder of (d)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier figures when other processes share the CPUs)")
+    parser.add_argument("--device", default="cpu", help="cuda: the GPU bench (mlproj/bench_gpu.py) instead")
     parser.add_argument("--runs", type=int, metavar="N", help="measure `mlproj runs` over N generated runs instead")
     parser.add_argument("--steps", type=int, default=10000, help="with --runs: logged steps in each run's train series")
     args = parser.parse_args(argv)
+    if args.device != "cpu":
+        from mlproj import bench_gpu  # lazy: the CPU bench needs none of it
+
+        return bench_gpu.measure(args, write_mnist_fixture)
     if args.runs:
         return measure_listing(args.runs, args.steps)
     threads = torch.get_num_threads()
@@ -448,6 +453,12 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"(d) image_folder        ImageFolder+DataLoader {tv:8,.0f} samples/s   memory {mem:10,.0f} samples/s   "
               f"memory/torchvision = {mem / tv:.0f}x  (second epoch, {args.images} JPEGs 96x80 -> 64x64, "
               f"num_workers=0; decoding once {first:.1f} s, a cached start {cached:.2f} s)")
+        from mlproj.bench_gpu import epoch_end_seconds  # lazy: only this line uses it
+
+        end, step = epoch_end_seconds({**config, "n_epochs": 3, "log_iteration_all": "epoch",
+                                                "model_dir": str(Path(tmp) / "checkpoints")})
+        print(f"(e) epoch end           {end:.3f} s beyond evaluation: histograms, images, progress line, last.pt/best.pt "
+              f"(a step: {1000 * step:.1f} ms; median of 2 epoch ends, in this process)")
 
     python = sys.executable
     torch_s = startup_seconds([python, "-c", "import torch"], args.startup_repeats)

@@ -44,7 +44,24 @@ def test_compile_trains_and_keeps_plain_parameter_names() -> None:
     assert all("_orig_mod" not in key for key in project.checkpoint()["model"])
 
 
-@pytest.mark.parametrize(("key", "value"), [("amp", "fp8"), ("compile", "yes"), ("channels_last", 1)])
+@pytest.mark.parametrize(("key", "value"), [("amp", "fp8"), ("compile", "yes"), ("channels_last", 1), ("cudnn_benchmark", "on")])
 def test_config_precision_keys_invalid_raise(key: str, value: object) -> None:
     with pytest.raises(MLProjError, match=f"config {key}="):
         MLProject({"dataset": "digits", "model": "lenet", "tensorboard_dir": None, key: value})
+
+
+def test_config_cudnn_benchmark_with_deterministic_raises() -> None:
+    with pytest.raises(MLProjError, match="cudnn_benchmark=True conflicts with deterministic=True"):
+        MLProject({"dataset": "digits", "model": "lenet", "tensorboard_dir": None, "cudnn_benchmark": True,
+                   "deterministic": True})
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_cudnn_benchmark_key_sets_cudnn_autotuning_for_training(on: bool) -> None:
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = not on
+        train_digits(cudnn_benchmark=on, n_global_iterations=1)
+        assert torch.backends.cudnn.benchmark is on
+    finally:
+        torch.backends.cudnn.benchmark = before

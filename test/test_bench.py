@@ -17,7 +17,7 @@ def test_bench_tiny_run_prints_every_figure_ends_with_the_ratio_and_leaves_no_re
                        "--images", "40"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     for prefix in ("machine:", "workload:", "(c) data path alone", "(d) image_folder", "(a) bare PyTorch loop", "(b) MLProject, tracked",
-                   "start-up:", "metrics.json:"):
+                   "(e) epoch end", "start-up:", "metrics.json:"):
         assert any(line.startswith(prefix) for line in lines), prefix
     assert lines[-1].startswith("tracked/bare = ")
     assert float(lines[-1].split("=")[1]) > 0
@@ -40,3 +40,11 @@ def test_bench_runs_option_prints_listing_figures_for_both_kinds_of_run(capsys: 
         assert line.startswith(f"mlproj runs, {label}")
         first, second = line.split("first")[1].split("second")
         assert float(first.split()[0]) > 0 and float(first.split()[2]) > 0  # seconds, MB
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU: the bench would run")
+def test_bench_device_cuda_without_a_gpu_fails_with_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert bench.main(["--device", "cuda"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "needs a CUDA GPU" in captured.err and "make bench" in captured.err

@@ -109,3 +109,19 @@ def test_checkpoint_file_run_folder_best_then_last_else_one_line(tmp_path: Path)
     atomic_save({**small_checkpoint(), "state": {"epoch": 2}}, run / "best.pt")
     assert checkpoint_file(run) == str(run / "best.pt")
     assert load_checkpoint(run)["state"] == {"epoch": 2}
+
+
+def test_write_checkpoint_best_is_the_file_just_written_not_a_second_serialization(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlproj.train import checkpoint
+
+    saves = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (saves.append(1), real_save(obj, f, *a, **k)))
+    checkpoint.write_checkpoint({"format": FORMAT, "step": 1}, str(tmp_path), best=True, step=1, fix="")
+    assert len(saves) == 1
+    assert os.path.samefile(tmp_path / "last.pt", tmp_path / "best.pt")
+    checkpoint.write_checkpoint({"format": FORMAT, "step": 2}, str(tmp_path), best=False, step=2, fix="")
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 1  # a new last.pt replaces, never rewrites, the shared file
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]

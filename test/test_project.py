@@ -156,6 +156,25 @@ def test_project_log_iteration_all_writes_histograms_and_images(tmp_path: Path) 
     assert [e.step for e in events.Images("train/inputs")] == [2, 4]
 
 
+def test_tracker_histograms_binned_on_device_hold_each_parameters_count_and_range(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mlproj.train.tracker import Tracker
+
+    net = torch.nn.Linear(3, 2)
+    tracker = Tracker(None, str(tmp_path / "tb"))
+    tracker.log_histograms(net, 5)
+    tracker.close()
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0})
+    events.Reload()
+    weight = events.Histograms("weights/weight")[0]
+    assert weight.step == 5
+    assert weight.histogram_value.num == 6 and sum(weight.histogram_value.bucket) == 6
+    assert weight.histogram_value.min == pytest.approx(float(net.weight.min()))
+    assert weight.histogram_value.max == pytest.approx(float(net.weight.max()))
+    assert weight.histogram_value.sum_squares == pytest.approx(float(net.weight.square().sum()))
+
+
 def test_project_train_closes_its_tensorboard_writer_and_a_later_write_opens_one(tmp_path: Path) -> None:
     import threading
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mlproj.errors import MLProjError
-from mlproj.util.device import local_device, resolve_device
+from mlproj.util.device import canonical_device
 from mlproj.util.files import atomic_write
 
 from .registry import register_dataset
@@ -251,7 +251,7 @@ def image_folder(config: dict[str, Any]) -> DatasetFactory:
         MemorySplit(images, labels, transform),
         MemorySplit(*validation, transform) if validation is not None else None,
         MemorySplit(*splits["test"], transform) if splits["test"] is not None else None,
-        device=local_device(resolve_device(str(config.get("device", "cpu")))),
+        device=canonical_device(config.get("device", "cpu")),
         augment=bool(config.get("augment", True)),
         input_shape=(3, size, size),
         num_classes=len(classes),

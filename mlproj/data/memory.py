@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from mlproj.util.device import local_device, resolve_device
+from mlproj.util.device import canonical_device
 
 from .factory import DatasetFactory, EpochSampler
 from .splits import loader_options, split_indices
@@ -51,24 +51,31 @@ class BatchTransform:
     flip: bool = False
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if generator is not None and self.crop_padding:
-            images = _random_crop(images, self.crop_padding, generator)
-        if generator is not None and self.flip:
-            flipped = torch.rand(images.shape[0], generator=generator) < 0.5
-            images = torch.where(flipped.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
+        if generator is not None and (self.crop_padding or self.flip):
+            images = _random_crop_and_flip(images, self.crop_padding, self.flip, generator)
         mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
         return images.float().div_(self.scale).sub_(mean).div_(std)
 
 
-def _random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """torchvision's RandomCrop(size, padding) on every image of the batch, zero padding in uint8."""
-    n, _, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding,) * 4)
-    # The offsets are drawn on the CPU, so reading them syncs nothing; slicing views and one stack
-    # (a single copy kernel) is many times faster than a 4-way gather of every pixel.
-    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).tolist()
-    return torch.stack([padded[i, :, top : top + h, left : left + w] for i, (top, left) in enumerate(offsets)])
+def _random_crop_and_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding) (zero padding, in uint8) then RandomHorizontalFlip on
+    every image of the batch, as one gather: a fixed number of operators whatever the batch size.
+
+    The draws are made on the CPU from `generator` (the crop offsets as one (n, 2) tensor, then the
+    flips as one (n,) tensor), so a resumed run redraws them exactly, on any device.
+    """
+    n, c, h, w = images.shape
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator) if padding else torch.zeros(n, 2, dtype=torch.long)
+    flipped = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    draws = torch.cat([offsets, flipped.long().unsqueeze(1)], dim=1).to(images.device, non_blocking=True)  # one copy
+    padded = torch.nn.functional.pad(images, (padding,) * 4) if padding else images
+    width = w + 2 * padding
+    rows = draws[:, :1] + torch.arange(h, device=images.device)  # (n, h): source row of each output row
+    columns = torch.arange(w, device=images.device)
+    columns = draws[:, 1:2] + torch.where(draws[:, 2:3].bool(), w - 1 - columns, columns)  # (n, w), mirrored when flipped
+    index = (rows.unsqueeze(2) * width + columns.unsqueeze(1)).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
 class MemorySplit(Dataset):
@@ -113,7 +120,7 @@ class MemoryLoader:
 
     def __init__(self, split: MemorySplit, sampler: EpochSampler, batch_size: int, device: torch.device, augment: bool):
         self.split, self.sampler, self.batch_size = split, sampler, batch_size
-        self.device, self.augment = device, augment
+        self.device, self.augment = canonical_device(device), augment
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
@@ -129,8 +136,8 @@ class MemoryLoader:
                 yield self.split.normalized.index_select(0, index), labels  # on the device already
                 continue
             images = self.split.images.index_select(0, index)
-            if images.device != self.device:
-                if self.device.type == "cuda":  # copy the uint8 batch, 4x less than floats, without waiting
+            if images.device != self.device:  # a tensor's device has its index, as the canonical one: `cuda` is `cuda:0` here
+                if images.device.type == "cpu" and self.device.type == "cuda":  # copy the uint8 batch, 4x less than floats, without waiting
                     images, labels = images.pin_memory(), labels.pin_memory()
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
@@ -164,7 +171,7 @@ class MemoryDatasetFactory(DatasetFactory):
         options.pop("num_workers", None)  # nothing to parallelize: a batch is one gather
         options.pop("pin_memory", None)
         super().__init__(train_set=train, validation_set=validation, test_set=test, **options)
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.augment = augment
         splits = [split for split in (train, validation, test) if split is not None]
         storage = _storage_device(self.device, sum(s.images.numel() + 8 * s.labels.numel() for s in splits))
@@ -218,7 +225,7 @@ def memory_factory(
         MemorySplit(images, labels, transform),
         validation,
         MemorySplit(*test, transform) if test is not None else None,
-        device=local_device(resolve_device(str(config.get("device", "cpu")))),  # under torchrun: this rank's GPU
+        device=canonical_device(config.get("device", "cpu")),  # under torchrun: this rank's GPU
         augment=augment,
         input_shape=input_shape,
         num_classes=num_classes,

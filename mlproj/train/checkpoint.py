@@ -18,7 +18,7 @@ import torch
 from mlproj.errors import MLProjError
 from mlproj.train import places
 from mlproj.train.state import TrainState, capture_rng
-from mlproj.util.files import atomic_copy, atomic_write, check_writable, describe_os_error
+from mlproj.util.files import atomic_copy, atomic_link, atomic_write, check_writable, describe_os_error
 
 FORMAT = "mlproj.checkpoint/1"
 
@@ -54,7 +54,8 @@ def load_into(model: Any, checkpoint: dict[str, Any], path: str) -> None:
 
 
 def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fix: str) -> list[str]:
-    """Write `obj` to `folder`/last.pt atomically, and copy it to best.pt when `best`.
+    """Write `obj` to `folder`/last.pt atomically, and make best.pt the same file when `best` (a hard
+    link: the checkpoint is serialized and fsynced once).
 
     Returns:
         The paths written: last.pt, then best.pt when `best`.
@@ -69,7 +70,7 @@ def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fi
         atomic_save(obj, written[0])
         if best:
             written.append(os.path.join(folder, "best.pt"))
-            atomic_copy(written[0], written[1])
+            atomic_link(written[0], written[1])
     except OSError as err:
         raise MLProjError(
             f"writing checkpoint {written[-1]} failed at step {step} ({describe_os_error(err)}); "

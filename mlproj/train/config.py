@@ -36,7 +36,9 @@ MACHINERY: dict[str, tuple[Any, str]] = {
     "git_pin": (True, "commit the working tree under refs/mlproj/runs/<run key> at run start"),
     "data_backend": ("memory", "`memory` (uint8 tensors, batched transforms on the device) or `torchvision`"),
     "amp": ("off", "mixed precision: `off`, `bf16` or `fp16` (with a GradScaler)"),
-    "compile": (False, "torch.compile the network (first steps are slow while it compiles)"),
+    "compile": (False, "torch.compile the network with static shapes (first steps are slow while it compiles)"),
+    "cudnn_benchmark": (False, "let cuDNN time its convolution algorithms on the first batches of each shape (off, as in "
+                               "Lightning: the autotuning costs seconds and its gain was within noise)"),
     "channels_last": (False, "channels-last memory format for conv nets (faster on GPUs with AMP)"),
     "accumulate_grad_batches": (1, "batches whose gradients add up to one optimizer step (an epoch's last group may be "
                                    "shorter); steps are counted in optimizer steps"),
@@ -111,9 +113,12 @@ def validate_config(config: dict[str, Any]) -> None:
     for key, allowed in (("data_backend", ("memory", "torchvision")), ("amp", ("off", "bf16", "fp16"))):
         if key in config and config[key] not in allowed:
             raise invalid_config(key, config[key], " or ".join(repr(a) for a in allowed))
-    for key in ("deterministic", "git_pin", "compile", "channels_last"):
+    for key in ("deterministic", "git_pin", "compile", "channels_last", "cudnn_benchmark"):
         if key in config and not isinstance(config[key], bool):
             raise invalid_config(key, config[key], "True or False")
+    if config.get("cudnn_benchmark") is True and config.get("deterministic") is True:
+        raise MLProjError("config cudnn_benchmark=True conflicts with deterministic=True (autotuning picks "
+                          "algorithms run by run): drop one of them.")
     if "data_dir" in config and not isinstance(config["data_dir"], str):
         raise invalid_config("data_dir", config["data_dir"], "a folder path")
     if "device" in config:

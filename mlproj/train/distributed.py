@@ -37,7 +37,7 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
-def setup(device: str) -> None:
+def setup(device: Any) -> None:
     """Join the process group of a torchrun job (no-op for a single process or when joined already)."""
     # lazy: record.experiment imports this module (for rank()), and print_config must not import torch
     import torch
@@ -45,7 +45,7 @@ def setup(device: str) -> None:
 
     if not is_distributed() or dist.is_initialized():
         return
-    if device.startswith("cuda"):
+    if torch.device(device).type == "cuda":
         torch.cuda.set_device(torch.device(device))
         dist.init_process_group("nccl", device_id=torch.device(device))
     else:

@@ -34,7 +34,7 @@ from mlproj.train.predict import dataset_info, predict, project_predict_files
 from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, restore_rng, seed_everything, seeded
 from mlproj.train.tracker import Tracker
-from mlproj.util.device import local_device, resolve_device
+from mlproj.util.device import canonical_device
 
 __all__ = ["MLProject", "TrainState"]
 
@@ -67,7 +67,7 @@ class MLProject:
         self.config = with_defaults(dict(config))
         validate_config(self.config)
         self._run = _run
-        self.device = local_device(resolve_device(self.config["device"]))
+        self.device = canonical_device(self.config["device"])  # compared with data and model devices only in this form
         self.is_global_zero = distributed.is_global_zero()
         self.dataset_factory, self.model = _build(self, dataset_factory, model)
         self.state, cfg = TrainState(), self.config
@@ -269,7 +269,8 @@ class MLProject:
         if not self._training_started:
             self._training_started = True
             _join_process_group(self.device, self.model)
-            seed_everything(self.config.get("seed") or 0, self.config["deterministic"], then=self.state.rng)
+            seed_everything(self.config.get("seed") or 0, self.config["deterministic"], then=self.state.rng,
+                            cudnn_benchmark=self.config["cudnn_benchmark"])
             self.checkpoints.check_writable()
             _note_benchmark(self.tracker, self.model, _eval_split(self.dataset_factory))
         if self.is_global_zero:

@@ -135,8 +135,11 @@ class Model(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        # Static shapes: each batch shape (full and last batch, training and evaluation) gets its own
+        # graph, compiled once in the first epoch; the default would recompile a dynamic-shape graph at
+        # the first other shape and run every later batch through its slower kernels.
         for name in self._networks() if compile else ():
-            getattr(self, name).compile()
+            getattr(self, name).compile(dynamic=False)
         if distributed:
             self.distribute()
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]

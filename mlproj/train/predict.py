@@ -21,7 +21,7 @@ from mlproj.data.image_folder import IMAGE_EXTENSIONS, is_image_file, load_image
 from mlproj.errors import MLProjError
 from mlproj.train.checkpoint import checkpoint_file, load_checkpoint
 from mlproj.train.model import create_model
-from mlproj.util.device import resolve_device
+from mlproj.util.device import canonical_device
 from mlproj.util.files import atomic_write
 
 if TYPE_CHECKING:
@@ -193,4 +193,4 @@ def load_for_prediction(
         first = str(err).strip().splitlines()[0][:200]
         raise MLProjError(f"checkpoint {path} does not fit the model of its config ({first}): "
                           "predict with the main file of the run that wrote it.") from None
-    return model.to(resolve_device(device)).eval(), info
+    return model.to(canonical_device(device)).eval(), info

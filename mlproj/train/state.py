@@ -45,9 +45,12 @@ class TrainState:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("scratch")}
 
 
-def seed_everything(seed: int, deterministic: bool = False, then: dict[str, Any] | None = None) -> None:
+def seed_everything(seed: int, deterministic: bool = False, then: dict[str, Any] | None = None,
+                    cudnn_benchmark: bool = False) -> None:
     """Seed python's, numpy's and torch's (CPU and CUDA) generators; optionally make torch deterministic.
-    `then`: RNG states (`capture_rng`'s) to put back after seeding: a resumed run's, which continue its draws."""
+    `then`: RNG states (`capture_rng`'s) to put back after seeding: a resumed run's, which continue its draws.
+    `cudnn_benchmark`: let cuDNN autotune its convolutions (never with `deterministic`)."""
+    torch.backends.cudnn.benchmark = bool(cudnn_benchmark) and not deterministic
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -94,18 +94,37 @@ class Tracker:
         keys = [k for k in flatten_config(updates) if k in flat and k not in NOT_HPARAMS]
         return {k: flat[k] for k in keys} if keys else {k: v for k, v in flat.items() if k not in NOT_HPARAMS}
 
-    def log_histograms(self, module: torch.nn.Module, step: int) -> None:
+    def log_histograms(self, module: torch.nn.Module, step: int, bins: int = 30) -> None:
+        """A histogram of each parameter of `module`: binned on its device, all of them brought to
+        the host in one transfer (one sync, not one per parameter)."""
         if self._tensorboard() is None:
             return
-        for name, param in module.named_parameters():
-            self.writer.add_histogram(f"{self.prefix}weights/{name}", param.detach().float().cpu(), step)
+        import torch  # lazy: see TYPE_CHECKING above
+
+        named = [(name, param.detach().float().flatten()) for name, param in module.named_parameters() if param.numel()]
+        if not named:
+            return
+        with torch.no_grad():
+            rows = []
+            for _, values in named:
+                low, high = values.min(), values.max()
+                width = (high - low).clamp_min(1e-12) / bins
+                index = ((values - low) / width).long().clamp_(0, bins - 1)
+                counts = torch.zeros(bins, device=values.device).scatter_add_(0, index, torch.ones_like(values))
+                rows.append(torch.cat([torch.stack([low, high, values.sum(), values.square().sum()]), counts]))
+            table = torch.stack([row.to(rows[0].device) for row in rows]).double().cpu().tolist()  # the one transfer
+        for (name, values), (low, high, total, squares, *counts) in zip(named, table, strict=True):
+            limits = [low + (high - low) * (k + 1) / bins for k in range(bins)]
+            self.writer.add_histogram_raw(f"{self.prefix}weights/{name}", low, high, values.numel(), total, squares,
+                                          limits, counts, step)
 
     def log_images(self, name: str, images: torch.Tensor, step: int, max_images: int = 16) -> None:
+        """The first `max_images` images, scaled to [0, 1] on their device, then brought over at once."""
         if images.dim() != 4 or images.shape[1] not in (1, 3) or self._tensorboard() is None:
             return
-        shown = images[:max_images].detach().float().cpu()
+        shown = images[:max_images].detach().float()
         low, high = shown.amin(), shown.amax()
-        self.writer.add_images(self.prefix + name, (shown - low) / (high - low + 1e-8), step)
+        self.writer.add_images(self.prefix + name, ((shown - low) / (high - low + 1e-8)).cpu(), step)
 
     def add_artifact(self, path: str, name: str | None = None) -> None:
         """Record a file with the run (copied into the run folder, or into GridFS for MongoDB)."""

@@ -55,6 +55,24 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
     atomic_write(path, copy)
 
 
+def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make `path` a hard link to `source`, atomically (a link under a temporary name, renamed over
+    `path`): the same bytes without writing them again. Safe because files are only ever replaced,
+    never rewritten in place (`atomic_write`). Falls back to `atomic_copy` where links are refused.
+    """
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-link-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.link(source, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        atomic_copy(source, path)
+
+
 def shown_path(path: str) -> str:
     """`path` as a command line shown to paste here reads it: relative when it lies below the
     current folder (`.venv/bin/python`), else as given."""

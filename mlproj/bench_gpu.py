@@ -1,0 +1,161 @@
+"""`make bench-gpu` (`python -m mlproj.bench --device cuda`): the same job on one GPU, side by side.
+
+On the bench's MNIST-format fixture, LeNet-5, Adam, one batch size: (a) a bare loop written by hand
+(the split one tensor on the GPU, batches cut by a permutation, evaluation each epoch) and (b)
+`MLProject.train()` without a Sacred run (checkpoints and TensorBoard in a temporary folder).
+Lightning is compared when it can be imported; otherwise one line says it was skipped. For each it
+prints the first epoch (the warm-up: allocator, cuDNN, compilation) apart from the steady state,
+steady-state samples/s over the later epochs, peak GPU memory and the GPU's name; the last line is
+`tracked/bare = X`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlproj.errors import MLProjError
+
+
+def require_cuda() -> None:
+    """`MLProjError` in one line when this machine has no usable GPU."""
+    if not torch.cuda.is_available():
+        raise MLProjError("python -m mlproj.bench --device cuda needs a CUDA GPU, and torch sees none on this machine: "
+                          "run it on a GPU machine, or run `make bench` for the CPU figures.")
+
+
+def _report(name: str, epoch_seconds: list[float], n_samples: int) -> float:
+    steady = epoch_seconds[1:] or epoch_seconds
+    rate = n_samples * len(steady) / sum(steady)
+    print(f"{name}: warm-up (first epoch) {epoch_seconds[0]:.2f} s, steady {rate:,.0f} samples/s over "
+          f"{len(steady)} epochs, peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    torch.cuda.reset_peak_memory_stats()
+    return rate
+
+
+def bare(config: dict[str, Any], device: torch.device) -> list[float]:
+    """Seconds per epoch of a hand-written loop on `device`, evaluation included."""
+    from mlproj.data import create_dataset_factory  # lazy: only the bench reads the fixture this way
+    from mlproj.nets import create_net
+
+    factory = create_dataset_factory({**config, "device": "cpu"})
+    x_train, y_train = _whole(factory.train_set(), device)
+    x_test, y_test = _whole(factory.test_set(), device)
+    torch.manual_seed(0)
+    net = create_net(config["model"], tuple(x_train.shape[1:]), 10).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config["lr"])
+    loss_fn, bs, n, seconds = nn.CrossEntropyLoss(), config["batch_size"], len(y_train), []
+    for epoch in range(config["n_epochs"]):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        net.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(0, n, bs):
+            index = order[i : i + bs]
+            loss = loss_fn(net(x_train[index]), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+        net.eval()
+        with torch.no_grad():
+            correct = sum((net(x_test[i : i + bs]).argmax(1) == y_test[i : i + bs]).sum() for i in range(0, len(y_test), bs))
+        _ = loss_sum.item(), float(correct)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _whole(split: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*(split[i] for i in range(len(split))), strict=True)
+    return torch.stack(images).to(device), torch.as_tensor(labels).to(device)
+
+
+def tracked(config: dict[str, Any]) -> list[float]:
+    """Seconds per epoch of `MLProject.train()`, evaluation, checkpoint and TensorBoard included."""
+    from mlproj.train.callbacks import Callback  # lazy: as in bare
+    from mlproj.train.loop import MLProject
+
+    class EpochClock(Callback):
+        def __init__(self) -> None:
+            self.ends = [time.perf_counter()]
+
+        def on_epoch_end(self, project: Any, metrics: dict[str, float]) -> None:
+            torch.cuda.synchronize()
+            self.ends.append(time.perf_counter())
+
+    clock = EpochClock()
+    MLProject(config, callbacks=[clock]).train()
+    return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
+
+
+def epoch_end_seconds(config: dict[str, Any], sync: Any = lambda: None) -> tuple[float, float]:
+    """(epoch end, one step) in seconds, medians over the epoch boundaries of one `MLProject.train()`.
+
+    An epoch's end is the time from its last step to the next epoch's first, less the evaluation
+    and less one step: what the end adds (histograms and images, the progress line, hooks, last.pt
+    and best.pt). Called with `n_epochs` >= 2; `sync` waits for the device (`torch.cuda.synchronize`).
+    """
+    import statistics
+
+    from mlproj.train.callbacks import Callback  # lazy: as in bare
+    from mlproj.train.loop import MLProject
+
+    ends: list[tuple[int, float]] = []  # (epoch, time) at the end of each step
+    evaluations: list[float] = []
+
+    class StepClock(Callback):
+        def on_train_batch_end(self, project: Any, metrics: Any) -> None:
+            sync()
+            ends.append((project.epoch, time.perf_counter()))
+
+    class Clocked(MLProject):
+        def evaluate(self, split: str | None = None) -> dict[str, float]:
+            start = time.perf_counter()
+            metrics = super().evaluate(split)
+            evaluations.append(time.perf_counter() - start)
+            return metrics
+
+    Clocked(config, callbacks=[StepClock()]).train()
+    step = statistics.median(b - a for (ea, a), (eb, b) in zip(ends, ends[1:], strict=False) if ea == eb)
+    gaps = [b - a for (ea, a), (eb, b) in zip(ends, ends[1:], strict=False) if ea != eb]
+    return statistics.median(gap - evaluation - step for gap, evaluation in zip(gaps, evaluations, strict=False)), step
+
+
+def measure(args: Any, write_fixture: Any) -> int:
+    """Run (a), (b) and Lightning's line on the GPU `args.device` names; 1 with one line without CUDA."""
+    try:
+        require_cuda()
+    except MLProjError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    from mlproj.util.device import canonical_device  # lazy: as in bare
+
+    device = canonical_device(args.device)
+    print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_fixture(root / "data", args.train, args.test)
+        config = {"dataset": "mnist", "model": "lenet", "data_dir": str(root / "data"), "download": False,
+                  "val_fraction": 0.0, "batch_size": args.batch_size, "optimizer": "adam", "lr": 1e-3,
+                  "n_epochs": max(args.epochs, 3), "device": str(device), "seed": 0, "git_pin": False,
+                  "tensorboard_dir": str(root / "tensorboard"), "model_dir": str(root / "checkpoints")}
+        os.environ.setdefault("MLPROJ_RUNS_DIR", str(root / "runs"))
+        bare_rate = _report("bare loop", bare(config, device), args.train)
+        tracked_rate = _report("mlproj, tracked", tracked(config), args.train)
+        end, step = epoch_end_seconds(config, torch.cuda.synchronize)
+        print(f"epoch end: {end:.3f} s beyond evaluation (a step: {1000 * step:.1f} ms)")
+    try:
+        import lightning  # noqa: F401  (only asked whether it is installed)
+        print("lightning: installed, but this bench does not run it yet")
+    except ImportError:
+        print("lightning: skipped (not importable; pip install lightning to compare)")
+    print(f"tracked/bare = {tracked_rate / bare_rate:.2f}")
+    return 0
