@@ -39,6 +39,7 @@ from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError
 
 from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.record.checks import TEST_NEEDS_CHECKPOINT, check_mongo_option, check_run  # noqa: E402
+from mlproj.record.context import RunNotes, context_of, note_run, notes_of, runs_root  # noqa: E402
 from mlproj.record.gitpin import pin_or_warn, repository_root  # noqa: E402
 from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
 from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
@@ -150,9 +151,7 @@ class MLProjExperiment(Experiment):
 
     def _runs_root(self) -> str:
         """The runs dir the run being created records into: `-F DIR`, an added file observer, else the default."""
-        if self._file_storage:
-            return self._file_storage
-        return next((o.basedir for o in self.observers if isinstance(o, FileStorageObserver)), runs_dir())
+        return runs_root(self.observers, self._file_storage)
 
     # Private, because Sacred has no public hook that sees a run's final config before its observers
     # start: config hooks run before the command-line keys are laid over their result, option
@@ -173,14 +172,15 @@ class MLProjExperiment(Experiment):
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
         # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
-        run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
-        run.resume_command = _resume_command()  # how the loop's "continue with" hints read here
+        notes = RunNotes(stdout_is_terminal=bool(getattr(sys.stdout, "isatty", lambda: False)()),
+                         resume_command=_resume_command())  # how the loop's "continue with" hints read here
+        note_run(run, notes)
         if command in READ_ONLY_COMMANDS:
             return
         training = command == self.default_command
         if read is not None and not training:
-            run.mlproj_checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
-        runs_root = check_run(run, self.project_class, command, training=training, read=read)
+            notes.checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
+        root = check_run(run, self.project_class, command, training=training, read=read)
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
@@ -189,9 +189,9 @@ class MLProjExperiment(Experiment):
             if os.environ.get("MLPROJ_TUNE_PRUNE") and command == self.default_command:  # --prune: {storage, ...}
                 from mlproj.record.pruning import OptunaPruning  # lazy: imports optuna and torch, for --prune runs only
 
-                run.mlproj_callbacks = [OptunaPruning(run, **json.loads(os.environ["MLPROJ_TUNE_PRUNE"]))]
+                notes.callbacks = [OptunaPruning(run, **json.loads(os.environ["MLPROJ_TUNE_PRUNE"]))]
         if not run.unobserved:
-            record_provenance(run, self.base_dir, runs_root)
+            record_provenance(run, self.base_dir, root)
             attach_observers(run)
 
     def _check_command(self, cmd_name: str) -> str | None:
@@ -345,8 +345,9 @@ def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> di
     """
     if not checkpoint:
         raise MLProjError(TEST_NEEDS_CHECKPOINT)
-    read = getattr(run, "mlproj_checkpoint", None)
-    run.mlproj_checkpoint = None
-    project = project_class({**run.config, "resume": None}, _run=run)
+    notes = notes_of(run)
+    read, notes.checkpoint = notes.checkpoint, None
+    config, context = context_of(run)
+    project = project_class({**config, "resume": None}, context=context)
     project.load_checkpoint(checkpoint, read[1] if read and read[0] == str(checkpoint) else None)
     return project.test()
