@@ -234,6 +234,45 @@ def test_project_hooks_called_in_order_with_metrics(tmp_path: Path) -> None:
     ]
 
 
+class EpochStepped(ClassificationModel):
+    """SGD at lr 0.1 halved each epoch by a StepLR; its `on_epoch_end` overridden without `super()`."""
+
+    def __init__(self, steps_its_own: bool = False) -> None:
+        net = LinearModel()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        super().__init__(net, optimizer, nn.CrossEntropyLoss(), torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5))
+        self.steps_its_own, self.epochs = steps_its_own, []
+
+    def on_epoch_end(self, epoch: int, metrics=None) -> None:
+        self.epochs.append(epoch)
+        if self.steps_its_own:
+            self.schedulers[0].step()
+
+
+@pytest.mark.parametrize("steps_its_own", [False, True])
+def test_project_on_epoch_end_overridden_without_super_lr_still_steps_once_per_epoch(tmp_path: Path,
+                                                                                     steps_its_own: bool) -> None:
+    model = EpochStepped(steps_its_own)
+    MLProject({"n_epochs": 2, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu"},
+              model=model, dataset_factory=small_factory()).train()
+    assert model.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 2)
+
+
+def test_project_model_hook_epoch_and_callbacks_project_epoch_agree(tmp_path: Path) -> None:
+    from mlproj import Callback
+
+    seen = []
+
+    class Epochs(Callback):
+        def on_epoch_end(self, project, metrics):
+            seen.append(project.epoch)
+
+    model = EpochStepped()
+    MLProject({"n_epochs": 3, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu"},
+              model=model, dataset_factory=small_factory(), callbacks=[Epochs()]).train()
+    assert seen == [epoch + 1 for epoch in model.epochs] == [1, 2, 3]
+
+
 def test_project_best_checkpoint_follows_benchmark_metric(tmp_path: Path) -> None:
     run = RecordingSink()
     proj = project(tmp_path, run, n_epochs=3)

@@ -31,6 +31,7 @@ from mlproj.train.context import RunContext
 from mlproj.train.metrics import MeanMetrics, benchmark_item
 from mlproj.train.model import Model
 from mlproj.train.predict import dataset_info, predict, project_predict_files
+from mlproj.train.schedules import epoch_counts, step_at_epoch_end
 from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, restore_rng, seed_everything, seeded
 from mlproj.train.tracker import Tracker
@@ -213,7 +214,9 @@ class MLProject:
         if self.is_global_zero:
             print(console.progress_line(self.state.epoch, self.state.global_step, metrics, improved), flush=True)
         if epoch_end:
-            self.model.on_epoch_end(self.state.epoch - 1, metrics)
+            counts = epoch_counts(self.model.schedulers)
+            self.model.on_epoch_end(self.state.epoch - 1, metrics)  # the epoch's index: callbacks' project.epoch - 1
+            step_at_epoch_end(self.model.schedulers, counts, self.model.benchmark_value(metrics))
             call_hooks(self.callbacks, "on_epoch_end", self, metrics)
         self.save_checkpoint(best=improved)
 
