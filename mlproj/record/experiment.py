@@ -7,8 +7,8 @@
 - starts `with resume=RUN` from RUN's recorded config, and `test with checkpoint=FILE` from the
   config of the run that wrote FILE (keys given on the command line override it);
 - checks the config and the dataset files before the run starts, so a mistake writes nothing:
-  with the `check_config` and `prepare_data` of the main file's module-level `Project` class
-  (an `MLProject` subclass, the class `mlproj.load_run` builds), else of `MLProject`;
+  with the `check_config` and `prepare_data` of the main file's project class (its module-level
+  `Project`, else its one `MLProject` subclass: the class `mlproj.load_run` builds), else of `MLProject`;
 - prints user mistakes as one line and exits 1, without a traceback.
 """
 
@@ -57,8 +57,8 @@ REPRODUCES_ENV = "MLPROJ_REPRODUCES"
 class MLProjExperiment(Experiment):
     """A Sacred `Experiment` with mlproj's observers, checks and error handling (module docstring).
 
-    The main file names the `MLProject` subclass it trains with a module-level `Project` (the class
-    `mlproj.load_run` builds too); without one it trains `MLProject`. That class's `check_config`
+    The main file's project class is its module-level `Project`, else its one `MLProject` subclass
+    (the class `mlproj.load_run` builds too), else `MLProject` (`mlproj.train.main_file`). That class's `check_config`
     checks each run's config before anything is written.
     """
 
@@ -114,7 +114,7 @@ class MLProjExperiment(Experiment):
 
     @property
     def project_class(self) -> type:
-        """The `MLProject` subclass the main file names with a module-level `Project`, else `MLProject`."""
+        """The main file's project class: its `Project`, else its one `MLProject` subclass, else `MLProject`."""
         return project_class(self._main_globals, self._main_globals.get("__file__"))
 
     def check_config(self, config: dict[str, Any]) -> None:
