@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+# Sacred's own pattern of its `-m` option, not exported: test_record_sacred_api.py checks what it accepts.
 from sacred.observers.mongo import get_pattern
 
 from mlproj.errors import MLProjError

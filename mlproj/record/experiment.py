@@ -32,8 +32,12 @@ from typing import Any
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 from sacred import Experiment, commands  # noqa: E402
+
+# Private (no public way to record another file's sources): test_record_sacred_api.py checks its signature.
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
+
+# Sacred's own parser of its `-m` option, not exported: test_record_sacred_api.py checks what it returns.
 from sacred.observers.mongo import parse_mongo_db_arg  # noqa: E402
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError  # noqa: E402
 
@@ -194,6 +198,8 @@ class MLProjExperiment(Experiment):
             record_provenance(run, self.base_dir, root)
             attach_observers(run)
 
+    # Private, because Sacred reports an unknown command through no public hook: here it becomes one
+    # line and exit 1; test_record_sacred_api.py fails if Sacred changes this method.
     def _check_command(self, cmd_name: str) -> str | None:
         err = super()._check_command(cmd_name)
         if err and self._on_command_line:
@@ -259,19 +265,21 @@ def print_config(_run: Any) -> None:
     sys.stdout.write(output)
 
 
-def one_line_sacred_error(err: SacredError) -> str:
-    """Sacred's configuration errors as one line that says what to do."""
+def one_line_sacred_error(err: SacredError, script: str = "./main.py") -> str:
+    """Sacred's configuration errors as one line that says what to do (`script`: how the user runs the main file)."""
     if isinstance(err, ConfigAddedError):
+        # Sacred's own attribute (it has no public one) naming the unknown keys; test_record_sacred_api.py checks it.
         keys = ", ".join(sorted(err.__conflicting_configs__))
-        return f"unknown config key {keys}: check the spelling; `./main.py print_config` lists every key."
-    if isinstance(err, NamedConfigNotFoundError):  # Sacred keeps the name only in its message
+        return f"unknown config key {keys}: check the spelling; `{script} print_config` lists every key."
+    if isinstance(err, NamedConfigNotFoundError):
+        # Sacred keeps the name only in its message; test_record_sacred_api.py fails if the message changes.
         name, _, available = str(err).partition('". Available config values are: ')
         name = name.partition('"')[2]
         return (
             f"`with {name}` is neither key=value nor a named config: write `with {name}=VALUE`, "
             f"or use one of the named configs {available.strip('()').replace(chr(39), '')}."
         )
-    return " ".join(str(err).split()) + " (see `./main.py print_config` and `./main.py --help`)"
+    return " ".join(str(err).split()) + f" (see `{script} print_config` and `{script} --help`)"
 
 
 def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
