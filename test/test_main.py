@@ -226,6 +226,33 @@ def test_main_own_project_own_model_optimizer_and_keys_completes(tmp_path: Path)
     assert read_json(runs / "1" / "metrics.json")["validation.accuracy"]["values"]
 
 
+def test_main_own_project_named_otherwise_without_project_line_is_checked_with_it(tmp_path: Path) -> None:
+    script = tmp_path / "own.py"
+    # As the original template's users write it: their own class name, no `Project = ...` line.
+    script.write_text(OWN_PROJECT.replace("Project(MLProject)", "MyProject(MLProject)")
+                      .replace("Project.from_run", "MyProject.from_run"))
+    assert "Project =" not in script.read_text() and "class MyProject(MLProject)" in script.read_text()
+    runs = tmp_path / "runs"
+    result = run_main("with", "model=tiny_cnn", "git_pin=False", "device=cpu", runs=runs, cwd=tmp_path, main=script)
+    assert result.returncode == 0, result.stderr
+    assert read_json(runs / "1" / "run.json")["status"] == "COMPLETED"
+
+
+def test_main_several_project_subclasses_without_project_line_names_them_nothing_written(tmp_path: Path) -> None:
+    script = tmp_path / "own.py"
+    script.write_text(OWN_PROJECT.replace("Project(MLProject)", "MyProject(MLProject)")
+                      .replace("Project.from_run", "MyProject.from_run")
+                      .replace("@ex.main", "class OtherProject(MyProject):\n    pass\n\n\n@ex.main"))
+    runs = tmp_path / "runs"
+    result = run_main("with", "model=tiny_cnn", "git_pin=False", "device=cpu", runs=runs, cwd=tmp_path, main=script)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {script} holds several MLProject subclasses (MyProject, OtherProject): name the one it trains with "
+        "a module-level line such as `Project = OtherProject`."
+    ]
+    assert not runs.exists()
+
+
 def test_main_own_project_with_builtin_get_model_unknown_model_one_line_nothing_written(tmp_path: Path) -> None:
     script = tmp_path / "own.py"
     # The same project without its own get_model: the built-in one refuses the unknown names up front.

@@ -36,7 +36,7 @@ def test_training_state_roundtrip_restores_optimizer_and_scheduler() -> None:
     model = classifier()
     model.schedulers = [torch.optim.lr_scheduler.StepLR(model.optimizer, step_size=1, gamma=0.5)]
     model.train_batch(batch())
-    model.on_epoch_end(0)
+    model.schedulers[0].step()  # as the loop steps it at an epoch's end
     state = model.training_state()
     other = classifier()
     other.schedulers = [torch.optim.lr_scheduler.StepLR(other.optimizer, step_size=1, gamma=0.5)]

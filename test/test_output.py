@@ -20,6 +20,7 @@ import pytest
 from conftest import ROOT, run_main
 
 from mlproj.record.observers import RunFolderObserver, collapse_redraws
+from mlproj.train.context import RunContext
 
 DIGITS = ("dataset=digits", "model=mlp", "batch_size=256", "tensorboard_dir=None")  # 6 steps an epoch
 EPOCH_LINE = re.compile(r"epoch (\d+) step (\d+): validation\.accuracy \d\.\d{4}  validation\.loss \d+\.\d{4}(  \(best\))?")
@@ -139,21 +140,16 @@ def test_main_file_storage_option_keeps_record_checkpoints_and_tensorboard_under
     assert list(cwd.iterdir()) == []  # nothing under the default ./runs
 
 
-class UnobservedRun:
-    """What MLProject sees of a `-u` run: no observer."""
-
-    info: dict = {}
-    observers: list = []
-    unobserved = True
-
-    def log_scalar(self, *args: object) -> None:
-        pass
+def unobserved_run(config: dict) -> RunContext:
+    """What MLProject sees of a `-u` run: no runs folder, no record."""
+    return RunContext.create(config, run_key="unobserved-abcdef12", run_dir=None, recording_root=None)
 
 
 def test_project_interrupted_without_checkpoints_says_none_was_saved(capsys: pytest.CaptureFixture) -> None:
     from mlproj import MLProject
 
-    project = MLProject({"dataset": "digits", "model": "mlp", "n_epochs": 1, "device": "cpu"}, _run=UnobservedRun())
+    config = {"dataset": "digits", "model": "mlp", "n_epochs": 1, "device": "cpu"}
+    project = MLProject(config, context=unobserved_run(config))
     project.model.after_batch = lambda: os.kill(os.getpid(), signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         project.train()
@@ -170,7 +166,8 @@ def test_project_unobserved_resume_continues_and_writes_nothing(tmp_path: Path) 
     first = MLProject({**config, "n_global_iterations": 2, "model_dir": str(tmp_path), "tensorboard_dir": str(tmp_path)})
     first.train()
     written = sorted(tmp_path.rglob("*"))
-    resumed = MLProject({**config, "n_global_iterations": 4, "resume": first.checkpoint_dir}, _run=UnobservedRun())
+    config = {**config, "n_global_iterations": 4, "resume": first.checkpoint_dir}
+    resumed = MLProject(config, context=unobserved_run(config))
     resumed.train()
     assert resumed.global_step == 4
     assert sorted(tmp_path.rglob("*")) == written

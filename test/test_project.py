@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from mlproj import DatasetFactory, MLProject, SimpleModel
+from mlproj.train.context import RunContext, RunSink
 from mlproj.train.model import ClassificationModel
 
 
@@ -89,13 +90,20 @@ def test_project_original_readme_example_runs_in_sacred(tmp_path: Path) -> None:
     assert seen["checkpoints"] == ["best.pt", "last.pt"]
 
 
-def project(tmp_path: Path, run=None, **config) -> MLProject:
+def project(tmp_path: Path, sink: RunSink | None = None, **config) -> MLProject:
     base = {"batch_size": 5, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu", "seed": 0}
-    return MyProject({**base, **config}, _run=run)
+    return MyProject({**base, **config}, context=recorded_by(sink, {**base, **config}))
 
 
-class RecordingRun:
-    """Stands in for Sacred's Run where a test only needs what the loop logs (no observer, no files)."""
+def recorded_by(sink: RunSink | None, config: dict) -> RunContext | None:
+    """A run recorded into `sink` that has no runs folder (None: no record)."""
+    if sink is None:
+        return None
+    return RunContext.create(config, run_key="20260101-000000-abcdef12", run_dir=None, recording_root=None, sink=sink)
+
+
+class RecordingSink(RunSink):
+    """Keeps what the loop records: scalars, artifact names and info."""
 
     def __init__(self) -> None:
         self.info: dict = {}
@@ -107,6 +115,9 @@ class RecordingRun:
 
     def add_artifact(self, path: str, name: str) -> None:
         self.artifacts.append(name)
+
+    def set_info(self, key: str, value: object) -> None:
+        self.info[key] = value
 
 
 def test_project_n_global_iterations_wins_over_n_epochs(tmp_path: Path) -> None:
@@ -123,7 +134,7 @@ def test_project_n_epochs_counts_full_epochs(tmp_path: Path) -> None:
 
 
 def test_project_log_iteration_scalars_sets_train_logging_steps(tmp_path: Path) -> None:
-    run = RecordingRun()
+    run = RecordingSink()
     project(tmp_path, run, n_epochs=2, log_iteration_scalars=3).train()
     assert [step for step, _ in run.scalars["train.loss"]] == [3, 6, 9, 12, 15]
     assert [step for step, _ in run.scalars["test.accuracy"]] == [8, 16]  # no validation set: test
@@ -242,8 +253,47 @@ def test_project_hooks_called_in_order_with_metrics(tmp_path: Path) -> None:
     ]
 
 
+class EpochStepped(ClassificationModel):
+    """SGD at lr 0.1 halved each epoch by a StepLR; its `on_epoch_end` overridden without `super()`."""
+
+    def __init__(self, steps_its_own: bool = False) -> None:
+        net = LinearModel()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        super().__init__(net, optimizer, nn.CrossEntropyLoss(), torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5))
+        self.steps_its_own, self.epochs = steps_its_own, []
+
+    def on_epoch_end(self, epoch: int, metrics=None) -> None:
+        self.epochs.append(epoch)
+        if self.steps_its_own:
+            self.schedulers[0].step()
+
+
+@pytest.mark.parametrize("steps_its_own", [False, True])
+def test_project_on_epoch_end_overridden_without_super_lr_still_steps_once_per_epoch(tmp_path: Path,
+                                                                                     steps_its_own: bool) -> None:
+    model = EpochStepped(steps_its_own)
+    MLProject({"n_epochs": 2, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu"},
+              model=model, dataset_factory=small_factory()).train()
+    assert model.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 2)
+
+
+def test_project_model_hook_epoch_and_callbacks_project_epoch_agree(tmp_path: Path) -> None:
+    from mlproj import Callback
+
+    seen = []
+
+    class Epochs(Callback):
+        def on_epoch_end(self, project, metrics):
+            seen.append(project.epoch)
+
+    model = EpochStepped()
+    MLProject({"n_epochs": 3, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu"},
+              model=model, dataset_factory=small_factory(), callbacks=[Epochs()]).train()
+    assert seen == [epoch + 1 for epoch in model.epochs] == [1, 2, 3]
+
+
 def test_project_best_checkpoint_follows_benchmark_metric(tmp_path: Path) -> None:
-    run = RecordingRun()
+    run = RecordingSink()
     proj = project(tmp_path, run, n_epochs=3)
     best = proj.train()
     accuracies = [v for _, v in run.scalars["test.accuracy"]]

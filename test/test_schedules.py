@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from test_project import RecordingRun, small_factory
+from test_project import RecordingSink, recorded_by, small_factory
 from torch import nn
 
 from mlproj.cli import main as mlproj
@@ -49,7 +49,7 @@ def test_lr_factor_onecycle_follows_torchs_onecycle_lr(total: int) -> None:
     assert factors("onecycle", total) == pytest.approx(expected)
 
 
-def project(tmp_path: Path, run: RecordingRun | None = None, **config) -> MLProject:
+def project(tmp_path: Path, run: RecordingSink | None = None, **config) -> MLProject:
     """A linear classifier built by `ClassificationModel.from_config` on 40 samples (8 batches of 5)."""
 
     class Scheduled(MLProject):
@@ -63,15 +63,15 @@ def project(tmp_path: Path, run: RecordingRun | None = None, **config) -> MLProj
 
     base = {"batch_size": 5, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu", "seed": 0,
             "optimizer": "sgd", "lr": 0.1, "log_iteration_scalars": 1}
-    return Scheduled({**base, **config}, _run=run)
+    return Scheduled({**base, **config}, context=recorded_by(run, {**base, **config}))
 
 
-def logged_lr(run: RecordingRun) -> list[float]:
+def logged_lr(run: RecordingSink) -> list[float]:
     return [value for _, value in run.scalars["lr"]]
 
 
 def test_project_cosine_warmup_logged_lr_follows_the_schedule(tmp_path: Path) -> None:
-    run = RecordingRun()
+    run = RecordingSink()
     project(tmp_path, run, scheduler="cosine", warmup_steps=3, n_global_iterations=12).train()
     assert [step for step, _ in run.scalars["lr"]] == list(range(1, 13))
     # Logged after each optimizer step: the lr the next step uses.
@@ -83,7 +83,7 @@ def test_project_cosine_warmup_logged_lr_follows_the_schedule(tmp_path: Path) ->
 
 def test_project_step_schedule_with_accumulation_changes_lr_per_epoch(tmp_path: Path) -> None:
     # 8 batches in groups of 3: optimizer steps of 3, 3 and 2 batches, 3 steps per epoch.
-    run = RecordingRun()
+    run = RecordingSink()
     proj = project(tmp_path, run, scheduler="step", step_size=1, gamma=0.5, accumulate_grad_batches=3, n_epochs=2)
     proj.train()
     assert (proj.global_step, proj.epoch, proj.epoch_step) == (6, 2, 0)

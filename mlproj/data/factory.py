@@ -12,6 +12,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mlproj.errors import MLProjError
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The one mix of the data seed and an epoch: each epoch's order (and augmentation) draws from it."""
+    return seed * 1_000_003 + epoch
+
 class EpochSampler(Sampler[int]):
     """Shuffles with a permutation drawn from `(seed, epoch)` alone.
 
@@ -31,7 +35,7 @@ class EpochSampler(Sampler[int]):
 
     def indices(self) -> torch.Tensor:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             order = torch.randperm(self.n, generator=generator)
         else:
             order = torch.arange(self.n)

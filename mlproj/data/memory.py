@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from mlproj.util.device import canonical_device
 
-from .factory import DatasetFactory, EpochSampler
+from .factory import DatasetFactory, EpochSampler, epoch_seed
 from .splits import loader_options, split_indices
 
 # Keep a split on the GPU only while it takes at most this share of the free memory.
@@ -143,7 +143,7 @@ class MemoryLoader:
                 labels = labels.to(self.device, non_blocking=True)
             generator = None
             if self.augment:
-                key = ((s.seed * 1_000_003 + s.epoch) * 1_009 + s.rank) * 100_003 + first_batch + i
+                key = (epoch_seed(s.seed, s.epoch) * 1_009 + s.rank) * 100_003 + first_batch + i
                 generator = torch.Generator().manual_seed(key % 2**63)
             yield self.split.transform(images, generator), labels
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sacred.observers import FileStorageObserver
+# Sacred's own pattern of its `-m` option, not exported: test_record_sacred_api.py checks what it accepts.
 from sacred.observers.mongo import get_pattern
 
 from mlproj.errors import MLProjError
-from mlproj.train.config import runs_dir
+from mlproj.record.context import runs_root
 from mlproj.util.files import check_writable
 from mlproj.util.uri import redact_uri
 
@@ -47,9 +47,9 @@ def check_run(run: Any, project_class: type, command: str, *, training: bool,
     # A missing or bad checkpoint failed in the config hook, before a run is recorded.
     if command == "test" and not run.config.get("checkpoint"):
         raise MLProjError(TEST_NEEDS_CHECKPOINT)
-    runs_root = next((o.basedir for o in run.observers if isinstance(o, FileStorageObserver)), runs_dir())
-    check_storage(run, runs_root)
-    return runs_root
+    root = runs_root(run.observers)
+    check_storage(run, root)
+    return root
 
 
 def check_storage(run: Any, runs_root: str) -> None:

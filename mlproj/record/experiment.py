@@ -7,8 +7,8 @@
 - starts `with resume=RUN` from RUN's recorded config, and `test with checkpoint=FILE` from the
   config of the run that wrote FILE (keys given on the command line override it);
 - checks the config and the dataset files before the run starts, so a mistake writes nothing:
-  with the `check_config` and `prepare_data` of the main file's module-level `Project` class
-  (an `MLProject` subclass, the class `mlproj.load_run` builds), else of `MLProject`;
+  with the `check_config` and `prepare_data` of the main file's project class (its module-level
+  `Project`, else its one `MLProject` subclass: the class `mlproj.load_run` builds), else of `MLProject`;
 - prints user mistakes as one line and exits 1, without a traceback.
 """
 
@@ -32,13 +32,18 @@ from typing import Any
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 from sacred import Experiment, commands  # noqa: E402
+
+# Private (no public way to record another file's sources): test_record_sacred_api.py checks its signature.
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, QueuedMongoObserver  # noqa: E402
+
+# Sacred's own parser of its `-m` option, not exported: test_record_sacred_api.py checks what it returns.
 from sacred.observers.mongo import parse_mongo_db_arg  # noqa: E402
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError  # noqa: E402
 
 from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.record.checks import TEST_NEEDS_CHECKPOINT, check_mongo_option, check_run  # noqa: E402
+from mlproj.record.context import RunNotes, context_of, note_run, notes_of, runs_root  # noqa: E402
 from mlproj.record.gitpin import pin_or_warn, repository_root  # noqa: E402
 from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
 from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
@@ -56,8 +61,8 @@ REPRODUCES_ENV = "MLPROJ_REPRODUCES"
 class MLProjExperiment(Experiment):
     """A Sacred `Experiment` with mlproj's observers, checks and error handling (module docstring).
 
-    The main file names the `MLProject` subclass it trains with a module-level `Project` (the class
-    `mlproj.load_run` builds too); without one it trains `MLProject`. That class's `check_config`
+    The main file's project class is its module-level `Project`, else its one `MLProject` subclass
+    (the class `mlproj.load_run` builds too), else `MLProject` (`mlproj.train.main_file`). That class's `check_config`
     checks each run's config before anything is written.
     """
 
@@ -113,7 +118,7 @@ class MLProjExperiment(Experiment):
 
     @property
     def project_class(self) -> type:
-        """The `MLProject` subclass the main file names with a module-level `Project`, else `MLProject`."""
+        """The main file's project class: its `Project`, else its one `MLProject` subclass, else `MLProject`."""
         return project_class(self._main_globals, self._main_globals.get("__file__"))
 
     def check_config(self, config: dict[str, Any]) -> None:
@@ -150,9 +155,7 @@ class MLProjExperiment(Experiment):
 
     def _runs_root(self) -> str:
         """The runs dir the run being created records into: `-F DIR`, an added file observer, else the default."""
-        if self._file_storage:
-            return self._file_storage
-        return next((o.basedir for o in self.observers if isinstance(o, FileStorageObserver)), runs_dir())
+        return runs_root(self.observers, self._file_storage)
 
     # Private, because Sacred has no public hook that sees a run's final config before its observers
     # start: config hooks run before the command-line keys are laid over their result, option
@@ -173,14 +176,15 @@ class MLProjExperiment(Experiment):
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
         # Sacred's capture turns stdout into a pipe once the run starts: the progress bar asks here.
-        run.stdout_is_terminal = bool(getattr(sys.stdout, "isatty", lambda: False)())
-        run.resume_command = _resume_command()  # how the loop's "continue with" hints read here
+        notes = RunNotes(stdout_is_terminal=bool(getattr(sys.stdout, "isatty", lambda: False)()),
+                         resume_command=_resume_command())  # how the loop's "continue with" hints read here
+        note_run(run, notes)
         if command in READ_ONLY_COMMANDS:
             return
         training = command == self.default_command
         if read is not None and not training:
-            run.mlproj_checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
-        runs_root = check_run(run, self.project_class, command, training=training, read=read)
+            notes.checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
+        root = check_run(run, self.project_class, command, training=training, read=read)
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
@@ -189,11 +193,13 @@ class MLProjExperiment(Experiment):
             if os.environ.get("MLPROJ_TUNE_PRUNE") and command == self.default_command:  # --prune: {storage, ...}
                 from mlproj.record.pruning import OptunaPruning  # lazy: imports optuna and torch, for --prune runs only
 
-                run.mlproj_callbacks = [OptunaPruning(run, **json.loads(os.environ["MLPROJ_TUNE_PRUNE"]))]
+                notes.callbacks = [OptunaPruning(run, **json.loads(os.environ["MLPROJ_TUNE_PRUNE"]))]
         if not run.unobserved:
-            record_provenance(run, self.base_dir, runs_root)
+            record_provenance(run, self.base_dir, root)
             attach_observers(run)
 
+    # Private, because Sacred reports an unknown command through no public hook: here it becomes one
+    # line and exit 1; test_record_sacred_api.py fails if Sacred changes this method.
     def _check_command(self, cmd_name: str) -> str | None:
         err = super()._check_command(cmd_name)
         if err and self._on_command_line:
@@ -259,19 +265,23 @@ def print_config(_run: Any) -> None:
     sys.stdout.write(output)
 
 
-def one_line_sacred_error(err: SacredError) -> str:
-    """Sacred's configuration errors as one line that says what to do."""
+def one_line_sacred_error(err: SacredError, script: str | None = None) -> str:
+    """Sacred's configuration errors as one line that says what to do (`script`: how the user runs the
+    main file, by default `main_command()`, which pastes without an active venv)."""
+    script = script or main_command()
     if isinstance(err, ConfigAddedError):
+        # Sacred's own attribute (it has no public one) naming the unknown keys; test_record_sacred_api.py checks it.
         keys = ", ".join(sorted(err.__conflicting_configs__))
-        return f"unknown config key {keys}: check the spelling; `{main_command()} print_config` lists every key."
-    if isinstance(err, NamedConfigNotFoundError):  # Sacred keeps the name only in its message
+        return f"unknown config key {keys}: check the spelling; `{script} print_config` lists every key."
+    if isinstance(err, NamedConfigNotFoundError):
+        # Sacred keeps the name only in its message; test_record_sacred_api.py fails if the message changes.
         name, _, available = str(err).partition('". Available config values are: ')
         name = name.partition('"')[2]
         return (
             f"`with {name}` is neither key=value nor a named config: write `with {name}=VALUE`, "
             f"or use one of the named configs {available.strip('()').replace(chr(39), '')}."
         )
-    return " ".join(str(err).split()) + f" (see `{main_command()} print_config` and `{main_command()} --help`)"
+    return " ".join(str(err).split()) + f" (see `{script} print_config` and `{script} --help`)"
 
 
 def record_provenance(run: Any, source_dir: str, runs_root: str) -> None:
@@ -352,8 +362,9 @@ def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> di
     """
     if not checkpoint:
         raise MLProjError(TEST_NEEDS_CHECKPOINT)
-    read = getattr(run, "mlproj_checkpoint", None)
-    run.mlproj_checkpoint = None
-    project = project_class({**run.config, "resume": None}, _run=run)
+    notes = notes_of(run)
+    read, notes.checkpoint = notes.checkpoint, None
+    config, context = context_of(run)
+    project = project_class({**config, "resume": None}, context=context)
     project.load_checkpoint(checkpoint, read[1] if read and read[0] == str(checkpoint) else None)
     return project.test()

@@ -55,6 +55,7 @@ class RunFolderObserver(FileStorageObserver):
     # holds, so a run recorded to both gets one id in both and no folder clash (Sacred #540).
     first_free_id = 1
 
+    # Private, because Sacred has no public way to choose a run's id (test_record_sacred_api.py checks it).
     def _maximum_existing_run_id(self) -> int:
         return max(super()._maximum_existing_run_id(), self.first_free_id - 1)
 

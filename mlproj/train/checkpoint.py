@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mlproj.errors import MLProjError
-from mlproj.train import places
+from mlproj.train.context import RunContext
 from mlproj.train.state import TrainState, capture_rng
 from mlproj.util.files import atomic_copy, atomic_link, atomic_write, check_writable, describe_os_error
 
@@ -84,22 +84,20 @@ class RunCheckpoints:
     through it.
 
     Args:
-        folder: where last.pt and best.pt go; None when the run writes no checkpoints.
+        context: the run: its checkpoint folder (None: no checkpoints), its id, key and git pin (kept
+            in each checkpoint), its sink (notes where a resumed run continued from).
         tracker: records each file written with the run (`add_artifact`).
-        run: the Sacred run (None without one): its id and git pin go into each checkpoint, its
-            `info` notes where a resumed run continued from.
-        run_key: the run's unique key, kept in each checkpoint.
         writes: False on the processes that do not write (every rank holds rank 0's weights).
     """
 
-    def __init__(self, folder: str | None, tracker: Any, run: Any, run_key: str, writes: bool):
-        self.folder, self.tracker, self.run, self.run_key, self.writes = folder, tracker, run, run_key, writes
+    def __init__(self, context: RunContext, tracker: Any, writes: bool):
+        self.context, self.folder, self.tracker, self.writes = context, context.checkpoint_dir, tracker, writes
 
     def content(self, model: Any, state: Any, config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint dict of `model` at `state` (a `TrainState`, its RNG states captured now);
         `data` describes its inputs (shape, class names, normalization: for predict)."""
         state.rng = capture_rng()
-        run = {"id": places.run_id(self.run), "key": self.run_key, "git": places.run_info(self.run, "git")}
+        run = {"id": self.context.run_id, "key": self.context.run_key, "git": self.context.git}
         return {**checkpoint_dict(model, state.saved(), config, run), "data": data}
 
     def load(self, model: Any, path: str, checkpoint: dict[str, Any] | None) -> tuple[dict[str, Any], TrainState]:
@@ -114,8 +112,8 @@ class RunCheckpoints:
             check_writable(self.folder, "checkpoint folder", "Pass model_dir=<a folder you can write>")
 
     def continue_with(self) -> str:
-        """How to continue this run from its last.pt (see `places.continue_with`)."""
-        return places.continue_with(self.run, self.folder)
+        """How to continue this run from its last.pt (see `RunContext.continue_with`)."""
+        return self.context.continue_with()
 
     def save(self, content: Callable[[], dict[str, Any]], best: bool, step: int) -> str | None:
         """Write `content()` to last.pt (and best.pt when `best`), record them; the path of last.pt,
@@ -136,13 +134,12 @@ class RunCheckpoints:
         if self.writes and self.folder is not None:
             for copy in adopt_checkpoints(path, self.folder):
                 self.tracker.add_artifact(copy, os.path.basename(copy))
-        if self.run is not None:
-            self.run.info["resumed_from"] = {
-                "checkpoint": os.path.abspath(path),
-                "run_id": checkpoint["run"].get("id"),
-                "run_key": checkpoint["run"].get("key"),
-                "global_step": step,
-            }
+        self.context.sink.set_info("resumed_from", {
+            "checkpoint": os.path.abspath(path),
+            "run_id": checkpoint["run"].get("id"),
+            "run_key": checkpoint["run"].get("key"),
+            "global_step": step,
+        })
 
 
 def adopt_checkpoints(path: str, folder: str) -> list[str]:

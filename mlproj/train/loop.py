@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import uuid
 from typing import Any
 
 import torch
 
 from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
-from mlproj.train import builtin, console, distributed, places
+from mlproj.train import builtin, console, distributed
 from mlproj.train.batches import batch_size, first_tensor, to_device
 from mlproj.train.callbacks import Callback, call_hooks
 from mlproj.train.checkpoint import RunCheckpoints, resolve_checkpoint
 from mlproj.train.config import validate_config, with_defaults
+from mlproj.train.context import RunContext
 from mlproj.train.metrics import MeanMetrics, benchmark_item
 from mlproj.train.model import Model
 from mlproj.train.predict import dataset_info, predict, project_predict_files
+from mlproj.train.schedules import epoch_counts, step_at_epoch_end
 from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, restore_rng, seed_everything, seeded
 from mlproj.train.tracker import Tracker
@@ -49,7 +50,8 @@ class MLProject:
 
     Args:
         config: the config dict (Sacred's `_run.config`); machinery keys missing from it get defaults.
-        _run: the Sacred run that records metrics and checkpoints, or None.
+        context: the run that records metrics and checkpoints (`from_run` builds it from a Sacred
+            run); None: nothing records, checkpoints go under the default runs folder.
         model: a ready `Model` (else `get_model(config)`).
         dataset_factory: a ready `DatasetFactory` (else `get_dataset_factory(config)`).
         callbacks: `Callback`s called after those of `get_callbacks(config)`, in list order.
@@ -62,19 +64,19 @@ class MLProject:
         >>> project.train(), project.test()
     """
 
-    def __init__(self, config: dict[str, Any], _run: Any = None, *, model: Model | None = None,
+    def __init__(self, config: dict[str, Any], *, context: RunContext | None = None, model: Model | None = None,
                  dataset_factory: DatasetFactory | None = None, callbacks: list[Callback] | None = None):
         self.config = with_defaults(dict(config))
         validate_config(self.config)
-        self._run = _run
+        self.context = context if context is not None else RunContext.unrecorded(self.config)
         self.device = canonical_device(self.config["device"])  # compared with data and model devices only in this form
         self.is_global_zero = distributed.is_global_zero()
         self.dataset_factory, self.model = _build(self, dataset_factory, model)
         self.state, cfg = TrainState(), self.config
-        # The run's own callbacks (the record glue's: `mlproj tune --prune` reporting), then the caller's.
-        self.callbacks = [*self.get_callbacks(cfg), *getattr(_run, "mlproj_callbacks", []), *(callbacks or [])]
-        self.run_key = places.run_info(_run, "run_key") or f"unobserved-{uuid.uuid4().hex[:8]}"
-        self.tracker, self.checkpoints = _recorders(_run, cfg, self.run_key, self.is_global_zero)
+        # The run's own callbacks (the recorder's: `mlproj tune --prune` reporting), then the caller's.
+        self.callbacks = [*self.get_callbacks(cfg), *self.context.callbacks, *(callbacks or [])]
+        self.run_key = self.context.run_key
+        self.tracker, self.checkpoints = _recorders(self.context, cfg, self.is_global_zero)
         self.checkpoint_dir = self.checkpoints.folder  # None: no checkpoints (-u)
         self._training_started = False
         if cfg["resume"] is not None:
@@ -84,7 +86,12 @@ class MLProject:
     @classmethod
     def from_run(cls, _run: Any, *, callbacks: list[Callback] | None = None) -> MLProject:
         """Build the project from a Sacred run: its config, and the run to record into."""
-        return cls(dict(_run.config), _run=_run, callbacks=callbacks)
+        # lazy, and the engine's only import of record/: the Sacred glue, which imports the engine,
+        # turns Sacred's run into a RunContext (record/context.py imports no module that imports this one)
+        from mlproj.record.context import context_of
+
+        config, context = context_of(_run)
+        return cls(config, context=context, callbacks=callbacks)
 
     # The built-ins (train/builtin.py); override a getter to bring your own: its keys are then yours.
     get_dataset_factory = staticmethod(builtin.get_dataset_factory)
@@ -134,8 +141,7 @@ class MLProject:
                         self._evaluate_and_save(epoch_end=True)
                 if not is_signal_name(s.stop_reason) and s.last_eval_step != s.global_step:
                     self._evaluate_and_save(epoch_end=False)  # a final evaluation and save mid-epoch
-                if self._run is not None:
-                    self._run.info["stop_reason"] = s.stop_reason
+                self.context.sink.set_info("stop_reason", s.stop_reason)
                 if is_signal_name(s.stop_reason):
                     self._interrupt()
             self.model.on_train_end()
@@ -208,7 +214,9 @@ class MLProject:
         if self.is_global_zero:
             print(console.progress_line(self.state.epoch, self.state.global_step, metrics, improved), flush=True)
         if epoch_end:
-            self.model.on_epoch_end(self.state.epoch - 1, metrics)
+            counts = epoch_counts(self.model.schedulers)
+            self.model.on_epoch_end(self.state.epoch - 1, metrics)  # the epoch's index: callbacks' project.epoch - 1
+            step_at_epoch_end(self.model.schedulers, counts, self.model.benchmark_value(metrics))
             call_hooks(self.callbacks, "on_epoch_end", self, metrics)
         self.save_checkpoint(best=improved)
 
@@ -258,7 +266,7 @@ class MLProject:
 
     def resume(self, target: str | int) -> None:
         """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
-        path = resolve_checkpoint(target, places.runs_root(self._run))
+        path = resolve_checkpoint(target, self.context.runs_dir)
         self.checkpoints.resumed_from(path, self.load_checkpoint(path), self.state.global_step)
         self.state.last_eval_step = self.state.global_step
 
@@ -346,12 +354,12 @@ def _build(project: MLProject, dataset_factory: DatasetFactory | None, model: Mo
     return dataset_factory, model
 
 
-def _recorders(run: Any, cfg: dict[str, Any], run_key: str, is_global_zero: bool) -> tuple[Tracker, RunCheckpoints]:
-    """Where the run's metrics and checkpoints go. Only rank 0 records; the other ranks' Sacred runs
-    are unobserved (record.experiment). The tracker opens its TensorBoard writer on its first write."""
-    tensorboard = places.tensorboard_run_dir(run, cfg, run_key) if is_global_zero else None
-    tracker = Tracker(run if is_global_zero else None, tensorboard, prefix=cfg["prefix"])
-    return tracker, RunCheckpoints(places.checkpoint_dir(run, cfg, run_key), tracker, run, run_key, is_global_zero)
+def _recorders(context: RunContext, cfg: dict[str, Any], is_global_zero: bool) -> tuple[Tracker, RunCheckpoints]:
+    """Where the run's metrics and checkpoints go. Only rank 0 records (the other ranks' Sacred
+    runs are unobserved: record.experiment). The tracker opens its TensorBoard writer on its first write."""
+    tracker = Tracker(context.sink if is_global_zero else None, context.tensorboard_dir if is_global_zero else None,
+                      prefix=cfg["prefix"], config_updates=context.config_updates)
+    return tracker, RunCheckpoints(context, tracker, is_global_zero)
 
 
 def _join_process_group(device: Any, model: Model) -> None:
@@ -389,5 +397,4 @@ def _log_all(tracker: Tracker, model: Model, batch: Any, step: int) -> None:
 def _progress_bar(project: MLProject, total: int) -> Any:
     cfg, state = project.config, project.state
     desc = f"epoch {state.epoch + 1}" + ("" if cfg["n_global_iterations"] is not None else f"/{cfg['n_epochs']}")
-    terminal = getattr(project._run, "stdout_is_terminal", None)  # known before Sacred's capture began
-    return console.progress_bar(total, state.epoch_step, desc, terminal, project.is_global_zero)
+    return console.progress_bar(total, state.epoch_step, desc, project.context.stdout_is_terminal, project.is_global_zero)

@@ -78,20 +78,19 @@ class Model(nn.Module):
         """Called once after training ends."""
 
     def on_epoch_begin(self, epoch: int) -> None:
-        """Called before each epoch; `epoch` counts from 0."""
+        """Called before each epoch; `epoch` is its index from 0: the epochs completed before it
+        (`project.epoch` while it runs)."""
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None = None) -> None:
-        """Called after each epoch's evaluation with its metrics (e.g. `{'validation.loss': ...}`).
+        """Called after each epoch's evaluation with its index `epoch` (from 0, as `on_epoch_begin`:
+        `project.epoch` is `epoch + 1` now, as callbacks see it) and its metrics
+        (e.g. `{'validation.loss': ...}`).
 
-        The default steps every scheduler once per epoch (an `LRSchedule` steps per optimizer step
-        and takes the benchmark metric here); override to pass a metric to your own
-        (`ReduceLROnPlateau.step(metrics["validation.loss"])`).
+        After this hook the loop steps every scheduler in `self.schedulers` once
+        (`schedules.step_at_epoch_end`: a `ReduceLROnPlateau` with the benchmark value), except one
+        this hook stepped itself: step your own with a metric of your choice here if you like
+        (`self.plateau.step(metrics["validation.loss"])`); no `super()` call is needed.
         """
-        for scheduler in self.schedulers:
-            if isinstance(scheduler, LRSchedule):
-                scheduler.after_evaluation(self.benchmark_value(metrics or {}))
-            else:
-                scheduler.step()
 
     def benchmark_value(self, metrics: dict[str, float]) -> float | None:
         """The value of `benchmark_metric` in evaluation `metrics` (`{'validation.accuracy': ...}`), if there."""

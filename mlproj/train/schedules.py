@@ -165,3 +165,26 @@ class LRSchedule:
         self.per_step.load_state_dict(state["per_step"])
         if self.plateau is not None:
             self.plateau.load_state_dict(state["plateau"])
+
+
+def epoch_counts(schedulers: list[Any]) -> list[Any]:
+    """Each scheduler's step count (torch's `last_epoch`; None for one without it), taken before
+    the model's `on_epoch_end` hook so `step_at_epoch_end` sees which ones the hook stepped."""
+    return [getattr(scheduler, "last_epoch", None) for scheduler in schedulers]
+
+
+def step_at_epoch_end(schedulers: list[Any], counts_before: list[Any], benchmark_value: float | None) -> None:
+    """The loop's once-per-epoch scheduler step, after the model's `on_epoch_end` hook: an
+    `LRSchedule` takes the benchmark value; a torch scheduler steps (`ReduceLROnPlateau` with the
+    benchmark value) unless the hook stepped it already. So a hook overridden without `super()`
+    cannot freeze the learning rate, and one that steps its own scheduler steps it once."""
+    for scheduler, before in zip(schedulers, counts_before, strict=True):
+        if isinstance(scheduler, LRSchedule):
+            scheduler.after_evaluation(benchmark_value)
+        elif before is not None and getattr(scheduler, "last_epoch", None) != before:
+            continue  # the model's hook stepped it
+        elif isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if benchmark_value is not None:
+                scheduler.step(benchmark_value)
+        else:
+            scheduler.step()

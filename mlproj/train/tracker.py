@@ -10,6 +10,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
+from mlproj.train.context import RunSink
 from mlproj.util.goals import metric_goal
 from mlproj.util.values import flatten_config
 
@@ -17,16 +18,19 @@ if TYPE_CHECKING:  # torch is imported by whoever hands us tensors; `mlproj runs
     import torch
 
 class Tracker:
-    """Sends scalars, images and histograms to a Sacred run and/or a TensorBoard directory.
+    """Sends scalars, images and histograms to a run's record and/or a TensorBoard directory.
 
     Args:
-        run: the Sacred run, or None (no Sacred record).
+        sink: where the run's record goes (`RunContext.sink`), or None (no record).
         tensorboard_dir: this run's own TensorBoard directory, or None (no TensorBoard).
         prefix: prepended to every metric name.
+        config_updates: the config keys the run was given (its hyperparameters in TensorBoard).
     """
 
-    def __init__(self, run: Any = None, tensorboard_dir: str | None = None, prefix: str = ""):
-        self.run = run
+    def __init__(self, sink: RunSink | None = None, tensorboard_dir: str | None = None, prefix: str = "",
+                 config_updates: dict[str, Any] | None = None):
+        self.sink = sink
+        self.config_updates = config_updates or {}
         self.best: dict[str, float] = {}  # best value of each ranked scalar logged so far (HParams)
         self.prefix = prefix or ""
         self.tensorboard_dir = tensorboard_dir
@@ -46,8 +50,8 @@ class Tracker:
         """Log `{split}.{name}` for each metric (just `{name}` when split is None)."""
         for name, value in metrics.items():
             full = self.prefix + (f"{split}.{name}" if split else name)
-            if self.run is not None:
-                self.run.log_scalar(full, value, step)
+            if self.sink is not None:
+                self.sink.log_scalar(full, value, step)
             if self._tensorboard() is not None:
                 self.writer.add_scalar(full.replace(".", "/"), value, step)
             self._keep_best(full, value)
@@ -62,8 +66,8 @@ class Tracker:
 
     def note_benchmark(self, metric: str, lower_is_better: bool) -> None:
         """Record in the run's info (`benchmark`) which metric judges the run, and which way is better."""
-        if self.run is not None and isinstance(getattr(self.run, "info", None), dict):
-            self.run.info["benchmark"] = {"metric": self.prefix + metric, "lower_is_better": lower_is_better}
+        if self.sink is not None:
+            self.sink.set_info("benchmark", {"metric": self.prefix + metric, "lower_is_better": lower_is_better})
 
     def log_hparams(self, config: dict[str, Any], step: int) -> None:
         """Write TensorBoard's HParams summary: the hyperparameters this run was given and the best
@@ -89,9 +93,8 @@ class Tracker:
 
     def _varied(self, config: dict[str, Any]) -> dict[str, Any]:
         """The config keys the run's command line set (dotted for nested ones), else the whole config."""
-        updates = (getattr(self.run, "meta_info", None) or {}).get("config_updates") or {}
         flat = flatten_config(config)
-        keys = [k for k in flatten_config(updates) if k in flat and k not in NOT_HPARAMS]
+        keys = [k for k in flatten_config(self.config_updates) if k in flat and k not in NOT_HPARAMS]
         return {k: flat[k] for k in keys} if keys else {k: v for k, v in flat.items() if k not in NOT_HPARAMS}
 
     def log_histograms(self, module: torch.nn.Module, step: int, bins: int = 30) -> None:
@@ -128,8 +131,8 @@ class Tracker:
 
     def add_artifact(self, path: str, name: str | None = None) -> None:
         """Record a file with the run (copied into the run folder, or into GridFS for MongoDB)."""
-        if self.run is not None:
-            self.run.add_artifact(path, name=name or os.path.basename(path))
+        if self.sink is not None:
+            self.sink.add_artifact(path, name or os.path.basename(path))
 
     def close(self) -> None:
         """Write out and close the event file (and its writer thread); a later write opens a new

@@ -1,0 +1,67 @@
+"""The private Sacred names mlproj's record glue relies on, each with its reason where it is used:
+these tests fail when a Sacred release changes one, before a user's run does."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+from sacred import Experiment
+from sacred.dependencies import gather_sources_and_dependencies
+from sacred.initialize import create_run
+from sacred.observers import FileStorageObserver
+from sacred.observers.mongo import get_pattern, parse_mongo_db_arg
+from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
+
+from mlproj.record.experiment import one_line_sacred_error
+
+
+def experiment() -> Experiment:
+    ex = Experiment("api", save_git_info=False)
+    ex.add_config({"lr": 0.1})
+    ex.main(lambda: None)
+    return ex
+
+
+def test_sacred_check_command_returns_an_error_for_an_unknown_command() -> None:
+    assert list(inspect.signature(Experiment._check_command).parameters) == ["self", "cmd_name"]
+    assert experiment()._check_command("nope").startswith("Error: ")
+    assert experiment()._check_command(experiment().default_command) is None
+
+
+def test_sacred_create_run_builds_a_run_with_its_final_config() -> None:
+    ex = experiment()
+    run = create_run(ex, ex.default_command, config_updates={"lr": 0.5}, named_configs=())
+    assert run.config["lr"] == 0.5
+    assert ex._create_run(ex.default_command, config_updates={"lr": 0.3}).config["lr"] == 0.3
+
+
+def test_sacred_create_run_unknown_key_names_it_in_conflicting_configs() -> None:
+    ex = experiment()
+    with pytest.raises(ConfigAddedError) as caught:
+        create_run(ex, ex.default_command, config_updates={"lrr": 0.5})
+    assert set(caught.value.__conflicting_configs__) == {"lrr"}
+    assert one_line_sacred_error(caught.value).startswith("unknown config key lrr: check the spelling")
+
+
+def test_sacred_named_config_not_found_message_keeps_name_and_choices() -> None:
+    ex = experiment()
+    with pytest.raises(NamedConfigNotFoundError) as caught:
+        create_run(ex, ex.default_command, named_configs=["fast"])
+    assert one_line_sacred_error(caught.value).startswith("`with fast` is neither key=value nor a named config")
+
+
+def test_sacred_gather_sources_and_dependencies_reads_a_files_globals() -> None:
+    main, sources, _ = gather_sources_and_dependencies(globals(), False, None)
+    assert main.filename.endswith("test_record_sacred_api.py") and main in sources
+
+
+def test_sacred_mongo_option_parser_and_pattern() -> None:
+    assert parse_mongo_db_arg("example.org:27018:mine") == {"url": "example.org:27018", "db_name": "mine"}
+    assert re.match(get_pattern(), "localhost:27017:sacred") and not re.match(get_pattern(), "mongodb://u:p@h/db")
+
+
+def test_sacred_file_storage_maximum_existing_run_id_counts_run_folders(tmp_path) -> None:
+    (tmp_path / "7").mkdir()
+    assert FileStorageObserver(str(tmp_path))._maximum_existing_run_id() == 7
