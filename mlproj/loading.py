@@ -20,15 +20,16 @@ import warnings
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import find_run_dir, read_run
+from mlproj.runs.reader import read_run
 from mlproj.train.config import runs_dir
 from mlproj.train.loop import MLProject
 from mlproj.train.main_file import project_class
+from mlproj.util.refs import BEST, CHECKPOINT_OF, LAST, checkpoint_in, find_run_dir
 
 
 def load_run(
     run: str | int | os.PathLike,
-    checkpoint: str = "best",
+    checkpoint: str = CHECKPOINT_OF["load_run"],
     device: str = "auto",
     **overrides: Any,
 ) -> Any:
@@ -36,7 +37,8 @@ def load_run(
 
     Args:
         run: a run folder (e.g. `"runs/3"`, from any directory) or a run id in the runs dir.
-        checkpoint: `"best"`, `"last"`, or the path of a checkpoint file.
+        checkpoint: `"best"` (best.pt, else last.pt when the run kept none: see `mlproj.util.refs`),
+            `"last"`, or the path of a checkpoint file.
         device: where the model goes (`auto`, `cpu`, `cuda:N`).
         **overrides: config keys to change, e.g. `data_dir="/data"` when the data moved.
 
@@ -69,16 +71,14 @@ def load_run(
 
 
 def _checkpoint_path(run_dir: str, checkpoint: str, command: str | None, evaluated: Any) -> str:
-    if checkpoint in ("best", "last"):
-        path = os.path.join(run_dir, f"{checkpoint}.pt")
-        if os.path.isfile(path):
+    if checkpoint in (BEST, LAST):
+        path = checkpoint_in(run_dir, checkpoint)
+        if path is not None:
             return path
         if command == "test":
             raise MLProjError(_test_run_hint(run_dir, evaluated))
-        other = "last" if checkpoint == "best" else "best"
-        if os.path.isfile(os.path.join(run_dir, f"{other}.pt")):
-            hint = " (a run without a validation or test set keeps only last.pt)" if checkpoint == "best" else ""
-            raise MLProjError(f"run {run_dir} has no {checkpoint}.pt{hint}: pass checkpoint={other!r} or a .pt path.")
+        if checkpoint == LAST and checkpoint_in(run_dir, BEST) is not None:
+            raise MLProjError(f"run {run_dir} has no last.pt: pass checkpoint='best' or a .pt path.")
         raise MLProjError(f"run {run_dir} holds no checkpoint (no best.pt or last.pt): pass checkpoint= the path of a .pt file.")
     if not os.path.isfile(checkpoint):
         raise MLProjError(f"checkpoint {checkpoint!r} does not exist: pass 'best', 'last' or the path of a .pt file.")

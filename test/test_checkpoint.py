@@ -95,8 +95,8 @@ def test_load_checkpoint_raw_pickle_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_checkpoint_file_run_folder_best_then_last_else_one_line(tmp_path: Path) -> None:
-    from mlproj.train.checkpoint import checkpoint_file
+def test_checkpoint_path_run_folder_best_then_last_else_one_line(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import checkpoint_path as checkpoint_file
 
     run = tmp_path / "4"
     run.mkdir()
@@ -109,3 +109,18 @@ def test_checkpoint_file_run_folder_best_then_last_else_one_line(tmp_path: Path)
     atomic_save({**small_checkpoint(), "state": {"epoch": 2}}, run / "best.pt")
     assert checkpoint_file(run) == str(run / "best.pt")
     assert load_checkpoint(run)["state"] == {"epoch": 2}
+
+
+def test_checkpoint_path_resume_takes_last_test_takes_best_by_folder_or_id(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import checkpoint_path
+    from mlproj.util.refs import CHECKPOINT_OF
+
+    run = tmp_path / "4"
+    run.mkdir()
+    atomic_save(small_checkpoint(), run / "last.pt")
+    atomic_save(small_checkpoint(), run / "best.pt")
+    for ref in (run, "4"):
+        assert checkpoint_path(ref, CHECKPOINT_OF["resume"], str(tmp_path)) == str(run / "last.pt")
+        assert checkpoint_path(ref, CHECKPOINT_OF["test"], str(tmp_path)) == str(run / "best.pt")
+    with pytest.raises(MLProjError, match="resume='5' names no checkpoint"):
+        checkpoint_path("5", CHECKPOINT_OF["resume"], str(tmp_path))

@@ -31,6 +31,7 @@ from mlproj.sweep.spec import (
 )
 from mlproj.train.config import runs_dir
 from mlproj.util.files import shown_path
+from mlproj.util.goals import benchmark_goal
 from mlproj.util.table import render
 from mlproj.util.values import render_value
 
@@ -57,7 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print one command per trial and run nothing")
     parser.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, one trial per task")
     parser.add_argument("--force", action="store_true", help="run every trial, even those already done")
-    parser.add_argument("--minimize", action="store_true", help="a lower result is better (for the summary)")
+    parser.add_argument("--minimize", action="store_true", help="a lower result is better (for the summary; default: "
+                        "the direction of the benchmark the runs recorded, else higher)")
     parser.add_argument("--trial", type=int, metavar="I", help="run trial I only (what each --slurm task does)")
     parser.set_defaults(func=run)
 
@@ -145,6 +147,9 @@ def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> Non
     if not records:
         return
     scored = [r for r in records if r.status == "COMPLETED" and isinstance(r.result, (int, float))]
+    # The result is the run's best benchmark value (main.py's train returns it): which way is better
+    # is what the runs recorded with it, unless --minimize says lower.
+    minimize = minimize or benchmark_goal(r.info for r in records) == "min"
     scored.sort(key=lambda r: r.result if minimize else -r.result)
     rest = [r for r in records if r not in scored]
     rows = []

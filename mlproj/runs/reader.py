@@ -265,19 +265,3 @@ def _write_cache(path: str, cache: dict[str, Any]) -> None:
         atomic_write(path, lambda f: f.write(text), mode="w")
     except OSError:
         pass
-
-
-def find_run_dir(run: str | int | os.PathLike, runs_dir: str) -> str:
-    """The folder of `run`: a run folder path, or a run id in `runs_dir`.
-
-    Raises:
-        MLProjError: when neither is a run folder.
-    """
-    target = str(run) if isinstance(run, int) else os.fspath(run)
-    for candidate in (target, os.path.join(runs_dir, target)):
-        if os.path.isfile(os.path.join(candidate, "run.json")):
-            return os.path.abspath(candidate)
-    raise MLProjError(
-        f"run {target!r} not found: pass a run folder holding run.json (e.g. runs/3) or a run id "
-        f"in {os.path.abspath(runs_dir)}."
-    )
