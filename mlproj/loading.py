@@ -101,7 +101,23 @@ def _project_class(experiment: dict[str, Any]) -> type:
     if main_path is None or not os.path.isfile(main_path):
         warnings.warn(f"main file {main_path} of the run is gone: building an MLProject.", stacklevel=3)
         return MLProject
+    _check_main_file(experiment, main_path)
     return project_class(vars(_import_main_file(main_path)), main_path)
+
+
+def _check_main_file(experiment: dict[str, Any], main_path: str) -> None:
+    """`MLProjError` unless the main file to import is one the run recorded as its source: inside its
+    `base_dir`, and among its `sources` when it recorded any. A run.json edited to point elsewhere
+    (`mainfile: ../../elsewhere.py`) so cannot make `load_run` execute a file the run never ran."""
+    base = os.path.realpath(experiment["base_dir"])
+    real = os.path.realpath(main_path)
+    sources = {os.path.normpath(s[0] if isinstance(s, (list, tuple)) else str(s)) for s in experiment.get("sources") or []}
+    inside = os.path.commonpath([base, real]) == base
+    if not inside or (sources and os.path.normpath(os.path.relpath(real, base)) not in sources):
+        raise MLProjError(
+            f"main file {main_path} is not a source the run recorded (experiment.base_dir and sources in its run.json): "
+            "load_run imports only the run's own main file; restore its run.json, or build the project yourself."
+        )
 
 
 def _import_main_file(path: str) -> Any:
