@@ -124,3 +124,15 @@ def test_checkpoint_path_resume_takes_last_test_takes_best_by_folder_or_id(tmp_p
         assert checkpoint_path(ref, CHECKPOINT_OF["test"], str(tmp_path)) == str(run / "best.pt")
     with pytest.raises(MLProjError, match="resume='5' names no checkpoint"):
         checkpoint_path("5", CHECKPOINT_OF["resume"], str(tmp_path))
+
+
+def test_load_into_weights_saved_under_ddp_fit_a_plain_model_and_misfit_is_one_line() -> None:
+    from mlproj.train.checkpoint import load_into
+
+    saved = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    wrapped = {f"module.{key}": value for key, value in saved.state_dict().items()}  # as DDP names them
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    load_into(model, {"model": wrapped}, "x.pt", weights_only=True, fix="predict with its main file.")
+    assert torch.equal(model[0].weight, saved[0].weight)
+    with pytest.raises(MLProjError, match=r"^checkpoint y.pt does not fit this model \(.*\): predict with its main file\.$"):
+        load_into(torch.nn.Sequential(torch.nn.Linear(4, 2)), {"model": wrapped}, "y.pt", weights_only=True, fix="predict with its main file.")
