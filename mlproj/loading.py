@@ -20,15 +20,16 @@ import warnings
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import find_run_dir, read_run
+from mlproj.runs.reader import read_run
 from mlproj.train.config import runs_dir
 from mlproj.train.loop import MLProject
 from mlproj.train.main_file import project_class
+from mlproj.util.refs import BEST, CHECKPOINT_OF, LAST, checkpoint_in, find_run_dir
 
 
 def load_run(
     run: str | int | os.PathLike,
-    checkpoint: str = "best",
+    checkpoint: str = CHECKPOINT_OF["load_run"],
     device: str = "auto",
     **overrides: Any,
 ) -> Any:
@@ -36,7 +37,8 @@ def load_run(
 
     Args:
         run: a run folder (e.g. `"runs/3"`, from any directory) or a run id in the runs dir.
-        checkpoint: `"best"`, `"last"`, or the path of a checkpoint file.
+        checkpoint: `"best"` (best.pt, else last.pt when the run kept none: see `mlproj.util.refs`),
+            `"last"`, or the path of a checkpoint file.
         device: where the model goes (`auto`, `cpu`, `cuda:N`).
         **overrides: config keys to change, e.g. `data_dir="/data"` when the data moved.
 
@@ -69,16 +71,14 @@ def load_run(
 
 
 def _checkpoint_path(run_dir: str, checkpoint: str, command: str | None, evaluated: Any) -> str:
-    if checkpoint in ("best", "last"):
-        path = os.path.join(run_dir, f"{checkpoint}.pt")
-        if os.path.isfile(path):
+    if checkpoint in (BEST, LAST):
+        path = checkpoint_in(run_dir, checkpoint)
+        if path is not None:
             return path
         if command == "test":
             raise MLProjError(_test_run_hint(run_dir, evaluated))
-        other = "last" if checkpoint == "best" else "best"
-        if os.path.isfile(os.path.join(run_dir, f"{other}.pt")):
-            hint = " (a run without a validation or test set keeps only last.pt)" if checkpoint == "best" else ""
-            raise MLProjError(f"run {run_dir} has no {checkpoint}.pt{hint}: pass checkpoint={other!r} or a .pt path.")
+        if checkpoint == LAST and checkpoint_in(run_dir, BEST) is not None:
+            raise MLProjError(f"run {run_dir} has no last.pt: pass checkpoint='best' or a .pt path.")
         raise MLProjError(f"run {run_dir} holds no checkpoint (no best.pt or last.pt): pass checkpoint= the path of a .pt file.")
     if not os.path.isfile(checkpoint):
         raise MLProjError(f"checkpoint {checkpoint!r} does not exist: pass 'best', 'last' or the path of a .pt file.")
@@ -101,7 +101,23 @@ def _project_class(experiment: dict[str, Any]) -> type:
     if main_path is None or not os.path.isfile(main_path):
         warnings.warn(f"main file {main_path} of the run is gone: building an MLProject.", stacklevel=3)
         return MLProject
+    _check_main_file(experiment, main_path)
     return project_class(vars(_import_main_file(main_path)), main_path)
+
+
+def _check_main_file(experiment: dict[str, Any], main_path: str) -> None:
+    """`MLProjError` unless the main file to import is one the run recorded as its source: inside its
+    `base_dir`, and among its `sources` when it recorded any. A run.json edited to point elsewhere
+    (`mainfile: ../../elsewhere.py`) so cannot make `load_run` execute a file the run never ran."""
+    base = os.path.realpath(experiment["base_dir"])
+    real = os.path.realpath(main_path)
+    sources = {os.path.normpath(s[0] if isinstance(s, (list, tuple)) else str(s)) for s in experiment.get("sources") or []}
+    inside = os.path.commonpath([base, real]) == base
+    if not inside or (sources and os.path.normpath(os.path.relpath(real, base)) not in sources):
+        raise MLProjError(
+            f"main file {main_path} is not a source the run recorded (experiment.base_dir and sources in its run.json): "
+            "load_run imports only the run's own main file; restore its run.json, or build the project yourself."
+        )
 
 
 def _import_main_file(path: str) -> Any:

@@ -95,8 +95,8 @@ def test_load_checkpoint_raw_pickle_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_checkpoint_file_run_folder_best_then_last_else_one_line(tmp_path: Path) -> None:
-    from mlproj.train.checkpoint import checkpoint_file
+def test_checkpoint_path_run_folder_best_then_last_else_one_line(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import checkpoint_path as checkpoint_file
 
     run = tmp_path / "4"
     run.mkdir()
@@ -125,3 +125,30 @@ def test_write_checkpoint_best_is_the_file_just_written_not_a_second_serializati
     assert load_checkpoint(tmp_path / "best.pt")["step"] == 1  # a new last.pt replaces, never rewrites, the shared file
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_checkpoint_path_resume_takes_last_test_takes_best_by_folder_or_id(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import checkpoint_path
+    from mlproj.util.refs import CHECKPOINT_OF
+
+    run = tmp_path / "4"
+    run.mkdir()
+    atomic_save(small_checkpoint(), run / "last.pt")
+    atomic_save(small_checkpoint(), run / "best.pt")
+    for ref in (run, "4"):
+        assert checkpoint_path(ref, CHECKPOINT_OF["resume"], str(tmp_path)) == str(run / "last.pt")
+        assert checkpoint_path(ref, CHECKPOINT_OF["test"], str(tmp_path)) == str(run / "best.pt")
+    with pytest.raises(MLProjError, match="resume='5' names no checkpoint"):
+        checkpoint_path("5", CHECKPOINT_OF["resume"], str(tmp_path))
+
+
+def test_load_into_weights_saved_under_ddp_fit_a_plain_model_and_misfit_is_one_line() -> None:
+    from mlproj.train.checkpoint import load_into
+
+    saved = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    wrapped = {f"module.{key}": value for key, value in saved.state_dict().items()}  # as DDP names them
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    load_into(model, {"model": wrapped}, "x.pt", weights_only=True, fix="predict with its main file.")
+    assert torch.equal(model[0].weight, saved[0].weight)
+    with pytest.raises(MLProjError, match=r"^checkpoint y.pt does not fit this model \(.*\): predict with its main file\.$"):
+        load_into(torch.nn.Sequential(torch.nn.Linear(4, 2)), {"model": wrapped}, "y.pt", weights_only=True, fix="predict with its main file.")

@@ -84,8 +84,11 @@ def test_memory_resumed_epoch_continues_with_the_same_augmented_batches(tmp_path
 
 def test_memory_shards_cover_the_epoch_with_equal_lengths(tmp_path: Path) -> None:
     make_mnist(tmp_path)
-    labels = []
-    lengths = []
+
+    def samples(shard: list) -> list[tuple[bytes, int]]:
+        return [(image.numpy().tobytes(), int(label)) for images, labs in shard for image, label in zip(images, labs, strict=True)]
+
+    labels, lengths, seen = [], [], []
     for rank in (0, 1):
         f = factory("mnist", tmp_path, "memory", batch_size=7)
         f.shard(rank, 2)
@@ -93,9 +96,13 @@ def test_memory_shards_cover_the_epoch_with_equal_lengths(tmp_path: Path) -> Non
         shard = batches(f.train_loader())
         lengths.append(len(shard))
         labels.append(sum(len(lab) for _, lab in shard))
-    f = factory("mnist", tmp_path, "memory")
+        seen += samples(shard)
+    f = factory("mnist", tmp_path, "memory", batch_size=7)
+    f.set_epoch(0)
+    whole = samples(batches(f.train_loader()))
     assert lengths[0] == lengths[1]
     assert labels[0] == labels[1] == (len(f.train_set()) + 1) // 2
+    assert set(seen) == set(whole)  # every sample of the epoch in some shard (one repeated to even them out)
 
 
 def test_memory_backend_is_the_default(tmp_path: Path) -> None:

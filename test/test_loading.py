@@ -65,10 +65,28 @@ def test_load_run_builds_the_main_files_project_class(recorded_run: Path, tmp_pa
         "from mlproj import MLProject\n\n\nclass Project(MLProject):\n    loaded_by_load_run = True\n"
     )
     record = json.loads((run / "run.json").read_text())
-    record["experiment"].update(base_dir=str(tmp_path / "src"), mainfile="my_main.py")
+    record["experiment"].update(base_dir=str(tmp_path / "src"), mainfile="my_main.py", sources=[["my_main.py", "_sources/x.py"]])
     (run / "run.json").write_text(json.dumps(record))
     project = mlproj.load_run(run)
     assert type(project).__name__ == "Project" and project.loaded_by_load_run
+
+
+@pytest.mark.parametrize("mainfile, sources", [("../elsewhere.py", None), ("other.py", [["main.py", "_sources/x.py"]])])
+def test_load_run_main_file_not_among_recorded_sources_refused_unrun(
+    recorded_run: Path, tmp_path: Path, mainfile: str, sources: list | None
+) -> None:
+    run = tmp_path / "runs" / "1"
+    shutil.copytree(recorded_run, run)
+    (tmp_path / "src").mkdir()
+    marker = tmp_path / "marker"
+    for name in ("elsewhere.py", "src/other.py"):
+        (tmp_path / name).write_text(f"open({str(marker)!r}, 'w')\n")
+    record = json.loads((run / "run.json").read_text())
+    record["experiment"].update(base_dir=str(tmp_path / "src"), mainfile=mainfile, sources=sources or [])
+    (run / "run.json").write_text(json.dumps(record))
+    with pytest.raises(MLProjError, match="is not a source the run recorded"):
+        mlproj.load_run(run)
+    assert not marker.exists()
 
 
 def test_load_run_unknown_run_raises(tmp_path: Path) -> None:
@@ -76,11 +94,15 @@ def test_load_run_unknown_run_raises(tmp_path: Path) -> None:
         mlproj.load_run(tmp_path / "nowhere")
 
 
-def test_load_run_missing_checkpoint_raises(recorded_run: Path, tmp_path: Path) -> None:
+def test_load_run_without_best_pt_takes_last_pt_without_any_raises(recorded_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "1"
     shutil.copytree(recorded_run, run)
     (run / "best.pt").unlink()
-    with pytest.raises(MLProjError, match=r"has no best\.pt .*checkpoint='last'"):
+    last = torch.load(run / "last.pt", weights_only=True)["model"]
+    loaded = mlproj.load_run(run, device="cpu").model.state_dict()
+    assert all(torch.equal(loaded[key].cpu(), value) for key, value in last.items())
+    (run / "last.pt").unlink()
+    with pytest.raises(MLProjError, match=r"holds no checkpoint \(no best\.pt or last\.pt\)"):
         mlproj.load_run(run)
 
 

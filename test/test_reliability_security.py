@@ -17,6 +17,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlproj"
 # CIFAR's python batches are themselves pickles (torchvision unpickles them too): a dataset the user
 # downloads, never a run record. Listed here so any other unpickling shows up.
 DATASET_FORMATS = {"cifar.py:pickle.load"}
+# Where mlproj imports (runs) a Python file, and why that file is trusted: the sweep imports the
+# script the user names on its command line; load_run imports a run's main file only after checking
+# it is a source the run recorded (loading._check_main_file, tested in test_loading.py).
+IMPORTERS = {"loader.exec_module", "runpy.run_path", "runpy.run_module", "importlib.import_module", "__import__"}
+IMPORTS_CODE = {"spec.py:runpy.run_path", "loading.py:loader.exec_module"}
 
 
 class WritesMarker:
@@ -45,12 +50,21 @@ def test_load_checkpoint_code_running_plain_pickle_refused_before_running(tmp_pa
     assert not marker.exists()
 
 
-def test_load_checkpoint_unsafe_load_would_have_run_the_code(tmp_path: Path) -> None:
-    """The control: the file above really does run code when loaded without weights_only."""
-    marker, path = tmp_path / "marker", tmp_path / "last.pt"
-    torch.save({"payload": WritesMarker(marker)}, path)
-    torch.load(path, weights_only=False)  # noqa: S614 - the point of this test
+def test_load_checkpoint_unsafe_load_would_have_run_the_code_mlproj_refuses_it(tmp_path: Path) -> None:
+    """A run folder whose best.pt runs code when unpickled (the control shows it does): every mlproj
+    reader of a run's checkpoint (load_checkpoint, predict's loader) refuses it before it runs."""
+    from mlproj.train.predict import load_for_prediction
+
+    marker, run = tmp_path / "marker", tmp_path / "4"
+    run.mkdir()
+    torch.save({"format": "mlproj.checkpoint/1", "payload": WritesMarker(marker)}, run / "best.pt")
+    torch.load(run / "best.pt", weights_only=False)  # noqa: S614 - the control: this file runs code
     assert marker.exists()
+    marker.unlink()
+    for load in (load_checkpoint, load_for_prediction):
+        with pytest.raises(MLProjError, match=r"refused by the safe loader \(weights_only=True\)"):
+            load(run)
+        assert not marker.exists()
 
 
 def _calls(tree: ast.AST) -> list[tuple[str, ast.Call]]:
@@ -77,6 +91,8 @@ def test_package_never_executes_or_unpickles_what_it_reads() -> None:
             where = f"{path.relative_to(PACKAGE.parent)}:{call.lineno}"
             if name in forbidden and f"{path.name}:{name}" not in DATASET_FORMATS:
                 problems.append(f"{where} calls {name}")
+            if name in IMPORTERS and f"{path.name}:{name}" not in IMPORTS_CODE:
+                problems.append(f"{where} runs a Python file ({name})")
             if name == "torch.load" and not any(
                 k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
                 for k in call.keywords

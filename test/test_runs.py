@@ -197,3 +197,35 @@ def test_missing_pin_reason_knows_the_prefix_the_writer_records() -> None:
     from mlproj.runs.record import NOT_IN_REPOSITORY as READ_PREFIX
 
     assert READ_PREFIX == NOT_IN_REPOSITORY
+
+
+def test_goal_recorded_benchmark_decides_over_the_name() -> None:
+    from mlproj.util.goals import benchmark, goal
+
+    recorded = benchmark("validation.score", True)
+    assert [goal("validation.score", recorded), goal("test.score", recorded), goal("validation.score")] == ["min", "min", "max"]
+    assert goal("validation.loss", benchmark("validation.accuracy", False)) == "min"  # not the benchmark: its name decides
+
+
+def test_runs_table_best_and_sort_follow_the_recorded_benchmark(tmp_path: Path) -> None:
+    from mlproj.runs.query import sort_runs
+    from mlproj.runs.reader import read_runs
+    from mlproj.runs.rows import run_rows
+
+    runs_dir = tmp_path / "runs"
+    for i, values in enumerate(([0.5, 0.2, 0.4], [0.3, 0.1, 0.6]), start=1):
+        write_run(runs_dir, i, {"lr": i}, {"validation.score": values},
+                  info={"benchmark": {"metric": "validation.score", "lower_is_better": True}})
+    runs = read_runs(str(runs_dir))
+    assert [row["validation.score best"] for row in run_rows(runs)] == [0.2, 0.1]
+    assert [run.id for run in sort_runs(runs, "validation.score")] == [2, 1]
+
+
+def test_tracker_best_follows_the_noted_benchmark() -> None:
+    from mlproj.train.tracker import Tracker
+
+    tracker = Tracker()
+    tracker.note_benchmark("validation.score", lower_is_better=True)
+    for value in (0.5, 0.2, 0.4):
+        tracker.log_scalars("validation", {"score": value}, 1)
+    assert tracker.best == {"validation.score": 0.2}

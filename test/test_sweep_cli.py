@@ -286,3 +286,23 @@ def test_sweep_killed_halfway_rerun_completes_only_missing_trials(toy: str, runs
     after = runs_of(runs_dir)
     completed = sorted(r["config"]["lr"] for r in after.values() if r["status"] == "COMPLETED")
     assert completed == [0.1, 0.2, 0.3, 0.4]  # each point completed exactly once
+
+
+@pytest.mark.parametrize("lower_is_better, minimize, order", [(True, False, ["1", "2"]), (False, False, ["2", "1"]), (False, True, ["1", "2"])])
+def test_sweep_summary_best_first_follows_recorded_benchmark_minimize_overrides(
+    tmp_path: Path, capsys, lower_is_better: bool, minimize: bool, order: list[str]
+) -> None:
+    import json
+
+    from conftest import write_run
+
+    from mlproj.cli.sweep import _print_summary
+
+    benchmark = {"metric": "validation.score", "lower_is_better": lower_is_better}
+    for i, result in ((1, 0.2), (2, 0.7)):
+        folder = write_run(tmp_path, i, {"lr": i}, {}, info={"sweep": {"name": "s", "trial": i}, "benchmark": benchmark})
+        record = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**record, "result": result}))
+    _print_summary(str(tmp_path), "s", ["lr"], minimize)
+    rows = capsys.readouterr().out.splitlines()[3:5]
+    assert [row.split()[0] for row in rows] == order

@@ -16,9 +16,10 @@ import sys
 
 from mlproj.errors import MLProjError
 from mlproj.record.gitpin import GitError, run_git
-from mlproj.runs.reader import find_run_dir, read_run
+from mlproj.runs.reader import read_run
 from mlproj.runs.record import Run
 from mlproj.train.config import runs_dir
+from mlproj.util.refs import find_run_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

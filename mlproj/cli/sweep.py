@@ -10,13 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-from mlproj.cli.trials import Progress, stopped_by_signals, thread_share, trial_command, trial_devices
+from mlproj.cli.trials import (
+    Progress,
+    add_trial_options,
+    checked_name,
+    stopped_by_signals,
+    thread_share,
+    trial_command,
+    trial_devices,
+)
 from mlproj.errors import MLProjError
 from mlproj.sweep.runner import DevicePool, run_trials
 from mlproj.sweep.spec import (
@@ -31,6 +37,7 @@ from mlproj.sweep.spec import (
 )
 from mlproj.train.config import runs_dir
 from mlproj.util.files import shown_python
+from mlproj.util.goals import benchmark_goal
 from mlproj.util.table import render
 from mlproj.util.values import render_value
 
@@ -50,26 +57,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--random", type=int, metavar="N", help="draw N trials instead of running the grid")
     parser.add_argument("--sweep-seed", type=int, default=0, metavar="S", help="seed of the random draws (default 0)")
     parser.add_argument("--seeds", type=int, metavar="K", help="repeat each point with seed=1..K")
-    parser.add_argument("--jobs", "-j", type=int, metavar="J", help="trials running at once (default 1)")
-    parser.add_argument("--devices", metavar="LIST", help="cuda:0,cuda:1 (one trial per GPU; list one twice to share "
-                        "it) or cpu; default: every visible GPU, else the trials' own device")
-    parser.add_argument("--name", help="the sweep's name, recorded in each run (default: the script's name)")
+    add_trial_options(parser, "sweep", jobs_default=None)
     parser.add_argument("--dry-run", action="store_true", help="print one command per trial and run nothing")
     parser.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, one trial per task")
     parser.add_argument("--force", action="store_true", help="run every trial, even those already done")
-    parser.add_argument("--minimize", action="store_true", help="a lower result is better (for the summary)")
+    parser.add_argument("--minimize", action="store_true", help="a lower result is better (for the summary; default: "
+                        "the direction of the benchmark the runs recorded, else higher)")
     parser.add_argument("--trial", type=int, metavar="I", help="run trial I only (what each --slurm task does)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    jobs = 1 if args.jobs is None else args.jobs
-    if jobs < 1:
-        raise MLProjError(f"--jobs {jobs}: run at least 1 trial at a time, e.g. --jobs 2")
     spec = parse_spec(args.spec)
-    name = args.name or Path(spec.script).stem
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise MLProjError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    name = checked_name(args, spec.script)
     trials = expand(spec, args.random, args.sweep_seed, args.seeds)
     if args.trial is not None and not 1 <= args.trial <= len(trials):
         raise MLProjError(f"--trial {args.trial}: this sweep has trials 1..{len(trials)}")
@@ -145,6 +145,9 @@ def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> Non
     if not records:
         return
     scored = [r for r in records if r.status == "COMPLETED" and isinstance(r.result, (int, float))]
+    # The result is the run's best benchmark value (main.py's train returns it): which way is better
+    # is what the runs recorded with it, unless --minimize says lower.
+    minimize = minimize or benchmark_goal(r.info for r in records) == "min"
     scored.sort(key=lambda r: r.result if minimize else -r.result)
     rest = [r for r in records if r not in scored]
     rows = []

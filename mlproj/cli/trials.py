@@ -3,8 +3,10 @@ trial's command line and thread share, Ctrl-C / SIGTERM handling, and the progre
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import re
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +16,25 @@ from mlproj.sweep.runner import TrialOutcome
 from mlproj.sweep.spec import SweepSpec, Trial, describe
 from mlproj.train.config import check_device
 from mlproj.util.values import render_value
+
+
+def add_trial_options(parser: argparse.ArgumentParser, what: str, jobs_default: int | None) -> None:
+    """`--jobs`, `--devices` and `--name`, as `mlproj sweep` and `mlproj tune` take them; `what` is
+    "sweep" or "study", `jobs_default` the default of --jobs (None: 1, and no SLURM throttle)."""
+    parser.add_argument("--jobs", "-j", type=int, default=jobs_default, metavar="J", help="trials running at once (default 1)")
+    parser.add_argument("--devices", metavar="LIST", help="cuda:0,cuda:1 (one trial per GPU; list one twice to share "
+                        "it) or cpu; default: every visible GPU, else the trials' own device")
+    parser.add_argument("--name", help=f"the {what}'s name, recorded in each run (default: the script's name)")
+
+
+def checked_name(args: argparse.Namespace, script: str) -> str:
+    """`--name`, else the script's name; `MLProjError` when --jobs or the name is unusable."""
+    if args.jobs is not None and args.jobs < 1:
+        raise MLProjError(f"--jobs {args.jobs}: run at least 1 trial at a time, e.g. --jobs 2")
+    name = args.name or os.path.splitext(os.path.basename(script))[0]
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise MLProjError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    return name
 
 
 def trial_devices(option: str | None, spec: SweepSpec, trials: list[Trial]) -> list[str] | None:

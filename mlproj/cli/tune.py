@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from mlproj.cli.trials import Progress, stopped_by_signals, thread_share, trial_command, trial_devices
+from mlproj.cli.trials import (
+    Progress,
+    add_trial_options,
+    checked_name,
+    stopped_by_signals,
+    thread_share,
+    trial_command,
+    trial_devices,
+)
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import read_json
 from mlproj.sweep.runner import DevicePool, TrialOutcome, run_processes
@@ -48,13 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("spec", nargs="*", metavar="SPEC", help="[main.py] [NAMED_CONFIGS] with key=value key=loguniform(a,b) ...")
     parser.add_argument("--trials", "-n", type=int, required=True, metavar="N", help="finished trials the study should hold")
-    parser.add_argument("--jobs", "-j", type=int, default=1, metavar="J", help="trials running at once (default 1)")
-    parser.add_argument("--name", help="the study's name (default: the script's name)")
+    add_trial_options(parser, "study", jobs_default=1)
     parser.add_argument("--direction", choices=DIRECTIONS, help="default: the built-in model's benchmark "
                         "(accuracy: maximize); a project whose benchmark is a loss passes minimize")
     parser.add_argument("--storage", metavar="URL", help="an Optuna RDB URL, e.g. postgresql://user:PASSWORD@host/db "
                         "(default: sqlite under RUNS_DIR/_tune/NAME.db)")
-    parser.add_argument("--devices", metavar="LIST", help="as for `mlproj sweep`: cuda:0,cuda:1 or cpu")
     parser.add_argument("--prune", action="store_true", help="stop hopeless trials early (Optuna's median pruner)")
     parser.add_argument("--prune-after", type=int, default=5, metavar="K",
                         help="with --prune: prune only once K trials have completed (default 5, Optuna's)")
@@ -64,16 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.jobs < 1:
-        raise MLProjError(f"--jobs {args.jobs}: run at least 1 trial at a time, e.g. --jobs 2")
     if args.prune_after < 0:
         raise MLProjError(f"--prune-after {args.prune_after}: give 0 or more completed trials, e.g. --prune-after 5")
     if args.trials < 1:
         raise MLProjError(f"--trials {args.trials}: ask for at least 1 trial, e.g. --trials 20")
     spec = parse_spec(args.spec)
-    name = args.name or Path(spec.script).stem
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise MLProjError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    name = checked_name(args, spec.script)
     space = search_space(spec)
     checked = check_configs(spec)  # every mistake in the spec shows here, before anything runs
     devices = trial_devices(args.devices, spec, checked)

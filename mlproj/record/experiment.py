@@ -51,6 +51,7 @@ from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 from mlproj.train.main_file import project_class  # noqa: E402
 from mlproj.util.files import shown_python  # noqa: E402
+from mlproj.util.refs import CHECKPOINT_OF  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.
 READ_ONLY_COMMANDS = {"print_config", "print_dependencies", "save_config", "print_named_configs"}
@@ -142,9 +143,9 @@ class MLProjExperiment(Experiment):
         if target is None or target == "":
             return {}
         # lazy: train.checkpoint imports torch, which print_config must not
-        from mlproj.train.checkpoint import load_checkpoint, resolve_checkpoint
+        from mlproj.train.checkpoint import checkpoint_path, load_checkpoint
 
-        path = resolve_checkpoint(target, self._runs_root()) if resuming else str(target)
+        path = checkpoint_path(target, CHECKPOINT_OF["resume"], self._runs_root()) if resuming else str(target)
         checkpoint = load_checkpoint(path)
         self._read_checkpoint = (path, checkpoint)
         # A test run keeps its own seed and TensorBoard folder and never resumes.

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import parse_time, series_from
+from mlproj.runs.reader import run_from_entry, series_from
 from mlproj.runs.record import Run
 from mlproj.util.series import add_points
 from mlproj.util.uri import redact_uri, uri_password
@@ -72,26 +72,8 @@ def run_from_document(doc: dict[str, Any], metrics: Iterable[dict[str, Any]] = (
         load_captured_out = lambda: (database["runs"].find_one({"_id": run_id}, {"captured_out": 1}) or {}).get("captured_out") or ""  # noqa: E731
     else:
         load_metrics, load_captured_out = (lambda: series), (lambda: doc.get("captured_out") or "")
-    return Run(
-        id=doc["_id"],
-        name=doc.get("experiment", {}).get("name", ""),
-        status=doc.get("status", "UNKNOWN"),
-        start=parse_time(doc.get("start_time")),
-        stop_time=parse_time(doc.get("stop_time")),
-        config=doc.get("config") or {},
-        info=dict(doc.get("info") or {}),
-        artifacts=[a["name"] if isinstance(a, dict) else str(a) for a in doc.get("artifacts", [])],
-        result=doc.get("result"),
-        command=doc.get("command", ""),
-        meta=doc.get("meta") or {},
-        experiment=doc.get("experiment") or {},
-        host=doc.get("host") or {},
-        resources=doc.get("resources") or [],
-        fail_trace=doc.get("fail_trace"),
-        heartbeat=parse_time(doc.get("heartbeat")),
-        load_metrics=load_metrics,
-        load_captured_out=load_captured_out,
-    )
+    return run_from_entry(doc, id=doc["_id"], config=doc.get("config") or {}, info=dict(doc.get("info") or {}),
+                          load_metrics=load_metrics, load_captured_out=load_captured_out)
 
 
 def read_mongo_runs(database: Any) -> list[Run]:

@@ -6,13 +6,15 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from mlproj.errors import MLProjError
+from mlproj.runs.reader import read_run
 from mlproj.runs.record import Run
-from mlproj.util.goals import metric_goal
+from mlproj.util.goals import runs_goal
+from mlproj.util.refs import run_folder
 from mlproj.util.values import parse_value
 
 # Sacred reads `true` as a string; in `--where` the lower-case spellings people type (JSON's and
@@ -66,7 +68,7 @@ def sort_runs(runs: list[Run], key: str) -> list[Run]:
 
     columns = {"id": lambda r: r.id, "start": lambda r: r.start, "duration": lambda r: r.duration, "status": lambda r: r.status}
     if any(key in run.summaries for run in runs):
-        descending = metric_goal(key) != "min"
+        descending = runs_goal(key, [run.info for run in runs]) != "min"
         value = metric_value
     elif key in columns:
         descending, value = False, columns[key]
@@ -94,6 +96,19 @@ def find_run(runs: list[Run], ref: str) -> Run:
             return run
     ids = ", ".join(str(r.id) for r in runs[-10:]) or "none"
     raise MLProjError(f"no run {ref!r}: pass a run id or run_key (recent ids: {ids}); `mlproj runs` lists them.")
+
+
+def resolve_runs(refs: list[str], runs_root: str | None, load_all: Callable[[], list[Run]]) -> list[Run]:
+    """The runs `refs` name, in order. A run folder, or a run id in `runs_root`, is read alone
+    (`mlproj.util.refs.run_folder`); any other ref (a run_key, a MongoDB id) is found among
+    `load_all()`, called once and only then. With `runs_root` None (runs in MongoDB), every ref is.
+
+    Raises:
+        MLProjError: when a ref names no run (`find_run`).
+    """
+    folders = {ref: found for ref in refs if runs_root is not None and (found := run_folder(ref, runs_root)) is not None}
+    all_runs = load_all() if len(folders) < len(refs) else []
+    return [read_run(folders[ref]) if ref in folders else find_run(all_runs, ref) for ref in refs]
 
 
 def metric_names(runs: Iterable[Run]) -> list[str]:

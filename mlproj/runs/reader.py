@@ -151,29 +151,40 @@ def read_run(path: str | os.PathLike) -> Run:
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(os.path.join(path, "run.json")):
         raise MLProjError(f"{path} is not a run folder (no run.json in it): pass a folder such as runs/1.")
-    record = read_json(os.path.join(path, "run.json"), {})
     folder = os.path.basename(path)
-    return Run(
+    return run_from_entry(
+        read_json(os.path.join(path, "run.json"), {}),
         id=int(folder) if folder.isdigit() else folder,
-        name=record.get("experiment", {}).get("name", ""),
-        status=record.get("status", "UNKNOWN"),
-        start=parse_time(record.get("start_time")),
-        stop_time=parse_time(record.get("stop_time")),
         config=read_json(os.path.join(path, "config.json"), {}),
         info=read_json(os.path.join(path, "info.json"), {}),
-        artifacts=[a if isinstance(a, str) else a.get("name", "") for a in record.get("artifacts", [])],
-        result=record.get("result"),
-        command=record.get("command", ""),
-        meta=record.get("meta", {}),
-        experiment=record.get("experiment", {}),
-        host=record.get("host", {}),
-        resources=record.get("resources", []),
-        fail_trace=record.get("fail_trace"),
-        heartbeat=parse_time(record.get("heartbeat")),
         path=path,
         load_metrics=lambda: read_metrics(path),
         load_captured_out=lambda: _read_captured_out(path),
         load_summaries=lambda: read_summaries(path)[0],
+    )
+
+
+def run_from_entry(entry: dict[str, Any], *, id: int | str, config: dict[str, Any], info: dict[str, Any], **rest: Any) -> Run:
+    """The `Run` of a Sacred run entry (a run folder's run.json, or a MongoDB `runs` document: the
+    same fields), with the `config` and `info` its store keeps and `rest` (path, loaders) as given."""
+    return Run(
+        id=id,
+        name=(entry.get("experiment") or {}).get("name", ""),
+        status=entry.get("status", "UNKNOWN"),
+        start=parse_time(entry.get("start_time")),
+        stop_time=parse_time(entry.get("stop_time")),
+        config=config,
+        info=info,
+        artifacts=[a if isinstance(a, str) else a.get("name", "") for a in entry.get("artifacts", [])],
+        result=entry.get("result"),
+        command=entry.get("command", ""),
+        meta=entry.get("meta") or {},
+        experiment=entry.get("experiment") or {},
+        host=entry.get("host") or {},
+        resources=entry.get("resources") or [],
+        fail_trace=entry.get("fail_trace"),
+        heartbeat=parse_time(entry.get("heartbeat")),
+        **rest,
     )
 
 
@@ -265,19 +276,3 @@ def _write_cache(path: str, cache: dict[str, Any]) -> None:
         atomic_write(path, lambda f: f.write(text), mode="w")
     except OSError:
         pass
-
-
-def find_run_dir(run: str | int | os.PathLike, runs_dir: str) -> str:
-    """The folder of `run`: a run folder path, or a run id in `runs_dir`.
-
-    Raises:
-        MLProjError: when neither is a run folder.
-    """
-    target = str(run) if isinstance(run, int) else os.fspath(run)
-    for candidate in (target, os.path.join(runs_dir, target)):
-        if os.path.isfile(os.path.join(candidate, "run.json")):
-            return os.path.abspath(candidate)
-    raise MLProjError(
-        f"run {target!r} not found: pass a run folder holding run.json (e.g. runs/3) or a run id "
-        f"in {os.path.abspath(runs_dir)}."
-    )

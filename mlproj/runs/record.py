@@ -1,8 +1,9 @@
 """The one record of a run, whichever store it came from (a run folder or MongoDB).
 
-Which way is better for a metric is decided by its name (`mlproj.util.goals.metric_goal`): the best
-value of a loss-like metric (`loss`, `error`, `mse`, ...) is its minimum, of `lr`/`epoch`/`step`/`time`
-there is none, and of every other metric (accuracy, f1, ...) its maximum.
+Which way is better for a metric is decided by `mlproj.util.goals.goal`: the run's recorded benchmark
+(`info.benchmark`, which way is better for the model's benchmark metric) when it names the metric,
+else its name: the best value of a loss-like metric (`loss`, `error`, `mse`, ...) is its minimum, of
+`lr`/`epoch`/`step`/`time` there is none, and of every other metric (accuracy, f1, ...) its maximum.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from mlproj.util.goals import metric_goal
+from mlproj.util.goals import goal, recorded_benchmark
 from mlproj.util.series import add_points
 from mlproj.util.values import flatten_config
 
@@ -173,7 +174,12 @@ class Run:
     def summary(self, metric: str) -> MetricSummary | None:
         """Best and last value of `metric`; None when the run did not log it (or logged no number)."""
         summary = self.summaries.get(metric)
-        return best_and_last(metric, summary) if summary is not None else None
+        return best_and_last(metric, summary, self.benchmark) if summary is not None else None
+
+    @property
+    def benchmark(self) -> dict[str, Any] | None:
+        """The benchmark the run recorded ({metric, lower_is_better}); None for a run that recorded none."""
+        return recorded_benchmark(self.info)
 
     def flat_config(self) -> dict[str, Any]:
         return flatten_config(self.config)
@@ -201,16 +207,16 @@ def missing_pin_reason(info: dict[str, Any], config: dict[str, Any]) -> str | No
     return f"pinning failed when it started: {error}"
 
 
-def summarize(name: str, series: Series) -> MetricSummary | None:
+def summarize(name: str, series: Series, benchmark: dict[str, Any] | None = None) -> MetricSummary | None:
     """Best and last value of `series` (None when it holds no finite number); see the module docstring."""
-    return best_and_last(name, add_points(None, series.steps, series.values) or {"count": 0})
+    return best_and_last(name, add_points(None, series.steps, series.values) or {"count": 0}, benchmark)
 
 
-def best_and_last(name: str, summary: dict[str, Any]) -> MetricSummary | None:
+def best_and_last(name: str, summary: dict[str, Any], benchmark: dict[str, Any] | None = None) -> MetricSummary | None:
     """Best and last value from a series summary (`mlproj.util.series`); None when it counted nothing.
-    The best is the summary's min or max, as `metric_goal(name)` says."""
+    The best is the summary's min or max, as `goal(name, benchmark)` says (`benchmark`: the run's recorded one)."""
     if not summary.get("count"):
         return None
-    goal = metric_goal(name)
-    best, best_step = (summary[goal], summary[f"{goal}_step"]) if goal is not None else (None, None)
+    better = goal(name, benchmark)
+    best, best_step = (summary[better], summary[f"{better}_step"]) if better is not None else (None, None)
     return MetricSummary(best=best, best_step=best_step, last=summary["last"], last_step=summary["last_step"], count=summary["count"])

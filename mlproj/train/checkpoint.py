@@ -19,6 +19,7 @@ from mlproj.errors import MLProjError
 from mlproj.train.context import RunContext
 from mlproj.train.state import TrainState, capture_rng
 from mlproj.util.files import atomic_copy, atomic_link, atomic_write, check_writable, describe_os_error
+from mlproj.util.refs import BEST, LAST, resolve_checkpoint
 
 FORMAT = "mlproj.checkpoint/1"
 
@@ -40,17 +41,37 @@ def checkpoint_dict(model: Any, state: dict[str, Any], config: dict[str, Any], r
     }
 
 
-def load_into(model: Any, checkpoint: dict[str, Any], path: str) -> None:
-    """`model.load_training_state(checkpoint)`; `MLProjError` when the checkpoint (read from `path`)
-    was written for another model."""
+# What to do when a checkpoint does not fit the model that resumes or tests it.
+TRAINING_FIX = "it was written for another model or dataset; resume or test with the config of the run that wrote it."
+
+
+def load_into(model: Any, checkpoint: dict[str, Any], path: str, *, weights_only: bool = False, fix: str = TRAINING_FIX) -> None:
+    """Load `checkpoint` (read from `path`) into `model`: its whole training state
+    (`model.load_training_state`: weights, optimizers, schedulers, scaler), or with `weights_only`
+    (or a plain `nn.Module`) its weights alone, their names mapped onto the model's (`fit_keys`).
+
+    Raises:
+        MLProjError: when the checkpoint does not fit the model, ending with `fix`.
+    """
     try:
-        model.load_training_state(checkpoint)
+        if weights_only or not hasattr(model, "load_training_state"):
+            model.load_state_dict(fit_keys(checkpoint["model"], model.state_dict()))
+        else:
+            model.load_training_state(checkpoint)
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0][:200]
-        raise MLProjError(
-            f"checkpoint {path} does not fit this model ({first}): it was written for another model "
-            "or dataset; resume or test with the config of the run that wrote it."
-        ) from None
+        raise MLProjError(f"checkpoint {path} does not fit this model ({first}): {fix}") from None
+
+
+def fit_keys(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """`state` with each parameter named as `expected` (a model's `state_dict`) names it, where the
+    two differ only by DDP's `module.` level (`net.module.0.weight` and `net.0.weight`), so weights
+    saved with or without torchrun load into a model with or without it; other names are kept."""
+    def plain(key: str) -> str:
+        return ".".join(part for part in key.split(".") if part != "module")
+
+    names = {plain(key): key for key in expected}
+    return {names.get(plain(key), key): value for key, value in state.items()}
 
 
 def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fix: str) -> list[str]:
@@ -158,28 +179,30 @@ def adopt_checkpoints(path: str, folder: str) -> list[str]:
     return copies
 
 
-def checkpoint_file(path: str | os.PathLike) -> str:
-    """`path`, or for a run folder its best.pt, else its last.pt (so `checkpoint=runs/4` works).
+def checkpoint_path(ref: str | int | os.PathLike, which: str = BEST, runs_root: str | None = None) -> str:
+    """The checkpoint file `ref` names (see `mlproj.util.refs`): a .pt path, or a run folder's (or
+    with `runs_root`, a run id's) `which` file: `LAST` for `resume=`, `BEST` (else last.pt) for
+    `test`, `predict` and `load_run`.
 
     Raises:
-        MLProjError: when `path` is a folder holding neither.
+        MLProjError: when `ref` is a folder or run id without that file, saying what may be passed.
     """
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        return path
-    for name in ("best.pt", "last.pt"):
-        if os.path.isfile(os.path.join(path, name)):
-            return os.path.join(path, name)
-    raise MLProjError(
-        f"checkpoint {path} is a folder without best.pt or last.pt: pass the folder of a training run "
-        "(a `test` run saves no checkpoint) or the path of a .pt file."
-    )
+    path = resolve_checkpoint(ref, which, runs_root)
+    if which == LAST and (path is None or not os.path.isfile(path)):
+        where = f"a run id in {runs_root}, " if runs_root is not None else ""
+        raise MLProjError(f"config resume={str(ref)!r} names no checkpoint: pass a run folder holding last.pt, {where}or the path of a .pt file.")
+    if path is None:
+        raise MLProjError(
+            f"checkpoint {os.fspath(ref) if not isinstance(ref, int) else ref} is a folder without best.pt or last.pt: pass the folder "
+            "of a training run (a `test` run saves no checkpoint) or the path of a .pt file."
+        )
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read an mlproj checkpoint (a .pt file, or a run folder: see `checkpoint_file`); `MLProjError`
-    naming the file if it is missing, corrupt or foreign."""
-    path = checkpoint_file(path)
+    """Read an mlproj checkpoint (a .pt file, or a run folder: its best, see `checkpoint_path`);
+    `MLProjError` naming the file if it is missing, corrupt or foreign."""
+    path = checkpoint_path(path)
     if not os.path.isfile(path):
         raise MLProjError(f"checkpoint {path} does not exist: pass the path of a last.pt or best.pt file.")
     try:
@@ -201,22 +224,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             "best.pt written by mlproj."
         )
     return checkpoint
-
-
-def resolve_checkpoint(target: str | int, runs_root: str) -> str:
-    """The checkpoint file `target` names: a .pt path, a run folder holding last.pt, or a run id in
-    `runs_root`. `MLProjError` saying what may be passed otherwise."""
-    target = str(target)
-    candidates = [target, os.path.join(target, "last.pt")]
-    if target.isdigit():
-        candidates.append(os.path.join(runs_root, target, "last.pt"))
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    raise MLProjError(
-        f"config resume={target!r} names no checkpoint: pass a run folder holding last.pt, a run id "
-        f"in {runs_root}, or the path of a .pt file."
-    )
 
 
 # What a run is: a resumed run keeps these recorded values, because other ones would not load its

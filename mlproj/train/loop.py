@@ -25,7 +25,7 @@ from mlproj.errors import MLProjError
 from mlproj.train import builtin, console, distributed
 from mlproj.train.batches import batch_size, first_tensor, to_device
 from mlproj.train.callbacks import Callback, call_hooks
-from mlproj.train.checkpoint import RunCheckpoints, resolve_checkpoint
+from mlproj.train.checkpoint import RunCheckpoints, checkpoint_path
 from mlproj.train.config import validate_config, with_defaults
 from mlproj.train.context import RunContext
 from mlproj.train.metrics import MeanMetrics, benchmark_item
@@ -36,6 +36,7 @@ from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, restore_rng, seed_everything, seeded
 from mlproj.train.tracker import Tracker
 from mlproj.util.device import canonical_device
+from mlproj.util.refs import CHECKPOINT_OF
 
 __all__ = ["MLProject", "TrainState"]
 
@@ -265,8 +266,8 @@ class MLProject:
         return checkpoint
 
     def resume(self, target: str | int) -> None:
-        """Continue from `target`: a run folder, a run id in the runs dir, or a checkpoint file."""
-        path = resolve_checkpoint(target, self.context.runs_dir)
+        """Continue from `target`: a run folder or a run id in the runs dir (its last.pt), or a checkpoint file."""
+        path = checkpoint_path(target, CHECKPOINT_OF["resume"], self.context.runs_dir)
         self.checkpoints.resumed_from(path, self.load_checkpoint(path), self.state.global_step)
         self.state.last_eval_step = self.state.global_step
 

@@ -19,10 +19,11 @@ import torch
 
 from mlproj.data.image_folder import IMAGE_EXTENSIONS, is_image_file, load_image
 from mlproj.errors import MLProjError
-from mlproj.train.checkpoint import checkpoint_file, load_checkpoint
+from mlproj.train.checkpoint import checkpoint_path, load_checkpoint, load_into
 from mlproj.train.model import create_model
 from mlproj.util.device import canonical_device
 from mlproj.util.files import atomic_write
+from mlproj.util.refs import CHECKPOINT_OF
 
 if TYPE_CHECKING:
     from mlproj.data.factory import DatasetFactory
@@ -176,7 +177,7 @@ def load_for_prediction(
     Raises:
         MLProjError: when the checkpoint is unreadable, records no inputs, or does not fit the model.
     """
-    path = checkpoint_file(path)
+    path = checkpoint_path(path, CHECKPOINT_OF["predict"])
     checkpoint = load_checkpoint(path)
     info = checkpoint.get("data")
     if not info:
@@ -187,10 +188,5 @@ def load_for_prediction(
         model = create_model(config, input_shape=tuple(info["input_shape"]), num_classes=info["num_classes"])
     else:
         model = get_model(config)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0][:200]
-        raise MLProjError(f"checkpoint {path} does not fit the model of its config ({first}): "
-                          "predict with the main file of the run that wrote it.") from None
+    load_into(model, checkpoint, path, weights_only=True, fix="predict with the main file of the run that wrote it.")
     return model.to(canonical_device(device)).eval(), info

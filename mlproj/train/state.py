@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlproj.util.goals import is_better
+
 
 @dataclass
 class TrainState:
@@ -34,8 +36,7 @@ class TrainState:
 
     def improve(self, value: float | None, lower_is_better: bool) -> bool:
         """Keep `value` as the best score (at this step) if it beats the best so far; whether it did."""
-        best = self.best_score
-        if value is None or (best is not None and (value >= best if lower_is_better else value <= best)):
+        if value is None or not is_better(value, self.best_score, "min" if lower_is_better else "max"):
             return False
         self.best_score, self.best_step = value, self.global_step
         return True

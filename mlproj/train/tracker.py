@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mlproj.train.context import RunSink
-from mlproj.util.goals import metric_goal
+from mlproj.util.goals import benchmark, goal, is_better
 from mlproj.util.values import flatten_config
 
 if TYPE_CHECKING:  # torch is imported by whoever hands us tensors; `mlproj runs` needs none of it
@@ -32,6 +32,7 @@ class Tracker:
         self.sink = sink
         self.config_updates = config_updates or {}
         self.best: dict[str, float] = {}  # best value of each ranked scalar logged so far (HParams)
+        self.benchmark: dict[str, Any] | None = None  # the model's benchmark (note_benchmark): it says which way is better
         self.prefix = prefix or ""
         self.tensorboard_dir = tensorboard_dir
         self.writer = None  # opened by the first write after building or `close`: building opens no file
@@ -57,17 +58,15 @@ class Tracker:
             self._keep_best(full, value)
 
     def _keep_best(self, name: str, value: float) -> None:
-        goal = metric_goal(name)
-        if goal is None or not math.isfinite(value):
-            return
-        best = self.best.get(name)
-        if best is None or (value < best if goal == "min" else value > best):
+        if math.isfinite(value) and is_better(value, self.best.get(name), goal(name, self.benchmark)):
             self.best[name] = float(value)
 
     def note_benchmark(self, metric: str, lower_is_better: bool) -> None:
-        """Record in the run's info (`benchmark`) which metric judges the run, and which way is better."""
+        """Record in the run's info (`benchmark`) which metric judges the run, and which way is better;
+        the best values this tracker keeps (TensorBoard's HParams) follow it too."""
+        self.benchmark = benchmark(self.prefix + metric, lower_is_better)
         if self.sink is not None:
-            self.sink.set_info("benchmark", {"metric": self.prefix + metric, "lower_is_better": lower_is_better})
+            self.sink.set_info("benchmark", self.benchmark)
 
     def log_hparams(self, config: dict[str, Any], step: int) -> None:
         """Write TensorBoard's HParams summary: the hyperparameters this run was given and the best

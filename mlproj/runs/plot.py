@@ -1,0 +1,78 @@
+"""Curves of a metric over runs, drawn into a PNG (`mlproj compare --plot`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlproj.errors import MLProjError
+from mlproj.runs.query import differing_keys, group_runs, metric_names
+from mlproj.runs.record import Run
+from mlproj.util.table import cell
+
+
+def check_metric(runs: list[Run], metric: str) -> None:
+    """`MLProjError` when none of `runs` logged `metric`, naming the ones they did."""
+    if not any(metric in run.summaries for run in runs):
+        raise MLProjError(f"--metric {metric}: none of these runs logged it; they logged {', '.join(metric_names(runs)) or 'nothing'}.")
+
+
+def plot_metric(runs: list[Run], metric: str, path: str, group_by: str | None = None) -> int:
+    """Draw `metric` against step into the PNG `path`: one curve per run, or with `group_by` one mean
+    curve per group with a ±std band. The curves' labels go into the PNG's Description; returns
+    how many curves were drawn.
+
+    Raises:
+        MLProjError: when no run logged `metric`.
+    """
+    check_metric(runs, metric)
+    import matplotlib  # lazy: only --plot draws; matplotlib and numpy would slow every mlproj command
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = _draw_groups(ax, runs, metric, group_by) if group_by else _draw_runs(ax, runs, metric, group_by)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}" + (f": mean ± std over {group_by}" if group_by else ""))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Title": metric, "Description": "\n".join(labels)})
+    plt.close(fig)
+    return len(labels)
+
+
+def _draw_runs(ax: Any, runs: list[Run], metric: str, group_by: str | None) -> list[str]:
+    """One curve per run that logged `metric`, labelled with up to 3 config keys that differ; the labels."""
+    keys = [k for k in differing_keys(runs) if k != group_by]
+    labels = []
+    for run in runs:
+        if metric not in run.metrics:
+            continue
+        s = run.metrics[metric]
+        flat = run.flat_config()
+        label = f"run {run.id}" + "".join(f", {k}={cell(flat.get(k))}" for k in keys[:3])
+        ax.plot(s.steps, s.values, marker="o" if len(s.steps) < 20 else None, label=label)
+        labels.append(label)
+    return labels
+
+
+def _draw_groups(ax: Any, runs: list[Run], metric: str, group_by: str) -> list[str]:
+    """One mean curve with a ±std band per group over `group_by`, on the steps all its runs logged; the labels."""
+    import numpy as np  # lazy: as matplotlib in plot_metric
+
+    labels = []
+    for group in group_runs(runs, group_by):
+        series = [run.metrics[metric] for run in group.runs if metric in run.metrics]
+        steps = sorted(set.intersection(*(set(s.steps) for s in series))) if series else []
+        if not steps:
+            continue
+        values = np.array([[dict(zip(s.steps, s.values, strict=False))[step] for step in steps] for s in series])
+        mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(series) > 1 else np.zeros(len(steps))
+        label = ", ".join(f"{k}={cell(v)}" for k, v in group.values.items()) or "all runs"
+        label += f" (n={len(series)})"
+        (line,) = ax.plot(steps, mean, label=label)
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
+        labels.append(label)
+    return labels
