@@ -15,10 +15,10 @@ import subprocess
 import sys
 
 from mlproj.errors import MLProjError
-from mlproj.record.gitpin import GitError, run_git
 from mlproj.runs.reader import read_run
 from mlproj.runs.record import Run
 from mlproj.train.config import runs_dir
+from mlproj.util.git import GitError, run_git
 from mlproj.util.refs import find_run_dir
 
 
