@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git, write_run
+from conftest import git, run_main, write_run
 
 from mlproj.cli import main as cli_main
 from mlproj.record.gitpin import pin_or_warn, pin_working_tree
@@ -18,6 +18,21 @@ from mlproj.runs.diff import MISSING, diff_runs
 from mlproj.runs.reader import read_run
 
 TRAIN = "lr = 0.1\nprint('train')\n"
+# A main file as small as mlproj allows: its runs are recorded and pinned as main.py's are.
+TINY_MAIN = """from mlproj.record.experiment import create_experiment
+
+ex = create_experiment("tiny")
+
+
+@ex.config
+def config():
+    lr = 0.1
+
+
+@ex.automain
+def main(lr):
+    return lr
+"""
 
 
 def mlproj(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -142,6 +157,22 @@ def test_diff_runs_pins_in_two_repositories_says_so(runs: Path, tmp_path: Path) 
     diff = diff_runs(read_run(runs / "1"), read_run(runs / "5"))
     assert diff.source == ""
     assert diff.note.startswith(f"the pins of run 1 and run 5 lie in different repositories (looked in {tmp_path / 'repo'}, {other}): ")
+
+
+def test_diff_cli_real_runs_of_a_main_file_started_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    repo, elsewhere, runs = tmp_path / "repo", tmp_path / "elsewhere", tmp_path / "runs"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "main.py").write_text(TINY_MAIN)
+    elsewhere.mkdir()  # started from here, so only the main file's folder (Sacred's base_dir) leads to the repo
+    first = run_main("with", "lr=0.2", "seed=1", runs=runs, cwd=elsewhere, main=repo / "main.py")
+    (repo / "main.py").write_text(TINY_MAIN.replace("return lr", "return 2 * lr"))
+    second = run_main("with", "seed=1", runs=runs, cwd=elsewhere, main=repo / "main.py")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = mlproj("diff", "1", "2", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 0
+    assert [line.split() for line in out.splitlines()[1:3]] == [["key", "run", "1", "run", "2"], ["lr", "0.2", "0.1"]]
+    assert "-    return lr\n+    return 2 * lr\n" in out
 
 
 def test_diff_cli_unknown_run_one_line_exit_1(runs: Path, capsys) -> None:
