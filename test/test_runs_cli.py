@@ -232,12 +232,13 @@ def test_mlproj_help_lists_runs_commands() -> None:
     assert result.returncode == 0, result.stderr
     # The command list, one command per line: the description above it names runs too.
     listed = re.findall(r"^    (\S+)", result.stdout.split("positional arguments:", 1)[1].split("options:", 1)[0], re.M)
-    assert {"runs", "show", "compare", "sync", "check-mongo"} <= set(listed)
+    assert {"runs", "show", "compare", "diff", "sync", "check-mongo"} <= set(listed)
     assert "export" not in listed  # no such command
 
 
 @pytest.mark.parametrize("args", [
     ["--help"], ["runs", "{runs}"], ["show", "{runs}/1"], ["compare", "1", "2", "--runs-dir", "{runs}"],
+    ["diff", "1", "2", "--runs-dir", "{runs}"],
     ["sync", "{runs}", "--mongo", "mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=100"], ["check-mongo"],
     ["reproduce", "{runs}/1"], ["datasets"], ["sweep", "--help"],
     ["sweep", "main.py", "with", "dataset=digits", "lr=[0.1,0.01]", "--dry-run"],

@@ -35,7 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="mlproj",
-        description="List, show, compare, reproduce and sync recorded runs, list datasets, run sweeps and tune hyperparameters.",
+        description="List, show, compare, diff, reproduce and sync recorded runs, list datasets, run sweeps and tune hyperparameters.",
     )
     parser.add_argument("--version", action="version", version=f"mlproj {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
