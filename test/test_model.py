@@ -8,6 +8,7 @@ from torch import nn
 
 from mlproj.nets import create_net
 from mlproj.train.model import ClassificationModel, Model, SimpleModel, create_model
+from mlproj.train.strategy import Strategy
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +57,7 @@ def test_simple_model_original_signature_trains() -> None:
 
 def test_model_bf16_autocast_trains_on_cpu() -> None:
     model = classifier()
-    model.setup("cpu", amp="bf16")
+    Strategy("cpu", amp="bf16").setup(model)
     metrics = model.train_batch(batch())
     assert torch.isfinite(metrics["loss"])
 
@@ -94,13 +95,13 @@ class TwoOptimizers(Model):
 
 
 def test_model_fp16_two_optimizers_both_unscaled_with_the_same_scale() -> None:
-    model = TwoOptimizers()
-    model.setup("cpu", amp="fp16")
-    model.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)  # the scale changes every update
+    model, strategy = TwoOptimizers(), Strategy("cpu", amp="fp16")
+    strategy.setup(model)
+    strategy.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)  # the scale changes every update
     model.train_batch(torch.ones(1, 1))
-    model.after_batch()
+    strategy.after_step()
     assert model.a.weight.item() == model.b.weight.item() == -1.0
-    assert model.scaler.get_scale() == 2048.0  # one update for the batch, not one per optimizer
+    assert strategy.scaler.get_scale() == 2048.0  # one update for the batch, not one per optimizer
 
 
 def sgd_classifier() -> ClassificationModel:
@@ -111,10 +112,12 @@ def sgd_classifier() -> ClassificationModel:
 
 def accumulated(model: ClassificationModel, inputs: torch.Tensor, labels: torch.Tensor, n_batches: int) -> None:
     """One optimizer step over `inputs` split into `n_batches` micro-batches, as the loop drives them."""
+    strategy = Strategy()
+    strategy.setup(model)
     for i, (x, y) in enumerate(zip(inputs.chunk(n_batches), labels.chunk(n_batches), strict=True)):
-        with model.micro_batch(n_batches, ends_group=i == n_batches - 1):
+        with strategy.micro_batch(model, n_batches, ends_group=i == n_batches - 1):
             model.train_batch((x, y))
-            model.after_batch()
+    strategy.after_step()
 
 
 @pytest.mark.parametrize("n_batches", [4, 2])  # a full group of 4, and a partial group (2 of 3) divided by 2
@@ -129,18 +132,20 @@ def test_model_accumulated_step_equals_one_step_on_the_whole_batch(n_batches: in
 
 
 def test_model_inside_a_group_does_not_step() -> None:
-    model = sgd_classifier()
+    model, strategy = sgd_classifier(), Strategy()
+    strategy.setup(model)
     before = [p.detach().clone() for p in model.parameters()]
-    with model.micro_batch(3, ends_group=False):
+    with strategy.micro_batch(model, 3, ends_group=False):
         model.train_batch(batch())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert all(p.grad is not None for p in model.parameters())  # kept for the group's next batch
 
 
 def update_norm(model: ClassificationModel, amp: str = "off") -> float:
-    model.setup("cpu", amp=amp, grad_clip_norm=0.01)
+    strategy = Strategy("cpu", amp=amp, grad_clip_norm=0.01)
+    strategy.setup(model)
     if amp == "fp16":
-        model.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        strategy.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     model.train_batch(batch())
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -158,10 +163,12 @@ import torch.distributed as dist
 from torch import nn
 sys.path.insert(0, sys.argv[1])
 from mlproj.train.model import ClassificationModel
+from mlproj.train.strategy import Strategy
 dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=0, world_size=1)
 net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
 model = ClassificationModel(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss())
-model.distribute()
+strategy = Strategy()
+strategy.setup(model, distributed=True)
 reduces = []
 def count(state, bucket):
     reduces.append(1)
@@ -171,7 +178,7 @@ def count(state, bucket):
 model.net.register_comm_hook(None, count)
 x, y = torch.randn(12, 1, 8, 8), torch.randint(0, 2, (12,))
 for i in range(3):
-    with model.micro_batch(3, ends_group=i == 2):
+    with strategy.micro_batch(model, 3, ends_group=i == 2):
         model.train_batch((x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]))
 print(len(reduces))
 dist.destroy_process_group()
