@@ -20,6 +20,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def two_class_batch() -> tuple[Any, Any]:
+    """32 random 1x8x8 inputs (seed 0) labelled by the sign of their mean: a batch a model can learn."""
+    import torch  # here: conftest is imported by tests that need no torch
+
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return x, (x.mean(dim=(1, 2, 3)) > 0).long()
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write `array` (uint8) as an IDX file: magic 0x08 type byte, dimension count, big-endian sizes."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,8 @@ def test_project_interrupted_without_checkpoints_says_none_was_saved(capsys: pyt
 
     config = {"dataset": "digits", "model": "mlp", "n_epochs": 1, "device": "cpu"}
     project = MLProject(config, context=unobserved_run(config))
-    project.model.after_batch = lambda: os.kill(os.getpid(), signal.SIGINT)
+    train_batch = project.model.train_batch
+    project.model.train_batch = lambda batch: (train_batch(batch), os.kill(os.getpid(), signal.SIGINT))[0]
     with pytest.raises(KeyboardInterrupt):
         project.train()
     assert project.checkpoint_dir is None

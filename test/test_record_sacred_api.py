@@ -65,3 +65,15 @@ def test_sacred_mongo_option_parser_and_pattern() -> None:
 def test_sacred_file_storage_maximum_existing_run_id_counts_run_folders(tmp_path) -> None:
     (tmp_path / "7").mkdir()
     assert FileStorageObserver(str(tmp_path))._maximum_existing_run_id() == 7
+
+
+def test_sacred_enforce_clean_refusals_are_told_apart_by_their_message() -> None:
+    from sacred.commandline_options import enforce_clean_option
+
+    ex = experiment()
+    run = create_run(ex, ex.default_command, config_updates={}, named_configs=())
+    for repositories, start in (([], "No version control"), ([{"url": "u", "commit": "c", "dirty": True}], "EnforceClean")):
+        run.experiment_info["repositories"] = repositories
+        with pytest.raises(RuntimeError) as caught:
+            enforce_clean_option(True, run)
+        assert str(caught.value).startswith(start)

@@ -298,3 +298,52 @@ def test_tuner_records_a_heartbeat_for_the_trials_it_runs(toy: str, tmp_path: Pa
     with sqlite3.connect(db) as con:
         (age,) = con.execute("SELECT (julianday('now') - julianday(heartbeat)) * 86400 FROM trial_heartbeats").fetchone()
     assert age < 60  # the old beat was replaced by a fresh one
+
+
+def test_tune_default_direction_the_studys_recorded_benchmark_decides(toy: str, tmp_path: Path) -> None:
+    from conftest import write_run
+
+    from mlproj.sweep.tune import default_direction
+
+    runs = tmp_path / "runs"
+    loss = {"metric": "validation.loss", "lower_is_better": True}
+    write_run(runs, 1, {"lr": 0.1}, {}, info={"run_key": "k1", "tune": {"study": "other"}, "benchmark": loss})
+    assert default_direction(str(runs), "toy", toy) == "maximize"  # another study's runs: the project class's
+    write_run(runs, 2, {"lr": 0.1}, {}, info={"run_key": "k2", "tune": {"study": "toy"}, "benchmark": loss})
+    assert default_direction(str(runs), "toy", toy) == "minimize"
+
+
+def test_declared_benchmark_built_in_model_declares_own_get_model_does_not() -> None:
+    from mlproj import MLProject
+    from mlproj.train.builtin import declared_benchmark
+
+    class Own(MLProject):
+        @staticmethod
+        def get_model(config):
+            raise AssertionError("not built to declare")
+
+    assert declared_benchmark(MLProject) == {"metric": "accuracy", "lower_is_better": False}
+    assert declared_benchmark(Own) is None
+
+
+def test_tuner_run_recording_the_other_direction_fails_naming_the_fix(toy: str, tmp_path: Path) -> None:
+    from conftest import write_run
+
+    from mlproj.sweep.spec import parse_spec
+    from mlproj.sweep.tune import Tuner, open_storage, open_study, search_space
+
+    spec = parse_spec([toy, "with", "lr=loguniform(1e-4,1)"])
+    space, runs = search_space(spec), tmp_path / "runs"
+    storage = open_storage(f"sqlite:///{tmp_path / 'toy.db'}")
+    tuner = Tuner(open_study(storage, "toy", "maximize", spec, space, 0, "toy.db"), storage, spec, space, 2, str(runs))
+    (first, _), (second, _) = tuner.next_trial(), tuner.next_trial()
+    for run_id, lower in ((1, True), (2, False)):
+        folder = write_run(runs, run_id, {"lr": 0.1}, {}, info={"run_key": f"k{run_id}", "tune": {"study": "toy"},
+                                                              "benchmark": {"metric": "validation.loss", "lower_is_better": lower}})
+        record = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**record, "result": 0.5}))
+    end = tuner.ended(first.index, 0, 1)
+    assert (end.state, end.value) == ("FAIL", None)
+    assert end.reason == ("its run records that a lower validation.loss is better, but the study is set to maximize: "
+                          "pass --direction minimize with a new --name")
+    assert (tuner.ended(second.index, 0, 2).state, states(tuner.study)) == ("COMPLETE", ["FAIL", "COMPLETE"])

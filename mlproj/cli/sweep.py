@@ -17,7 +17,9 @@ from collections.abc import Callable
 from mlproj.cli.trials import (
     Progress,
     add_trial_options,
+    at_a_time,
     checked_name,
+    concurrency,
     stopped_by_signals,
     thread_share,
     trial_command,
@@ -53,11 +55,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "choice(a,b), uniform(lo,hi), loguniform(lo,hi), randint(lo,hi) are sampled by --random N. "
         "A trial with a COMPLETED run of the same config in this sweep is skipped.",
     )
-    parser.add_argument("spec", nargs="*", metavar="SPEC", help="[main.py] [NAMED_CONFIGS] with key=value key=[a,b] ...")
     parser.add_argument("--random", type=int, metavar="N", help="draw N trials instead of running the grid")
     parser.add_argument("--sweep-seed", type=int, default=0, metavar="S", help="seed of the random draws (default 0)")
     parser.add_argument("--seeds", type=int, metavar="K", help="repeat each point with seed=1..K")
-    add_trial_options(parser, "sweep", jobs_default=None)
+    add_trial_options(parser, "sweep", jobs_default=None, axis_example="key=[a,b]")
     parser.add_argument("--dry-run", action="store_true", help="print one command per trial and run nothing")
     parser.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, one trial per task")
     parser.add_argument("--force", action="store_true", help="run every trial, even those already done")
@@ -106,20 +107,20 @@ def _run_sweep(args: argparse.Namespace, name: str, trials: list[Trial], selecte
     """Run the trials of `selected` not done yet, J at a time; print the summary; 1 when one failed."""
     jobs, devices = args.jobs or 1, pool.devices
     todo = [trial for trial in selected if trial.done_in is None]
-    concurrency = min(jobs, len(devices)) if devices and "cpu" not in devices else jobs
+    running = concurrency(jobs, devices)
     print(
         f"sweep {name}: {len(selected)} trial(s), {len(selected) - len(todo)} done already, {len(todo)} to run, "
-        f"{concurrency} at a time on {','.join(devices) if devices else 'the configured device'}; runs in {runs}",
+        f"{at_a_time(running, devices)}; runs in {runs}",
         flush=True,
     )
-    if concurrency < jobs:
-        print(f"note: --jobs {jobs} but only {concurrency} GPU slot(s): list a GPU twice in --devices to share it")
+    if running < jobs:
+        print(f"note: --jobs {jobs} but only {running} GPU slot(s): list a GPU twice in --devices to share it")
     keys = list(dict.fromkeys(key for trial in trials for key in trial.params))  # the summary's columns
     progress = Progress(len(todo))
     with stopped_by_signals():  # also while the summary of an interrupted sweep prints
         try:
             outcomes = run_trials(todo, command, jobs, pool, os.path.join(runs, "_sweeps", name),
-                                  {"name": name, "of": len(trials)}, progress.started, progress.ended, thread_share(concurrency))
+                                  {"name": name, "of": len(trials)}, progress.started, progress.ended, thread_share(running))
         except KeyboardInterrupt:
             print(f"sweep {name} interrupted: run the same command again to finish the missing trials", flush=True)
             _print_summary(runs, name, keys, args.minimize)

@@ -18,9 +18,11 @@ from mlproj.train.config import check_device
 from mlproj.util.values import render_value
 
 
-def add_trial_options(parser: argparse.ArgumentParser, what: str, jobs_default: int | None) -> None:
-    """`--jobs`, `--devices` and `--name`, as `mlproj sweep` and `mlproj tune` take them; `what` is
-    "sweep" or "study", `jobs_default` the default of --jobs (None: 1, and no SLURM throttle)."""
+def add_trial_options(parser: argparse.ArgumentParser, what: str, jobs_default: int | None, axis_example: str) -> None:
+    """The spec, `--jobs`, `--devices` and `--name`, as `mlproj sweep` and `mlproj tune` take them; `what`
+    is "sweep" or "study", `jobs_default` the default of --jobs (None: 1, and no SLURM throttle),
+    `axis_example` an axis of the spec (`key=[a,b]`)."""
+    parser.add_argument("spec", nargs="*", metavar="SPEC", help=f"[main.py] [NAMED_CONFIGS] with key=value {axis_example} ...")
     parser.add_argument("--jobs", "-j", type=int, default=jobs_default, metavar="J", help="trials running at once (default 1)")
     parser.add_argument("--devices", metavar="LIST", help="cuda:0,cuda:1 (one trial per GPU; list one twice to share "
                         "it) or cpu; default: every visible GPU, else the trials' own device")
@@ -55,6 +57,17 @@ def trial_devices(option: str | None, spec: SweepSpec, trials: list[Trial]) -> l
     for device in dict.fromkeys(devices):
         check_device(device)
     return devices
+
+
+def concurrency(jobs: int, devices: list[str] | None) -> int:
+    """How many trials run at once: `jobs`, but at most one per GPU slot of `devices` (a GPU listed
+    twice is two slots); with the trials' own device or the CPU, `jobs`."""
+    return min(jobs, len(devices)) if devices and "cpu" not in devices else jobs
+
+
+def at_a_time(running: int, devices: list[str] | None) -> str:
+    """"2 at a time on cuda:0,cuda:1", as the sweep's and the study's first line say it."""
+    return f"{running} at a time on {','.join(devices) if devices else 'the configured device'}"
 
 
 def trial_command(python: str, spec: SweepSpec, trial: Trial, device: str | None) -> list[str]:

@@ -16,7 +16,9 @@ from typing import Any
 from mlproj.cli.trials import (
     Progress,
     add_trial_options,
+    at_a_time,
     checked_name,
+    concurrency,
     stopped_by_signals,
     thread_share,
     trial_command,
@@ -52,11 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "loguniform(lo,hi), uniform(lo,hi), randint(lo,hi), choice(a,b) and [a,b] are the search space; "
         "running the same command again continues the study until it holds N finished trials.",
     )
-    parser.add_argument("spec", nargs="*", metavar="SPEC", help="[main.py] [NAMED_CONFIGS] with key=value key=loguniform(a,b) ...")
     parser.add_argument("--trials", "-n", type=int, required=True, metavar="N", help="finished trials the study should hold")
-    add_trial_options(parser, "study", jobs_default=1)
-    parser.add_argument("--direction", choices=DIRECTIONS, help="default: the built-in model's benchmark "
-                        "(accuracy: maximize); a project whose benchmark is a loss passes minimize")
+    add_trial_options(parser, "study", jobs_default=1, axis_example="key=loguniform(a,b)")
+    parser.add_argument("--direction", choices=DIRECTIONS, help="default: the benchmark the study's runs recorded, "
+                        "else the built-in model's (accuracy: maximize); a model of your own whose benchmark is a loss "
+                        "passes minimize")
     parser.add_argument("--storage", metavar="URL", help="an Optuna RDB URL, e.g. postgresql://user:PASSWORD@host/db "
                         "(default: sqlite under RUNS_DIR/_tune/NAME.db)")
     parser.add_argument("--prune", action="store_true", help="stop hopeless trials early (Optuna's median pruner)")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     url = args.storage or default_storage(runs, name)
     shown = redact_uri(url)
     storage = open_storage(url)
-    study = open_study(storage, name, args.direction or default_direction(), spec, space, args.seed, shown)
+    study = open_study(storage, name, args.direction or default_direction(runs, name, spec.script), spec, space, args.seed, shown)
     stale = fail_stale_trials(study)
     if stale:
         print(f"tune {name}: trial(s) {', '.join(map(str, stale))} were left running by a tuner that stopped: "
@@ -89,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
     prune = {"storage": url, "n_startup_trials": args.prune_after} if args.prune else None
     tuner = Tuner(study, storage, spec, space, args.trials, runs, prune=prune)
     pool = DevicePool(devices)
-    concurrency = min(args.jobs, len(devices)) if devices and "cpu" not in devices else args.jobs
+    running = concurrency(args.jobs, devices)
     elsewhere = tuner.running_elsewhere()
     print(f"tune {name}: {args.trials} trial(s) wanted, {tuner.finished()} finished, "
           f"{f'{elsewhere} running in another tuner, ' if elsewhere else ''}{tuner.budget} to run, "
-          f"{concurrency} at a time on {','.join(devices) if devices else 'the configured device'}, "
+          f"{at_a_time(running, devices)}, "
           f"{study.direction.name.lower()} the result; study in {shown}, runs in {runs}", flush=True)
-    failed = _run_study(tuner, spec, args.jobs, pool, os.path.join(runs, "_tune", name), concurrency, name)
+    failed = _run_study(tuner, spec, args.jobs, pool, os.path.join(runs, "_tune", name), running, name)
     _print_summary(study, space, spec, name)
     if args.plot:
         write_plots(study, args.plot)

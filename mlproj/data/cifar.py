@@ -121,9 +121,8 @@ def build_cifar_memory(config: dict[str, Any], name: str, num_classes: int) -> D
 
 def build_cifar(config: dict[str, Any], name: str, num_classes: int) -> DatasetFactory:
     # lazy: the loaders import torch, which registering the datasets must not
-    from .factory import DatasetFactory
     from .memory import use_memory_backend
-    from .splits import loader_options, train_validation
+    from .splits import sets_factory
 
     if use_memory_backend(config):
         return build_cifar_memory(config, name, num_classes)
@@ -145,15 +144,7 @@ def build_cifar(config: dict[str, Any], name: str, num_classes: int) -> DatasetF
             f"{name} batches under {os.path.join(root, cls.base_folder)} cannot be read ({type(err).__name__}: "
             f"{err}): replace them with the original python pickle batches."
         ) from None
-    train, validation = train_validation(train, config.get("val_fraction", 0.1), eval_view=train_plain)
-    return DatasetFactory(
-        train_set=train,
-        validation_set=validation,
-        test_set=test,
-        input_shape=(3, 32, 32),
-        num_classes=num_classes,
-        **loader_options(config),
-    )
+    return sets_factory(config, train, test, (3, 32, 32), num_classes, eval_view=train_plain)
 
 
 @register_dataset("cifar10", input_shape=(3, 32, 32), num_classes=10, prepare=lambda c: prepare_cifar(c, "CIFAR10"))

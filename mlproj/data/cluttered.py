@@ -87,9 +87,8 @@ def cluttered_mnist(config: dict[str, Any]) -> DatasetFactory:
     # lazy: the loaders import torch, which registering the datasets must not
     from torch.utils.data import TensorDataset
 
-    from .factory import DatasetFactory
     from .memory import BatchTransform, memory_factory, use_memory_backend
-    from .splits import loader_options, train_validation
+    from .splits import sets_factory
 
     data = cached_cluttered(config)
     if use_memory_backend(config):
@@ -98,12 +97,4 @@ def cluttered_mnist(config: dict[str, Any]) -> DatasetFactory:
         return memory_factory(config, train, test, transform, (1, CANVAS, CANVAS), 10)
     train = TensorDataset(_normalized(data["train_images"]), data["train_labels"])
     test = TensorDataset(_normalized(data["test_images"]), data["test_labels"])
-    train, validation = train_validation(train, config.get("val_fraction", 0.1))
-    return DatasetFactory(
-        train_set=train,
-        validation_set=validation,
-        test_set=test,
-        input_shape=(1, CANVAS, CANVAS),
-        num_classes=10,
-        **loader_options(config),
-    )
+    return sets_factory(config, train, test, (1, CANVAS, CANVAS), 10)

@@ -34,9 +34,8 @@ def digits(config: dict[str, Any]) -> DatasetFactory:
     import torch
     from torch.utils.data import TensorDataset
 
-    from .factory import DatasetFactory
     from .memory import BatchTransform, memory_factory, use_memory_backend
-    from .splits import loader_options, split_indices, train_validation
+    from .splits import sets_factory, split_indices
 
     images, labels = load_digits_tensors()
     train_idx, test_idx = split_indices(len(labels), TEST_FRACTION)
@@ -49,12 +48,4 @@ def digits(config: dict[str, Any]) -> DatasetFactory:
     images = (images - mean) / std
     train = TensorDataset(images[train_idx], labels[train_idx])
     test = TensorDataset(images[test_idx], labels[test_idx])
-    train, validation = train_validation(train, config.get("val_fraction", 0.1))
-    return DatasetFactory(
-        train_set=train,
-        validation_set=validation,
-        test_set=test,
-        input_shape=(1, 8, 8),
-        num_classes=10,
-        **loader_options(config),
-    )
+    return sets_factory(config, train, test, (1, 8, 8), 10)

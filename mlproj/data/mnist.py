@@ -103,9 +103,8 @@ def build_idx_memory(config: dict[str, Any], folder: str) -> DatasetFactory:
 
 def build_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: str) -> DatasetFactory:
     # lazy: the loaders import torch, which registering the datasets must not
-    from .factory import DatasetFactory
     from .memory import use_memory_backend
-    from .splits import loader_options, train_validation
+    from .splits import sets_factory
 
     if use_memory_backend(config):
         return build_idx_memory(config, folder)
@@ -117,15 +116,7 @@ def build_idx_dataset(config: dict[str, Any], folder: str, torchvision_class: st
     cls = getattr(torchvision.datasets, torchvision_class)
     train = cls(config["data_dir"], train=True, download=False, transform=transform)
     test = cls(config["data_dir"], train=False, download=False, transform=transform)
-    train, validation = train_validation(train, config.get("val_fraction", 0.1))
-    return DatasetFactory(
-        train_set=train,
-        validation_set=validation,
-        test_set=test,
-        input_shape=(1, 28, 28),
-        num_classes=10,
-        **loader_options(config),
-    )
+    return sets_factory(config, train, test, (1, 28, 28), 10)
 
 
 def _prepare_mnist(config: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
+from .factory import DatasetFactory
+
 # The split must not move when the run's seed changes, or runs would validate on different data.
 SPLIT_SEED = 0
 
@@ -37,3 +39,13 @@ def loader_options(config: dict[str, Any]) -> dict[str, Any]:
         "seed": config.get("seed", 0) or 0,
         "pin_memory": device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()),
     }
+
+
+def sets_factory(config: dict[str, Any], train: Dataset, test: Dataset | None, input_shape: tuple[int, int, int],
+                 num_classes: int, *, eval_view: Dataset | None = None) -> DatasetFactory:
+    """The factory of a dataset given as map-style `train` and `test` sets (the torchvision path of
+    each built-in dataset): validation carved from `train` by config `val_fraction`
+    (`train_validation`; `eval_view` is `train` without augmentation), loaders as config says."""
+    train, validation = train_validation(train, config.get("val_fraction", 0.1), eval_view=eval_view)
+    return DatasetFactory(train_set=train, validation_set=validation, test_set=test, input_shape=input_shape,
+                          num_classes=num_classes, **loader_options(config))

@@ -230,6 +230,8 @@ class MLProjExperiment(Experiment):
             print(f"error: {one_line_sacred_error(err)}", file=sys.stderr)
             sys.exit(1)
         except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree
+            # Sacred raises a plain RuntimeError, told apart only by its message:
+            # test_record_sacred_api.py fails if Sacred changes it.
             if not str(err).startswith(("EnforceClean", "No version control")):
                 raise
             print(f"error: {self._enforce_clean_refusal(str(err))}", file=sys.stderr)

@@ -33,8 +33,10 @@ class OptunaPruning(Callback):
     def on_train_begin(self, project: Any) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=optuna.pruners.MedianPruner(self.n_startup_trials))
-        trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == self.number)
+        storage = optuna.storages.RDBStorage(self.storage)
+        study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=optuna.pruners.MedianPruner(self.n_startup_trials))
+        # The storage's id of the tuner's trial, through the storage's public calls (as the tuner's heartbeat).
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(self.study_name), self.number)
         self.trial = optuna.trial.Trial(study, trial_id)  # the public class, attached to the tuner's trial
         minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
         if bool(project.model.benchmark_lower_is_better) != minimize:

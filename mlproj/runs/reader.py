@@ -238,7 +238,7 @@ def _summarize_all(paths: list[str]) -> list[dict[str, dict[str, Any]]]:
     """`summarize_metrics_json` of each run folder in `paths`, in order."""
     workers = min(_usable_cpus(), MAX_WORKERS)
     if len(paths) >= PARALLEL_FROM and workers > 1:
-        from concurrent.futures import ProcessPoolExecutor  # here: 15 ms of imports a cached listing does not need
+        from concurrent.futures import ProcessPoolExecutor  # lazy: imports a cached listing does not need
 
         try:
             pool = ProcessPoolExecutor(workers, mp_context=_worker_context())
@@ -253,7 +253,7 @@ def _summarize_all(paths: list[str]) -> list[dict[str, dict[str, Any]]]:
 def _worker_context() -> Any:
     """Fork the workers from a single-threaded process (`mlproj runs`: no start-up cost); spawn them
     from one running threads (a notebook, an app), which a fork could copy mid-lock."""
-    import multiprocessing  # lazy: 13 ms of imports that a cached listing does not need
+    import multiprocessing  # lazy: imports that a cached listing does not need
 
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import read_run
-from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs
+from mlproj.runs.reader import read_run, read_runs
+from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs, load_experiment
+from mlproj.util.goals import benchmark_goal, direction, recorded_benchmark
 from mlproj.util.uri import redact_uri, uri_password
 from mlproj.util.values import render_value
 
@@ -120,11 +121,26 @@ def check_configs(spec: SweepSpec) -> list[Trial]:
     return trials
 
 
-def default_direction() -> str:
-    """The direction of the built-in model's benchmark metric (the classifier's accuracy: maximize)."""
-    from mlproj.train.model import ClassificationModel  # lazy: imports torch; every mlproj command imports this module
+def default_direction(runs_dir: str, study: str, script: str) -> str:
+    """`--direction`'s default, by the one rule for "better" (`mlproj.util.goals`): the benchmark the
+    study's recorded runs hold (`info.tune.study`), else the one the script's project class declares
+    (`declared_benchmark`: the built-in model's), else `maximize`. A trial whose run then records
+    the other direction fails, saying which `--direction` to pass (`Tuner`)."""
+    goal_ = benchmark_goal(run.info for run in study_runs(runs_dir, study))
+    if goal_ is None:
+        # lazy: imports torch; every mlproj command imports this module
+        from mlproj.train.builtin import declared_benchmark
 
-    return "minimize" if ClassificationModel.benchmark_lower_is_better else "maximize"
+        cls = getattr(load_experiment(script), "project_class", None)  # a plain Sacred experiment has none
+        goal_ = benchmark_goal([{"benchmark": declared_benchmark(cls)}]) if cls is not None else None
+    return direction(goal_)
+
+
+def study_runs(runs_dir: str, study: str) -> list[Any]:
+    """The runs under `runs_dir` that trials of study `study` recorded (`info.tune.study`)."""
+    if not os.path.isdir(runs_dir):
+        return []  # a first study: nothing recorded yet
+    return [run for run in read_runs(runs_dir, summaries=False) if (run.info.get("tune") or {}).get("study") == study]
 
 
 # -------------------------------------------------------------------------------------- storage
@@ -307,6 +323,12 @@ class Tuner:
             return TrialEnd("FAIL", None, run_id, f"its record cannot be read: {err}")
         if (run.info.get("tune") or {}).get("pruned"):
             return TrialEnd("PRUNED", None, run_id)
+        recorded, wanted = recorded_benchmark(run.info), self.study.direction.name.lower()
+        if recorded is not None and direction(benchmark_goal([run.info])) != wanted:  # the one rule: what the run recorded
+            better = "lower" if recorded["lower_is_better"] else "higher"
+            return TrialEnd("FAIL", None, run_id, f"its run records that a {better} {recorded['metric']} is better, but "
+                            f"the study is set to {wanted}: pass --direction {direction(benchmark_goal([run.info]))} "
+                            "with a new --name")
         value = run.result
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return TrialEnd("FAIL", None, run_id, f"its result is {value!r}, not a number: the experiment's main "

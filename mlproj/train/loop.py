@@ -31,9 +31,10 @@ from mlproj.train.context import RunContext
 from mlproj.train.metrics import MeanMetrics, benchmark_item
 from mlproj.train.model import Model
 from mlproj.train.predict import dataset_info, predict, project_predict_files
-from mlproj.train.schedules import epoch_counts, step_at_epoch_end
+from mlproj.train.schedules import epoch_counts, start_run, step_after_optimizer_step, step_at_epoch_end
 from mlproj.train.signals import is_signal_name, stop_on_signals
 from mlproj.train.state import TrainState, restore_rng, seed_everything, seeded
+from mlproj.train.strategy import Strategy
 from mlproj.train.tracker import Tracker
 from mlproj.util.device import canonical_device
 from mlproj.util.refs import CHECKPOINT_OF
@@ -72,7 +73,7 @@ class MLProject:
         self.context = context if context is not None else RunContext.unrecorded(self.config)
         self.device = canonical_device(self.config["device"])  # compared with data and model devices only in this form
         self.is_global_zero = distributed.is_global_zero()
-        self.dataset_factory, self.model = _build(self, dataset_factory, model)
+        self.dataset_factory, self.model, self.strategy = _build(self, dataset_factory, model)
         self.state, cfg = TrainState(), self.config
         # The run's own callbacks (the recorder's: `mlproj tune --prune` reporting), then the caller's.
         self.callbacks = [*self.get_callbacks(cfg), *self.context.callbacks, *(callbacks or [])]
@@ -131,7 +132,7 @@ class MLProject:
         s = self.state
         s.stop_reason, s.window = None, MeanMetrics()  # the window spans epochs: metrics since the last log
         per_epoch = _steps_per_epoch(self.dataset_factory, s.epoch, self.config["accumulate_grad_batches"])
-        self.model.set_run_length(self.config["n_global_iterations"] or self.config["n_epochs"] * per_epoch, per_epoch)
+        start_run(self.model.schedulers, self.config["n_global_iterations"] or self.config["n_epochs"] * per_epoch, per_epoch)
         with contextlib.closing(self.tracker):  # however it ends: the event file complete, no idle writer thread
             self.model.on_train_begin()
             call_hooks(self.callbacks, "on_train_begin", self)
@@ -165,11 +166,13 @@ class MLProject:
         batch, accumulate = None, cfg["accumulate_grad_batches"]
         with _progress_bar(self, epoch_total) as bar:
             for batch in itertools.islice(loader, skip, None):
-                batch = to_device(batch, self.model.device, self.model.memory_format)
+                batch = to_device(batch, self.strategy.device, self.strategy.memory_format)
                 group_size, ends_group = _accumulation_group(s.epoch_step, accumulate, epoch_total)
-                with self.model.micro_batch(group_size, ends_group):
+                with self.strategy.micro_batch(self.model, group_size, ends_group):
                     metrics = self.model.train_batch(batch)
-                    self.model.after_batch()
+                if ends_group:  # the group's optimizers have stepped
+                    self.strategy.after_step()
+                    step_after_optimizer_step(self.model.schedulers)
                 s.epoch_step += 1
                 s.global_step += ends_group  # counts optimizer steps, so hooks see the step just taken
                 s.window.add(metrics, batch_size(batch))
@@ -223,12 +226,12 @@ class MLProject:
 
     def evaluate(self, split: str | None = None) -> dict[str, float]:
         """Average `test_batch` metrics over `split` (default: validation, else test) and log them."""
-        _join_process_group(self.device, self.model)
+        _join_process_group(self.device, self.model, self.strategy)
         split = split or _eval_split(self.dataset_factory)
         self.state.last_eval_step = self.state.global_step
         if split is None:
             return {}
-        metrics = _mean_over_ranks(_test_metrics(self.model, self.dataset_factory, split))
+        metrics = _mean_over_ranks(_test_metrics(self.model, self.strategy, self.dataset_factory, split))
         self.tracker.log_scalars(split, metrics, self.state.global_step)
         metrics = {f"{split}.{name}": value for name, value in metrics.items()}
         call_hooks(self.callbacks, "on_evaluate_end", self, split, metrics)
@@ -277,7 +280,7 @@ class MLProject:
         seeds (then a resumed run's saved RNG states), a writable checkpoint folder, the header."""
         if not self._training_started:
             self._training_started = True
-            _join_process_group(self.device, self.model)
+            _join_process_group(self.device, self.model, self.strategy)
             seed_everything(self.config.get("seed") or 0, self.config["deterministic"], then=self.state.rng,
                             cudnn_benchmark=self.config["cudnn_benchmark"])
             self.checkpoints.check_writable()
@@ -318,7 +321,7 @@ def _is_due(interval: int | str, step: int) -> bool:
     return interval != "epoch" and step % int(interval) == 0
 
 
-def _test_metrics(model: Model, factory: DatasetFactory, split: str) -> MeanMetrics:
+def _test_metrics(model: Model, strategy: Strategy, factory: DatasetFactory, split: str) -> MeanMetrics:
     """`test_batch` metrics over the `split` ("validation" or "test") of `factory`, the model in eval mode meanwhile."""
     loader = factory.validation_loader() if split == "validation" else factory.test_loader()
     meter = MeanMetrics()
@@ -326,7 +329,7 @@ def _test_metrics(model: Model, factory: DatasetFactory, split: str) -> MeanMetr
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            batch = to_device(batch, model.device, model.memory_format)
+            batch = to_device(batch, strategy.device, strategy.memory_format)
             meter.add(model.test_batch(batch), batch_size(batch))
     model.train(was_training)
     return meter
@@ -339,10 +342,12 @@ def _mean_over_ranks(meter: MeanMetrics) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- helpers of the loop
-def _build(project: MLProject, dataset_factory: DatasetFactory | None, model: Model | None) -> tuple[DatasetFactory, Model]:
+def _build(project: MLProject, dataset_factory: DatasetFactory | None,
+           model: Model | None) -> tuple[DatasetFactory, Model, Strategy]:
     """The project's data and model: those given, else its getters' built under the config's seed
     in a scope of its own (the initial weights are the seed's; the caller's generators are neither
-    drawn from nor reseeded); the data sharded for this rank under torchrun, the model set up.
+    drawn from nor reseeded); the data sharded for this rank under torchrun, the model set up by
+    the `Strategy` the config describes (device, precision, compile, clipping).
     `project.dataset_factory` is set before `get_model` runs: a `get_model` may size its net from it."""
     cfg = project.config
     with seeded(cfg.get("seed") or 0):
@@ -351,8 +356,9 @@ def _build(project: MLProject, dataset_factory: DatasetFactory | None, model: Mo
     dataset_factory = project.dataset_factory
     if distributed.is_distributed():
         dataset_factory.shard(distributed.rank(), distributed.world_size())
-    model.setup(project.device, **{key: cfg[key] for key in ("amp", "compile", "channels_last", "grad_clip_norm")})
-    return dataset_factory, model
+    strategy = Strategy(project.device, **{key: cfg[key] for key in ("amp", "compile", "channels_last", "grad_clip_norm")})
+    strategy.setup(model)
+    return dataset_factory, model, strategy
 
 
 def _recorders(context: RunContext, cfg: dict[str, Any], is_global_zero: bool) -> tuple[Tracker, RunCheckpoints]:
@@ -363,11 +369,11 @@ def _recorders(context: RunContext, cfg: dict[str, Any], is_global_zero: bool) -
     return tracker, RunCheckpoints(context, tracker, is_global_zero)
 
 
-def _join_process_group(device: Any, model: Model) -> None:
+def _join_process_group(device: Any, model: Model, strategy: Strategy) -> None:
     """Under torchrun: join the job and wrap the networks in DDP (no-op otherwise, and once)."""
     if distributed.is_distributed():
         distributed.setup(device)
-        model.distribute()
+        strategy.distribute(model)
 
 
 def _note_benchmark(tracker: Tracker, model: Model, split: str | None) -> None:

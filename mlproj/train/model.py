@@ -1,13 +1,12 @@
-"""`Model`: an `nn.Module` that owns its optimizers and schedulers and knows how to train on a batch.
+"""`Model`: the user's contract, an `nn.Module` that owns its optimizers and schedulers and knows
+how to train on a batch.
 
 The training loop (`MLProject`) never touches an optimizer: it calls `train_batch` and `test_batch`,
-which return metric dicts. Devices and precision are set up once by the project (`setup`); a model
-uses three verbs for them, `autocast()`, `backward(loss)` and `step(optimizer)`, so the same
-`train_batch` runs in fp32, bf16 or fp16 on any device.
-
-The same verbs accumulate gradients: the loop runs each `train_batch` inside `micro_batch(group_size,
-ends_group)`, and `backward` divides the loss by the group's size while `step` steps (and zeroes the
-gradients) only at the group's end, so `accumulate_grad_batches` needs no code in `train_batch`.
+which return metric dicts. Device, precision, DDP and gradient accumulation are the loop's
+machinery (`mlproj.train.strategy.Strategy`); a model reaches them through three verbs,
+`autocast()`, `backward(loss)` and `step(optimizer)`, so the same `train_batch` runs in fp32, bf16
+or fp16, on any device, with or without `accumulate_grad_batches`. Schedulers are stepped by the
+loop too, after the hooks, so overriding a hook cannot freeze the learning rate.
 """
 
 from __future__ import annotations
@@ -18,15 +17,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from mlproj.data import dataset_shape, dataset_spec
 from mlproj.errors import invalid_config
 from mlproj.nets import check_net_name, create_net
-from mlproj.train import distributed as dist
 from mlproj.train.config import check_number
 from mlproj.train.metrics import benchmark_item
 from mlproj.train.schedules import LRSchedule, check_schedule_config
+from mlproj.train.strategy import Strategy
 
 Metrics = dict[str, Any]
 
@@ -49,13 +47,8 @@ class Model(nn.Module):
         super().__init__()
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[Any] = []
-        self.device = torch.device("cpu")
-        self.amp_dtype: torch.dtype | None = None
-        self.scaler: torch.amp.GradScaler | None = None
-        self.memory_format = torch.contiguous_format
-        self._ddp_wrapped: list[str] = []  # children that setup() wrapped in DistributedDataParallel
-        self.grad_clip_norm: float | None = None
-        self._group = (1, True)  # (size, ends here) of the gradient-accumulation group of this batch
+        # How the verbs run: the loop's `Strategy` once a project sets the model up (`Strategy.setup`).
+        self._strategy = Strategy()
 
     # ----------------------------------------------------------------- what subclasses write
     def train_batch(self, batch: Any) -> Metrics:
@@ -97,66 +90,28 @@ class Model(nn.Module):
         item = benchmark_item(self, metrics)
         return item[1] if item is not None else None
 
-    def set_run_length(self, total_steps: int, steps_per_epoch: int) -> None:
-        """Called by the loop before training: the run's length in optimizer steps, for the
-        schedules that need it (cosine ends at the last step)."""
-        for scheduler in self.schedulers:
-            if isinstance(scheduler, LRSchedule):
-                scheduler.set_run_length(total_steps, steps_per_epoch)
-
     def name(self) -> str:
         """The model's name, used in run labels."""
         return type(self).__name__
 
-    # ----------------------------------------------------------------- devices and precision
-    def setup(
-        self,
-        device: str | torch.device,
-        amp: str = "off",
-        *,
-        compile: bool = False,
-        channels_last: bool = False,
-        distributed: bool = False,
-        grad_clip_norm: float | None = None,
-    ) -> None:
-        """Move the model to `device` and choose its precision (`off`, `bf16` or `fp16`).
+    # ----------------------------------------------------------------- verbs for train_batch
+    @property
+    def device(self) -> torch.device:
+        """Where the loop puts the model and its batches (the CPU until a project sets the model up)."""
+        return self._strategy.device
 
-        Args:
-            compile: `torch.compile` each network (each child module with parameters), in place,
-                so parameter names and checkpoints stay those of the plain network.
-            channels_last: store 4-D weights channels-last (the loop feeds images the same way).
-            distributed: wrap each network in `DistributedDataParallel` now (see `distribute`).
-            grad_clip_norm: clip each optimizer's gradients to this total norm before it steps.
-        """
-        self.grad_clip_norm = grad_clip_norm
-        self.device = torch.device(device)
-        self.to(self.device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        # Static shapes: each batch shape (full and last batch, training and evaluation) gets its own
-        # graph, compiled once in the first epoch; the default would recompile a dynamic-shape graph at
-        # the first other shape and run every later batch through its slower kernels.
-        for name in self._networks() if compile else ():
-            getattr(self, name).compile(dynamic=False)
-        if distributed:
-            self.distribute()
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
+    @device.setter
+    def device(self, device: str | torch.device) -> None:
+        self._strategy.device = torch.device(device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The mixed-precision context for forward passes (a no-op in fp32)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        """The mixed-precision context for forward passes (config `amp`; a no-op in fp32)."""
+        return self._strategy.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
         """`loss.backward()`, scaled when training in fp16, divided by the size of the batch's
         accumulation group (so a group's gradients are its batches' mean)."""
-        size = self._group[0]
-        loss = loss / size if size > 1 else loss
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self._strategy.backward(loss)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """At the end of an accumulation group: clip (config `grad_clip_norm`), `optimizer.step()`,
@@ -165,93 +120,16 @@ class Model(nn.Module):
         With `accumulate_grad_batches` > 1, leave zeroing the gradients to this verb: a
         `zero_grad()` of your own before `backward` would drop the group's earlier batches.
         """
-        if not self._group[1]:
-            return
-        if self.grad_clip_norm is not None:
-            if self.scaler is not None:
-                self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
-        if self.scaler is None:
-            optimizer.step()
-        else:
-            self.scaler.step(optimizer)
-        optimizer.zero_grad(set_to_none=True)
-
-    @contextlib.contextmanager
-    def micro_batch(self, group_size: int = 1, ends_group: bool = True) -> Iterator[None]:
-        """The context of one `train_batch` (and `after_batch`) in a group of `group_size` batches
-        whose gradients add up to one optimizer step; `ends_group` on the group's last batch.
-
-        Inside a group, DDP-wrapped networks skip their gradient all-reduce (`no_sync`): the
-        group's last backward reduces the sum once.
-        """
-        self._group = (group_size, ends_group)
-        try:
-            with contextlib.ExitStack() as stack:
-                for name in self._ddp_wrapped if not ends_group else ():
-                    stack.enter_context(getattr(self, name).no_sync())
-                yield
-        finally:
-            self._group = (1, True)
-
-    def after_batch(self) -> None:
-        """Called by the loop after each `train_batch`; at a group's end (each batch without
-        accumulation): in fp16, adjust the loss scale once, after every optimizer has stepped (one
-        update per optimizer would unscale the later optimizers' gradients with the wrong scale),
-        then advance the `LRSchedule`s by one optimizer step."""
-        if not self._group[1]:
-            return
-        if self.scaler is not None:
-            self.scaler.update()
-        for scheduler in self.schedulers:
-            if isinstance(scheduler, LRSchedule):
-                scheduler.after_step()
+        self._strategy.step(optimizer)
 
     # ----------------------------------------------------------------- checkpoint state
-    def _networks(self) -> list[str]:
-        """The children that hold parameters: each is compiled and wrapped on its own."""
-        return [name for name, child in self.named_children() if any(True for _ in child.parameters())]
-
-    def distribute(self) -> None:
-        """Wrap each network in `DistributedDataParallel` (under torchrun; the process group must be
-        joined). Done once: a second call changes nothing."""
-        for name in self._networks() if not self._ddp_wrapped else ():
-            self._ddp_wrapped.append(name)
-            setattr(self, name, dist.wrap(getattr(self, name), self.device))
-
-    def _unwrapped_keys(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Parameter names without DDP's `module.`, so checkpoints load with or without torchrun."""
-        for name in self._ddp_wrapped:
-            inner = {key[len(name) + 1:]: value for key, value in state.items() if key.startswith(f"{name}.")}
-            consume_prefix_in_state_dict_if_present(inner, "module.")  # `net.module.0.weight` -> `net.0.weight`
-            state = {**{k: v for k, v in state.items() if not k.startswith(f"{name}.")},
-                     **{f"{name}.{key}": value for key, value in inner.items()}}
-        return state
-
-    def _wrapped_keys(self, state: dict[str, Any]) -> dict[str, Any]:
-        for name in self._ddp_wrapped:
-            state = {f"{name}.module.{k[len(name) + 1:]}" if k.startswith(f"{name}.") else k: v for k, v in state.items()}
-        return state
-
     def training_state(self) -> dict[str, Any]:
         """Weights plus optimizer, scheduler and grad-scaler state: what resuming needs."""
-        return {
-            "model": self._unwrapped_keys(self.state_dict()),
-            "optimizers": [opt.state_dict() for opt in self.optimizers],
-            "schedulers": [sched.state_dict() for sched in self.schedulers],
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-        }
+        return self._strategy.training_state(self)
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore what `training_state` returned."""
-        self.load_state_dict(self._wrapped_keys(state["model"]))
-        for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
-        for sched, sched_state in zip(self.schedulers, state["schedulers"], strict=True):
-            sched.load_state_dict(sched_state)
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self._strategy.load_training_state(self, state)
 
 
 def _batch_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -167,6 +167,21 @@ class LRSchedule:
             self.plateau.load_state_dict(state["plateau"])
 
 
+def start_run(schedulers: list[Any], total_steps: int, steps_per_epoch: int) -> None:
+    """Before training: tell each `LRSchedule` among `schedulers` the run's length in optimizer steps
+    (cosine ends at the last step)."""
+    for scheduler in schedulers:
+        if isinstance(scheduler, LRSchedule):
+            scheduler.set_run_length(total_steps, steps_per_epoch)
+
+
+def step_after_optimizer_step(schedulers: list[Any]) -> None:
+    """The loop's per-step scheduler step, after each optimizer step: every `LRSchedule` advances."""
+    for scheduler in schedulers:
+        if isinstance(scheduler, LRSchedule):
+            scheduler.after_step()
+
+
 def epoch_counts(schedulers: list[Any]) -> list[Any]:
     """Each scheduler's step count (torch's `last_epoch`; None for one without it), taken before
     the model's `on_epoch_end` hook so `step_at_epoch_end` sees which ones the hook stepped."""
