@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """The example experiment: train a classifier and record the run with Sacred.
 
-    ./main.py                                   # LeNet-5 on MNIST (downloads into datasets/)
-    ./main.py with dataset=digits               # offline: scikit-learn's 8x8 digits
-    ./main.py with n_epochs=10 device=cuda:0
-    ./main.py with cifar10_resnet18 lr=0.05
-    ./main.py test with checkpoint=runs/3/best.pt
-    ./main.py predict with checkpoint=runs/3/best.pt input=photos/
-    ./main.py print_config
+    .venv/bin/python main.py                        # LeNet-5 on MNIST (downloads into datasets/)
+    .venv/bin/python main.py with dataset=digits    # offline: scikit-learn's 8x8 digits
+    .venv/bin/python main.py with n_epochs=10 device=cuda:0
+    .venv/bin/python main.py with cifar10_resnet18 lr=0.05
+    .venv/bin/python main.py test with checkpoint=runs/3/best.pt
+    .venv/bin/python main.py predict with checkpoint=runs/3/best.pt input=photos/
+    .venv/bin/python main.py print_config
 
 Copy this file to start your own experiment: change the config below, or subclass MLProject as
 `Project`, override get_dataset_factory / get_model, and train `Project.from_run(_run)`: runs then
@@ -85,7 +85,7 @@ def train(_run):
 
 @ex.command
 def test(_run, checkpoint):
-    """Evaluate a checkpoint on the test set: ./main.py test with checkpoint=runs/3/best.pt"""
+    """Evaluate a checkpoint on the test set: .venv/bin/python main.py test with checkpoint=runs/3/best.pt"""
     from mlproj import MLProject
 
     return test_checkpoint(_run, checkpoint, MLProject)
@@ -93,14 +93,10 @@ def test(_run, checkpoint):
 
 @ex.command(unobserved=True)  # it writes a CSV, not a run
 def predict(checkpoint, input, output, top_k, device):
-    """Label images: ./main.py predict with checkpoint=runs/3/best.pt input=<image or folder> [output=FILE.csv]"""
-    from mlproj.errors import MLProjError
+    """Label images: .venv/bin/python main.py predict with checkpoint=runs/3/best.pt input=<image or folder> [output=FILE.csv]"""
     from mlproj.train.predict import image_files, load_for_prediction, predict_files, write_csv
 
-    if not checkpoint or not input:
-        raise MLProjError("the predict command needs a checkpoint and images: "
-                          "./main.py predict with checkpoint=runs/<id>/best.pt input=<image file or folder>")
-    paths = image_files(input)
+    paths = image_files(input)  # checked before the command started: a checkpoint and images were given
     model, inputs = load_for_prediction(checkpoint, device)  # a Project of your own: get_model=Project.get_model
     rows = predict_files(model, inputs, paths, top_k)
     folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)

@@ -40,7 +40,7 @@ CASES = [
     (["with", "dataset=cifar10", "download=False"], r"CIFAR10 not found under .*cifar-10-batches-py"),
     (["with", "dataset=digits", "resume=77"], r"resume='77' names no checkpoint"),
     (["test", "with", "dataset=digits", "checkpoint=nowhere.pt"], "checkpoint nowhere.pt does not exist"),
-    (["test", "with", "dataset=digits"], "the test command needs a checkpoint: ./main.py test with checkpoint="),
+    (["test", "with", "dataset=digits"], r"the test command needs a checkpoint: \S+/python \S*main.py test with checkpoint="),
     (["-m", "mongodb://ann:pw@db/x", "with", "dataset=digits"], r"-m 'mongodb://ann:\*\*\*@db/x' is not \[HOST:PORT:\]DB_NAME"),
 ]
 if not torch.cuda.is_available():

@@ -29,3 +29,12 @@ def test_mean_metrics_reduce_sums_counts_and_values_over_ranks() -> None:
     meter.reduce(two_identical_ranks)
     assert meter.count == 8
     assert meter.compute() == pytest.approx({"loss": 2.0})
+
+
+def test_mean_metrics_float32_metric_is_its_float32_in_shortest_digits_float64_kept_whole() -> None:
+    meter = MeanMetrics()
+    meter.add({"accuracy": torch.tensor(8 / 9), "exact": torch.tensor(8 / 9, dtype=torch.float64), "python": 8 / 9}, 9)
+    means = meter.compute()
+    assert repr(means["accuracy"]) == "0.8888889"  # torch.tensor(8 / 9).item() is 0.8888888955116272
+    assert means["accuracy"] == pytest.approx(torch.tensor(8 / 9).item(), rel=1e-7)
+    assert means["exact"] == means["python"] == 8 / 9

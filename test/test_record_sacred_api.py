@@ -4,7 +4,9 @@ these tests fail when a Sacred release changes one, before a user's run does."""
 from __future__ import annotations
 
 import inspect
+import logging
 import re
+import sys
 
 import pytest
 from sacred import Experiment
@@ -14,7 +16,7 @@ from sacred.observers import FileStorageObserver
 from sacred.observers.mongo import get_pattern, parse_mongo_db_arg
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
 
-from mlproj.record.experiment import one_line_sacred_error
+from mlproj.record.experiment import SACRED_FAILED_LINE, one_line_sacred_error
 
 
 def experiment() -> Experiment:
@@ -35,6 +37,27 @@ def test_sacred_create_run_builds_a_run_with_its_final_config() -> None:
     run = create_run(ex, ex.default_command, config_updates={"lr": 0.5}, named_configs=())
     assert run.config["lr"] == 0.5
     assert ex._create_run(ex.default_command, config_updates={"lr": 0.3}).config["lr"] == 0.3
+
+
+def test_sacred_failed_run_logs_its_failed_line_while_the_exception_is_handled() -> None:
+    def fail() -> None:
+        raise ValueError("boom")
+
+    ex = Experiment("api-fail", save_git_info=False)
+    ex.main(fail)
+    run = ex._create_run(ex.default_command)
+    logged: list[tuple[str, BaseException | None]] = []
+
+    class Record(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            logged.append((record.msg, sys.exc_info()[1]))
+            return False
+
+    run.run_logger.addFilter(Record())
+    with pytest.raises(ValueError):
+        run()
+    (failed,) = [(msg, err) for msg, err in logged if msg == SACRED_FAILED_LINE]  # what record.experiment's filter drops
+    assert isinstance(failed[1], ValueError) and str(failed[1]) == "boom"
 
 
 def test_sacred_create_run_unknown_key_names_it_in_conflicting_configs() -> None:

@@ -181,6 +181,17 @@ def test_compare_plot_group_by_one_curve_per_group(runs: Path, tmp_path: Path, c
     assert Image.open(png).text["Description"].splitlines() == ["lr=0.001 (n=2)", "lr=0.003 (n=1)"]
 
 
+def test_compare_plot_group_set_apart_by_an_unset_key_is_labelled_unset(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    runs, png = tmp_path / "runs", tmp_path / "groups.png"
+    for run_id, checkpoint, seed in ((1, None, 1), (2, None, 2), (3, "runs/1/best.pt", 1)):
+        write_run(runs, run_id, {"checkpoint": checkpoint, "seed": seed}, {"train.loss": [1.0, 0.5]})
+    mlproj("compare", "1", "2", "3", "--runs-dir", str(runs), "--group-by", "seed", "--plot", str(png), "--metric", "train.loss",
+           capsys=capsys)
+    assert Image.open(png).text["Description"].splitlines() == ["checkpoint unset (n=2)", "checkpoint=runs/1/best.pt (n=1)"]
+
+
 def test_compare_plot_without_metric_one_line_error(runs: Path, capsys) -> None:
     code, _, err = mlproj("compare", "1", "2", "--runs-dir", str(runs), "--plot", "x.png", capsys=capsys)
     assert code == 1 and "--plot needs --metric" in err

@@ -16,7 +16,7 @@ from mlproj.runs.plot import check_metric, plot_metric
 from mlproj.runs.query import filter_runs, metric_names, resolve_runs, sort_runs
 from mlproj.runs.reader import read_runs
 from mlproj.runs.record import Run
-from mlproj.runs.rows import benchmark_metric, config_rows, describe, group_rows, metric_rows, run_rows
+from mlproj.runs.rows import config_rows, describe, group_rows, listed_metrics, metric_rows, run_rows
 from mlproj.train.config import runs_dir as default_runs_dir
 from mlproj.util.table import FORMATS, render
 from mlproj.util.uri import redact_uri
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     runs.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     runs.add_argument("--all-config", action="store_true", help="show every config key, not only those that differ")
     runs.add_argument("--metrics", metavar="A,B", help="the metrics to show (best and last), or `all` (default: the runs' "
-                      "benchmark metric in table, markdown and html; every metric in csv and json)")
+                      "benchmark metric, and its test. twin that test runs logged, in table, markdown and html; every metric in csv and json)")
     runs.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only runs whose config has KEY=VALUE (repeatable)")
     runs.add_argument("--status", help="only runs with this status (COMPLETED, FAILED, INTERRUPTED, RUNNING, PROBABLY_DEAD, PRUNED)")
     runs.add_argument("--sort", metavar="METRIC", help="best first by METRIC (or ascending by a config key, id, start, duration)")
@@ -112,7 +112,7 @@ def _listed_metrics(runs: list[Run], option: str | None, every: bool) -> list[st
     if option == "all" or (option is None and every):
         return metric_names(runs)
     if option is None:
-        return [m for m in [benchmark_metric(runs)] if m]
+        return listed_metrics(runs)
     names = [m.strip() for m in option.split(",") if m.strip()]
     logged = set(metric_names(runs))
     unknown = [m for m in names if m not in logged]

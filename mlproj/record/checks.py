@@ -6,18 +6,32 @@ Each raises `MLProjError` with one line naming what was wrong and what to do; th
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import sys
 from typing import Any
 
 # Sacred's own pattern of its `-m` option, not exported: test_record_sacred_api.py checks what it accepts.
 from sacred.observers.mongo import get_pattern
 
+from mlproj.data.image_folder import SPLIT_FOLDERS
 from mlproj.errors import MLProjError
 from mlproj.record.context import runs_root
-from mlproj.util.files import check_writable
+from mlproj.util.files import check_writable, shown_mlproj, shown_python
 from mlproj.util.uri import redact_uri
 
-TEST_NEEDS_CHECKPOINT = "the test command needs a checkpoint: ./main.py test with checkpoint=runs/<id>/best.pt"
+
+def main_command() -> str:
+    """How printed hints start a command of this experiment: the interpreter running it and its
+    script (`.venv/bin/python main.py` in a fresh clone), which works without an active venv."""
+    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "main.py"
+    return shlex.join([shown_python(), script])
+
+
+def test_needs_checkpoint() -> str:
+    """The one line of a `test` command without a checkpoint."""
+    return f"the test command needs a checkpoint: {main_command()} test with checkpoint=runs/<id>/best.pt"
 
 
 def check_run(run: Any, project_class: type, command: str, *, training: bool,
@@ -26,7 +40,7 @@ def check_run(run: Any, project_class: type, command: str, *, training: bool,
 
     Args:
         run: the Sacred run, its config final (command line, named configs, recorded config).
-        command: the command the run runs (`test` needs a checkpoint).
+        command: the command the run runs (`test` needs a checkpoint and data, `predict` a checkpoint and images).
         training: whether `command` is the experiment's main function (it needs the data).
         read: (path, content) of the checkpoint the config hook read (`resume` or `checkpoint`).
 
@@ -42,14 +56,71 @@ def check_run(run: Any, project_class: type, command: str, *, training: bool,
 
         check_resumable(read[1], run.config, run.config["resume"])
     project_class.check_config(run.config)
-    if training:
-        project_class.prepare_data(run.config)
     # A missing or bad checkpoint failed in the config hook, before a run is recorded.
     if command == "test" and not run.config.get("checkpoint"):
-        raise MLProjError(TEST_NEEDS_CHECKPOINT)
+        raise MLProjError(test_needs_checkpoint())
+    if command == "predict":
+        check_predict_inputs(run.config)
+    if training or command == "test":
+        project_class.prepare_data(run.config)
     root = runs_root(run.observers)
     check_storage(run, root)
     return root
+
+
+def check_predict_inputs(config: dict[str, Any]) -> None:
+    """`MLProjError` unless the `predict` command was given a checkpoint and an image or a folder of images."""
+    if not config.get("checkpoint") or not config.get("input"):
+        raise MLProjError("the predict command needs a checkpoint and images: "
+                          f"{main_command()} predict with checkpoint=runs/<id>/best.pt input=<image file or folder>")
+    from mlproj.train.predict import image_files  # lazy: imports torch, which print_config must not
+
+    image_files(config["input"])
+
+
+def test_data(project_class: type, config: dict[str, Any], read: tuple[str, dict[str, Any]] | None) -> Any:
+    """The `DatasetFactory` a `test` run of `project_class` evaluates on, built before the run is
+    recorded; `MLProjError` saying what to do when it has no test set.
+
+    Args:
+        config: the run's config (the checkpoint's recorded config under the command line's keys).
+        read: (path, content) of the checkpoint the config hook read.
+    """
+    # lazy: imports torch, which print_config must not
+    from mlproj.train.config import with_defaults
+    from mlproj.train.state import seeded
+
+    config = with_defaults({**config, "resume": None})
+    with seeded(config.get("seed") or 0):  # as MLProject builds its data: a factory drawing from the global RNG draws the same
+        factory = project_class.get_dataset_factory(config)
+    if not factory.has_test_set():
+        raise MLProjError(no_test_set(config, read))
+    return factory
+
+
+def no_test_set(config: dict[str, Any], read: tuple[str, dict[str, Any]] | None) -> str:
+    """The one line of a `test` command on data without a test set: how to add one (image_folder),
+    and where the training run's validation metrics are."""
+    dataset, data_dir = config.get("dataset"), str(config.get("data_dir"))
+    line = f"dataset={dataset} has no test set, so the test command has nothing to evaluate"
+    fixes = []
+    if dataset == "image_folder":
+        line = f"dataset=image_folder has no test set in {data_dir} (no {SPLIT_FOLDERS['test']}/ folder), so the test command has nothing to evaluate"
+        fixes.append(f"add test images as {os.path.join(data_dir, SPLIT_FOLDERS['test'], '<class>', '')}")
+    run = _training_run(read)
+    if run:
+        fixes.append(f"see the validation metrics of the run that trained it with `{shown_mlproj()} show {shlex.quote(run)}`")
+    return line + (": " + ", or ".join(fixes) if fixes else "") + "."
+
+
+def _training_run(read: tuple[str, dict[str, Any]] | None) -> str | None:
+    """How `mlproj show` names the run that wrote the checkpoint `read`: its run folder, else its run key."""
+    if read is None:
+        return None
+    folder = os.path.dirname(read[0]) if os.path.isfile(read[0]) else read[0]
+    if os.path.isfile(os.path.join(folder, "run.json")):
+        return folder or "."
+    return (read[1].get("run") or {}).get("key")
 
 
 def check_storage(run: Any, runs_root: str) -> None:

@@ -42,7 +42,7 @@ from sacred.observers.mongo import parse_mongo_db_arg  # noqa: E402
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError  # noqa: E402
 
 from mlproj.errors import MLProjError  # noqa: E402
-from mlproj.record.checks import TEST_NEEDS_CHECKPOINT, check_mongo_option, check_run  # noqa: E402
+from mlproj.record.checks import check_mongo_option, check_run, main_command, test_data, test_needs_checkpoint  # noqa: E402
 from mlproj.record.context import RunNotes, context_of, note_run, notes_of, runs_root  # noqa: E402
 from mlproj.record.gitpin import pin_or_warn  # noqa: E402
 from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
@@ -174,6 +174,8 @@ class MLProjExperiment(Experiment):
 
     def _prepare_run(self, run: Any, command: str, read: tuple[str, dict[str, Any]] | None) -> None:
         """Check a created run (`check_run`), then give it its key, provenance and observers."""
+        if self._on_command_line:
+            run.run_logger.addFilter(_ONE_LINE_ERRORS)
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
@@ -187,6 +189,8 @@ class MLProjExperiment(Experiment):
         if read is not None and not training:
             notes.checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
         root = check_run(run, self.project_class, command, training=training, read=read)
+        if command == "test":  # its data, built now: no test set is a mistake, and a mistake writes nothing
+            notes.dataset_factory = test_data(self.project_class, run.config, read)
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
@@ -247,6 +251,20 @@ class MLProjExperiment(Experiment):
         checkouts = sorted({repository_root(folder) or folder for folder in folders}) or [self.base_dir]
         return (f"--enforce_clean: the checkout {', '.join(checkouts)} has uncommitted changes: commit or stash the "
                 "changes, or run without --enforce_clean.")
+
+
+class _OneLineErrors(logging.Filter):
+    """Drops Sacred's `Failed after ...!` line of a run that failed with an `MLProjError`: the command
+    line prints that error as its one line (`MLProjExperiment.run`). Sacred logs it from the `except`
+    clause that then re-raises (`Run._emit_failed`), so the exception being handled is the run's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == SACRED_FAILED_LINE and isinstance(sys.exc_info()[1], MLProjError))
+
+
+# The message Sacred's run logger logs a failed run with; test_record_sacred_api.py fails if Sacred changes it.
+SACRED_FAILED_LINE = "Failed after %s!"
+_ONE_LINE_ERRORS = _OneLineErrors()  # one instance: a logger keeps a filter once however many runs add it
 
 
 def _experiment_file_globals() -> dict[str, Any]:
@@ -341,13 +359,6 @@ def create_experiment(name: str, **kwargs: Any) -> MLProjExperiment:
     return MLProjExperiment(name, **kwargs)
 
 
-def main_command() -> str:
-    """How printed hints start a command of this experiment: the interpreter running it and its
-    script (`.venv/bin/python main.py` in a fresh clone), which works without an active venv."""
-    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "main.py"
-    return shlex.join([shown_python(), script])
-
-
 def _resume_command() -> str | None:
     """The command that continues a run of this process, to paste where it was started: this
     interpreter and script `with resume={}` (None when the script is no file: a notebook's `ex.run()`)."""
@@ -365,10 +376,11 @@ def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> di
     names the model and data it evaluated.
     """
     if not checkpoint:
-        raise MLProjError(TEST_NEEDS_CHECKPOINT)
+        raise MLProjError(test_needs_checkpoint())
     notes = notes_of(run)
     read, notes.checkpoint = notes.checkpoint, None
+    factory, notes.dataset_factory = notes.dataset_factory, None
     config, context = context_of(run)
-    project = project_class({**config, "resume": None}, context=context)
+    project = project_class({**config, "resume": None}, context=context, dataset_factory=factory)
     project.load_checkpoint(checkpoint, read[1] if read and read[0] == str(checkpoint) else None)
     return project.test()

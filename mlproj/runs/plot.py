@@ -44,7 +44,8 @@ def plot_metric(runs: list[Run], metric: str, path: str, group_by: str | None = 
 
 
 def _draw_runs(ax: Any, runs: list[Run], metric: str, group_by: str | None) -> list[str]:
-    """One curve per run that logged `metric`, labelled with up to 3 config keys that differ; the labels."""
+    """One curve per run that logged `metric`, labelled with up to 3 config keys that differ and
+    have a value in that run (a key the run left unset, `checkpoint=`, says nothing); the labels."""
     keys = [k for k in differing_keys(runs) if k != group_by]
     labels = []
     for run in runs:
@@ -52,7 +53,7 @@ def _draw_runs(ax: Any, runs: list[Run], metric: str, group_by: str | None) -> l
             continue
         s = run.metrics[metric]
         flat = run.flat_config()
-        label = f"run {run.id}" + "".join(f", {k}={cell(flat.get(k))}" for k in keys[:3])
+        label = ", ".join([f"run {run.id}", *_settings({k: flat.get(k) for k in keys})[:3]])
         ax.plot(s.steps, s.values, marker="o" if len(s.steps) < 20 else None, label=label)
         labels.append(label)
     return labels
@@ -70,9 +71,15 @@ def _draw_groups(ax: Any, runs: list[Run], metric: str, group_by: str) -> list[s
             continue
         values = np.array([[dict(zip(s.steps, s.values, strict=False))[step] for step in steps] for s in series])
         mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(series) > 1 else np.zeros(len(steps))
-        label = ", ".join(f"{k}={cell(v)}" for k, v in group.values.items()) or "all runs"
+        # A group set apart only by keys it leaves unset still needs a label that tells it from the others.
+        label = ", ".join(_settings(group.values) or [f"{key} unset" for key in group.values] or ["all runs"])
         label += f" (n={len(series)})"
         (line,) = ax.plot(steps, mean, label=label)
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
         labels.append(label)
     return labels
+
+
+def _settings(values: dict[str, Any]) -> list[str]:
+    """`key=value` of each key with a value: an unset one (None, shown empty) is left out of a label."""
+    return [f"{key}={cell(value)}" for key, value in values.items() if cell(value) != ""]

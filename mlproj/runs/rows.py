@@ -31,6 +31,19 @@ def benchmark_metric(runs: list[Run]) -> str | None:
     return next((m for m in BENCHMARK_GUESSES if m in logged), next((m for m in logged if metric_goal(m) is not None), None))
 
 
+def listed_metrics(runs: list[Run]) -> list[str]:
+    """The metrics `mlproj runs` lists by default: the benchmark metric and, when that is a validation
+    metric and some of the runs logged its test counterpart (a `main.py test` run), that one too, so
+    a test run's row holds its result."""
+    metric = benchmark_metric(runs)
+    if metric is None:
+        return []
+    split, _, name = metric.partition(".")
+    if split == "validation" and f"test.{name}" in metric_names(runs):
+        return [metric, f"test.{name}"]
+    return [metric]
+
+
 def is_ranked(runs: list[Run], metric: str) -> bool:
     """Whether `metric` has a better direction for these runs (lr, epoch, ... have none)."""
     return runs_goal(metric, [run.info for run in runs]) is not None

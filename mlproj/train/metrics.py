@@ -3,14 +3,20 @@
 `MeanMetrics.add` only remembers each batch's values (tensors stay on their device, no operation is
 launched: a training step pays a list append); `compute` stacks them, weights them by batch size
 and turns the means into Python floats in one transfer, the one host sync, done on logging steps
-and at the end of evaluation.
+and at the end of evaluation. A metric computed in float32 (or less) is reported as the float32
+nearest its mean, in its shortest decimal (0.8888889, not 0.8888888955116272): the digits beyond
+float32's are noise of the arithmetic, not of the model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+
+# Tensors of these types carry at most float32's precision: their means are reported at that precision.
+SINGLE_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class MeanMetrics:
@@ -19,6 +25,7 @@ class MeanMetrics:
     def __init__(self) -> None:
         self.values: dict[str, list[tuple[Any, int]]] = {}  # name -> [(value, batch size), ...]
         self.count = 0
+        self._single: dict[str, bool] = {}  # name -> every value a tensor of float32 or less
         self._reduced: dict[str, float] | None = None  # sums over ranks, after `reduce`
 
     def add(self, metrics: dict[str, Any], n: int) -> None:
@@ -29,6 +36,8 @@ class MeanMetrics:
             elif not isinstance(value, (int, float)):
                 continue
             self.values.setdefault(name, []).append((value, n))
+            single = isinstance(value, torch.Tensor) and value.dtype in SINGLE_PRECISION
+            self._single[name] = self._single.get(name, True) and single
         self.count += n
 
     def sums(self) -> dict[str, float]:
@@ -55,7 +64,8 @@ class MeanMetrics:
     def compute(self) -> dict[str, float]:
         if not self.count:
             return {}
-        return {name: value / self.count for name, value in self.sums().items()}
+        means = {name: value / self.count for name, value in self.sums().items()}
+        return {name: single_precision(value) if self._single.get(name) else value for name, value in means.items()}
 
     def reduce(self, all_reduce: Any) -> None:
         """Sum counts and sums over distributed ranks with `all_reduce(tensor)` (in place).
@@ -68,6 +78,12 @@ class MeanMetrics:
         all_reduce(packed)
         self._reduced = dict(zip(names, packed[:-1].tolist(), strict=True))
         self.count = int(packed[-1].item())
+
+
+def single_precision(value: float) -> float:
+    """`value` as the float32 nearest it, written in its shortest decimal (numpy's `str` of a float32
+    is the shortest string that reads back as that float32): 0.8888888955116272 -> 0.8888889."""
+    return float(str(np.float32(value)))
 
 
 def benchmark_item(model: Any, metrics: dict[str, float]) -> tuple[str, float] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -89,6 +90,15 @@ def shown_python(executable: str | None = None) -> str:
     if os.path.basename(path) != "python" and os.path.exists(sibling) and os.path.realpath(sibling) == os.path.realpath(path):
         path = sibling
     return shown_path(path)
+
+
+def shown_mlproj() -> str:
+    """The `mlproj` command as printed commands name it: the script installed beside the interpreter
+    running mlproj (`.venv/bin/mlproj`), else that interpreter running the package (`python -m mlproj.cli`)."""
+    script = os.path.join(os.path.dirname(sys.executable), "mlproj")
+    if os.path.isfile(script):
+        return shlex.quote(shown_path(script))
+    return shlex.join([shown_python(), "-m", "mlproj.cli"])
 
 
 def _nearest_existing(path: str) -> str:
