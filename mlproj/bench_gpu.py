@@ -182,13 +182,15 @@ def tracked(config: dict[str, Any]) -> list[float]:
     return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
 
 
-def epoch_end_seconds(config: dict[str, Any], sync: Any = lambda: None) -> tuple[float, float]:
-    """(epoch end, one step) in seconds, medians over the epoch boundaries of one `MLProject.train()`.
+def epoch_end_seconds(config: dict[str, Any], sync: Any = lambda: None) -> tuple[float, float, float]:
+    """(epoch end, its checkpoint save, one step) in seconds, medians over the epoch boundaries of
+    one `MLProject.train()`.
 
     An epoch's end is the time from the end of its last step to the start of the next epoch's first,
     less the evaluation: what the end adds on the training thread (histograms and images, the
-    progress line, hooks, last.pt and best.pt, the next epoch's first batch). Called with `n_epochs`
-    >= 2; `sync` waits for the device (`torch.cuda.synchronize`).
+    progress line, hooks, last.pt and best.pt, the next epoch's first batch); the save is the part
+    spent in `save_checkpoint`. Called with `n_epochs` >= 2; `sync` waits for the device
+    (`torch.cuda.synchronize`).
     """
     import statistics
 
@@ -198,6 +200,7 @@ def epoch_end_seconds(config: dict[str, Any], sync: Any = lambda: None) -> tuple
     starts: dict[int, float] = {}  # epoch: when its first step started
     ends: list[tuple[int, float]] = []  # (epoch, time) at the end of each step
     evaluations: list[float] = []
+    saves: list[float] = []
 
     class StepClock(Callback):
         def on_train_batch_end(self, project: Any, metrics: Any) -> None:
@@ -210,6 +213,12 @@ def epoch_end_seconds(config: dict[str, Any], sync: Any = lambda: None) -> tuple
             metrics = super().evaluate(split)
             evaluations.append(time.perf_counter() - start)
             return metrics
+
+        def save_checkpoint(self, best: bool = False) -> str | None:
+            start = time.perf_counter()
+            path = super().save_checkpoint(best)
+            saves.append(time.perf_counter() - start)
+            return path
 
     project = Clocked(config, callbacks=[StepClock()])
     train_batch = project.model.train_batch
@@ -224,7 +233,7 @@ def epoch_end_seconds(config: dict[str, Any], sync: Any = lambda: None) -> tuple
     step = statistics.median(b - a for (ea, a), (eb, b) in zip(ends, ends[1:], strict=False) if ea == eb)
     last_ends = {epoch: at for epoch, at in ends}  # the last step of each epoch
     gaps = [starts[epoch + 1] - last_ends[epoch] - evaluations[epoch] for epoch in sorted(last_ends) if epoch + 1 in starts]
-    return statistics.median(gaps), step
+    return statistics.median(gaps), statistics.median(saves[: len(gaps)]), step
 
 
 def measure(args: Any, write_fixture: Any) -> int:
@@ -248,8 +257,9 @@ def measure(args: Any, write_fixture: Any) -> int:
         os.environ.setdefault("MLPROJ_RUNS_DIR", str(root / "runs"))
         bare_rate = _report("bare loop", bare(config, device), args.train)
         tracked_rate = _report("mlproj, tracked", tracked(config), args.train)
-        end, step = epoch_end_seconds(config, torch.cuda.synchronize)
-        print(f"epoch end: {end:.3f} s beyond evaluation (a step: {1000 * step:.1f} ms)")
+        end, saving, step = epoch_end_seconds(config, torch.cuda.synchronize)
+        print(f"epoch end: {end:.3f} s beyond evaluation, of which {saving:.3f} s saving last.pt on the training thread "
+              f"(a step: {1000 * step:.1f} ms)")
         try:
             import lightning  # noqa: F401  (asked only whether it is installed; lightning_epochs imports it)
         except ImportError:
