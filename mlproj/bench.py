@@ -455,10 +455,11 @@ def _measure(args: argparse.Namespace) -> int:
               f"num_workers=0; decoding once {first:.1f} s, a cached start {cached:.2f} s)")
         from mlproj.bench_gpu import epoch_end_seconds  # lazy: only this line uses it
 
-        end, step = epoch_end_seconds({**config, "n_epochs": 3, "log_iteration_all": "epoch",
-                                                "model_dir": str(Path(tmp) / "checkpoints")})
+        end, saving, step = epoch_end_seconds({**config, "n_epochs": 3, "log_iteration_all": "epoch",
+                                               "model_dir": str(Path(tmp) / "checkpoints")})
         print(f"(e) epoch end           {end:.3f} s beyond evaluation: histograms, images, progress line, last.pt/best.pt "
-              f"(a step: {1000 * step:.1f} ms; median of 2 epoch ends, in this process)")
+              f"({saving:.3f} s of it saving on the training thread; a step: {1000 * step:.1f} ms; median of 2 epoch ends, "
+              "in this process)")
 
     python = sys.executable
     torch_s = startup_seconds([python, "-c", "import torch"], args.startup_repeats)

@@ -48,3 +48,17 @@ def test_bench_device_cuda_without_a_gpu_fails_with_one_line(capsys: pytest.Capt
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "needs a CUDA GPU" in captured.err and "make bench" in captured.err
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["batches-on-device", "dataloader"])
+def test_bench_gpu_lightning_leg_on_cpu_times_each_epoch(tmp_path, fast: bool) -> None:
+    pytest.importorskip("lightning", reason="lightning is optional: the GPU bench skips its leg without it")
+    import torch
+
+    from mlproj.bench_gpu import lightning_epochs
+
+    bench.write_mnist_fixture(tmp_path / "data", 256, 64)
+    config = {"model": "lenet", "dataset": "mnist", "data_dir": str(tmp_path / "data"), "download": False, "val_fraction": 0.0,
+              "batch_size": 64, "lr": 1e-3, "n_epochs": 2, "device": "cpu", "seed": 0}
+    seconds = lightning_epochs(config, torch.device("cpu"), fast, sync=lambda: None)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)

@@ -61,6 +61,19 @@ def test_callback_hooks_called_in_order_with_their_arguments(tmp_path: Path) -> 
     ]
 
 
+def test_callback_on_checkpoint_reads_the_complete_file_of_its_step(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import load_checkpoint
+
+    seen = []
+
+    class Reader(Callback):
+        def on_checkpoint(self, project, path):  # epoch-end saves write in the background
+            seen.append((load_checkpoint(path)["state"]["global_step"], project.global_step))
+
+    MLProject(digits_config(tmp_path, n_epochs=3), callbacks=[Reader()]).train()
+    assert seen == [(3, 3), (6, 6), (9, 9)]
+
+
 def test_callback_epoch_inside_first_on_epoch_end_is_one(tmp_path: Path) -> None:
     seen = []
 

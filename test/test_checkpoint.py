@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from mlproj.errors import MLProjError
-from mlproj.train.checkpoint import FORMAT, atomic_save, load_checkpoint
+from mlproj.train.checkpoint import FORMAT, RunCheckpoints, atomic_save, load_checkpoint
+from mlproj.train.context import RunContext, RunSink
+from mlproj.train.tracker import Tracker
 
 
 def small_checkpoint() -> dict:
@@ -152,3 +156,89 @@ def test_load_into_weights_saved_under_ddp_fit_a_plain_model_and_misfit_is_one_l
     assert torch.equal(model[0].weight, saved[0].weight)
     with pytest.raises(MLProjError, match=r"^checkpoint y.pt does not fit this model \(.*\): predict with its main file\.$"):
         load_into(torch.nn.Sequential(torch.nn.Linear(4, 2)), {"model": wrapped}, "y.pt", weights_only=True, fix="predict with its main file.")
+
+
+def test_host_copy_source_changed_after_the_snapshot_leaves_it_and_keeps_state_dict_metadata() -> None:
+    from mlproj.train.checkpoint import host_copy
+
+    net = torch.nn.BatchNorm1d(3)
+    source = {"model": net.state_dict(), "lists": [torch.ones(2)], "step": 4}
+    snapshot = host_copy(source)
+    with torch.no_grad():
+        net.weight.add_(1.0)  # training goes on changing the parameters in place
+    source["lists"][0].zero_()
+    source["lists"].append("later")
+    assert torch.equal(snapshot["model"]["weight"], torch.ones(3))
+    assert torch.equal(snapshot["lists"][0], torch.ones(2)) and len(snapshot["lists"]) == 1
+    assert snapshot["model"]._metadata == source["model"]._metadata  # the module versions load_state_dict reads
+
+
+class ArtifactSink(RunSink):
+    def __init__(self) -> None:
+        self.artifacts: list[str] = []
+
+    def add_artifact(self, path: str, name: str) -> None:
+        self.artifacts.append(name)
+
+
+class HeldWrite:
+    """Pickles (as an empty OrderedDict) only once `release` is set: a write held in flight."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __reduce__(self) -> tuple:
+        self.started.set()
+        assert self.release.wait(30)
+        return collections.OrderedDict, ()
+
+
+def run_checkpoints(folder: Path) -> tuple[RunCheckpoints, ArtifactSink]:
+    sink = ArtifactSink()
+    context = RunContext(run_key="k", checkpoint_dir=str(folder), sink=sink)
+    return RunCheckpoints(context, Tracker(sink), writes=True), sink
+
+
+def test_run_checkpoints_background_save_returns_during_its_write_and_flush_completes_and_records_it(tmp_path: Path) -> None:
+    checkpoints, sink = run_checkpoints(tmp_path)
+    held = HeldWrite()
+    with checkpoints.writing(background=True):
+        checkpoints.save(lambda: {**small_checkpoint(), "state": {"epoch": 1}}, best=False, step=1)
+        path = checkpoints.save(lambda: {**small_checkpoint(), "state": {"epoch": 2}, "held": held}, best=True, step=2)
+        assert held.started.wait(30)  # serializing in the writer thread, while this one goes on
+        assert load_checkpoint(path)["state"] == {"epoch": 1} and not (tmp_path / "best.pt").exists()
+        assert sink.artifacts == ["last.pt"]  # the first write's, recorded when the second save waited for it
+        held.release.set()
+        checkpoints.flush()
+        assert load_checkpoint(path)["state"] == {"epoch": 2} and os.path.samefile(path, tmp_path / "best.pt")
+        assert sink.artifacts == ["last.pt", "last.pt", "best.pt"]
+
+
+def test_run_checkpoints_failed_background_write_raises_one_line_at_the_next_save(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    checkpoints, _ = run_checkpoints(folder)
+    with pytest.raises(MLProjError) as err, checkpoints.writing(background=True):
+        folder.write_text("a file where the folder was")  # a write that cannot succeed
+        checkpoints.save(small_checkpoint, best=False, step=3)  # returns: the write fails in the thread
+        checkpoints.save(small_checkpoint, best=False, step=6)
+    assert str(err.value).startswith(f"writing checkpoint {folder / 'last.pt'} failed at step 3 (")
+    assert "\n" not in str(err.value)
+
+
+def test_run_checkpoints_writing_body_raising_still_waits_for_the_write_and_reports_its_failure(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoints, sink = run_checkpoints(tmp_path / "ok")
+    with pytest.raises(ZeroDivisionError), checkpoints.writing(background=True):
+        checkpoints.save(small_checkpoint, best=False, step=3)
+        1 / 0  # noqa: B018 - training fails after the save
+    assert load_checkpoint(tmp_path / "ok" / "last.pt")["state"] == small_checkpoint()["state"]
+    assert sink.artifacts == ["last.pt"]
+
+    folder = tmp_path / "failing"
+    checkpoints, _ = run_checkpoints(folder)
+    folder.write_text("a file where the folder was")
+    with pytest.raises(ZeroDivisionError), checkpoints.writing(background=True):
+        checkpoints.save(small_checkpoint, best=False, step=3)
+        1 / 0  # noqa: B018
+    (line,) = capsys.readouterr().err.splitlines()  # the training error goes on; the failed write gets its line
+    assert line.startswith(f"error: writing checkpoint {folder / 'last.pt'} failed at step 3 (")

@@ -48,6 +48,25 @@ def test_cuda_channels_last_trains_with_channels_last_weights(tmp_path: Path) ->
     assert project.model.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_cuda_host_copy_is_a_host_snapshot_that_later_steps_do_not_change() -> None:
+    from mlproj.train.checkpoint import host_copy
+
+    weights = torch.arange(1000.0, device="cuda")
+    snapshot = host_copy({"model": {"w": weights}})
+    weights.add_(1.0)  # the next step, queued right after the copies were started
+    assert snapshot["model"]["w"].device.type == "cpu"
+    assert torch.equal(snapshot["model"]["w"], torch.arange(1000.0))
+
+
+def test_cuda_epoch_checkpoints_written_behind_load_on_the_cpu(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import load_checkpoint
+
+    project = train_cifar(tmp_path, device="cuda", n_global_iterations=None, n_epochs=2, model_dir=str(tmp_path / "ck"))
+    checkpoint = load_checkpoint(os.path.join(project.checkpoint_dir, "last.pt"), map_location=None)  # host copies
+    assert checkpoint["state"]["epoch"] == 2
+    assert all(value.device.type == "cpu" for value in checkpoint["model"].values())
+
+
 def test_cuda_compile_trains_and_keeps_plain_parameter_names(tmp_path: Path) -> None:
     project = train_cifar(tmp_path, device="cuda", compile=True)
     assert project.global_step == 6

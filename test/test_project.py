@@ -221,6 +221,25 @@ def test_project_train_ended_by_an_error_still_closes_its_tensorboard_writer(tmp
     assert proj.tracker.writer is None  # the events logged before the error are on disk
 
 
+def test_project_train_ended_by_an_error_has_written_and_recorded_the_epoch_checkpoint(tmp_path: Path) -> None:
+    from mlproj import Callback
+    from mlproj.errors import MLProjError
+    from mlproj.train.checkpoint import load_checkpoint
+
+    class Broken(Callback):
+        def on_train_batch_end(self, project, metrics):
+            if project.epoch == 1:
+                raise RuntimeError("a bug in the second epoch")
+
+    run = RecordingSink()
+    proj = MyProject({"batch_size": 5, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu", "n_epochs": 2},
+                     context=recorded_by(run, {"model_dir": str(tmp_path)}), callbacks=[Broken()])
+    with pytest.raises(MLProjError, match="a bug in the second epoch"):
+        proj.train()
+    assert load_checkpoint(proj.checkpoint_dir)["state"]["global_step"] == 8  # the first epoch's, written behind
+    assert run.artifacts == ["last.pt", "best.pt"]
+
+
 class HookModel(ClassificationModel):
     def __init__(self, calls: list) -> None:
         net = LinearModel()

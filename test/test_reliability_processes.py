@@ -110,6 +110,59 @@ def test_reliability_kill_9_at_random_moments_loses_at_most_one_save_interval(wa
     assert outcomes["killed and resumed"] >= TRIALS // 3, outcomes  # the kills mostly hit training
 
 
+EPOCHS = 4
+EPOCH_ARGS = ["with", "dataset=digits", "model=mlp", "batch_size=32", f"n_epochs={EPOCHS}", "log_iteration_scalars=1",
+              "tensorboard_dir=None"]  # save_iterations=epoch: last.pt is written while the next epoch trains
+
+
+@pytest.mark.slow
+def test_reliability_kill_9_with_epoch_checkpoints_written_behind_keeps_a_loadable_last_under_two_epochs_back(
+        warm: WarmMain, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    env = {"MLPROJ_RUNS_DIR": str(runs)}
+    rng = random.Random(11)
+    progress = tmp_path / "progress-calibration"
+    pid = warm.start(*EPOCH_ARGS, log=tmp_path / "calibration.log", progress=progress, env=env)
+    while _steps(progress) == 0:
+        time.sleep(0.005)
+    first_step = time.monotonic()
+    assert warm.wait(pid) == 0
+    train_duration = time.monotonic() - first_step
+    total = load_checkpoint(_run_folders(runs)[-1] / "last.pt")["state"]["global_step"]
+    per_epoch = total // EPOCHS
+    resumed_runs = 0
+    for trial in range(8):
+        before = {p.name for p in _run_folders(runs)}
+        progress = tmp_path / f"progress-{trial}"
+        pid = warm.start(*EPOCH_ARGS, log=tmp_path / f"trial-{trial}.log", progress=progress, env=env)
+        started = time.monotonic()
+        while _steps(progress) == 0 and time.monotonic() - started < 30:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 1.0) * train_duration)
+        os.kill(pid, signal.SIGKILL)
+        status = warm.wait(pid)
+        _assert_record_parses(runs)
+        if status == 0:
+            continue
+        reached, (folder,) = _steps(progress), [p for p in _run_folders(runs) if p.name not in before]
+        if not (folder / "last.pt").exists():
+            assert reached < 2 * per_epoch, (trial, reached)
+            continue
+        saved = load_checkpoint(folder / "last.pt")["state"]  # never half a file, though written in a thread
+        assert saved["epoch_step"] == 0 and saved["global_step"] == saved["epoch"] * per_epoch
+        # At most the epoch since the last save and the steps run while that save was being written:
+        # the next save waits for the write before it.
+        assert 0 <= reached - saved["global_step"] < 2 * per_epoch, (trial, reached, saved)
+        log = tmp_path / f"resume-{trial}.log"
+        assert warm.wait(warm.start(*EPOCH_ARGS, f"resume={folder}", log=log, env=env)) == 0, log.read_text()
+        resumed = _run_folders(runs)[-1]
+        assert json.loads((resumed / "run.json").read_text())["status"] == "COMPLETED"
+        assert load_checkpoint(resumed / "last.pt")["state"]["global_step"] == total
+        assert _metric_steps(resumed, "train.loss") == list(range(saved["global_step"] + 1, total + 1))
+        resumed_runs += 1
+    assert resumed_runs >= 3  # the kills mostly hit training after a save
+
+
 N_RUNS = 8
 
 

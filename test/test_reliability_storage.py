@@ -100,3 +100,26 @@ def test_main_disk_full_at_checkpoint_keeps_previous_and_ends_failed(tmp_path: P
     assert run["status"] == "FAILED"
     assert "ENOSPC" in run["fail_trace"][-1]
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".tmp")]  # no partial file left
+
+
+def test_main_disk_full_at_an_epoch_checkpoint_written_behind_keeps_previous_and_ends_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MLPROJ_RUNS_DIR", str(tmp_path / "runs"))
+    real_save, calls = torch.save, []
+
+    def save_until_disk_full(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:  # called in the writer thread
+        calls.append(1)
+        if len(calls) < 2:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", save_until_disk_full)
+    assert run_main_in_process(*TRAIN, "n_epochs=3", "batch_size=512") == 1  # 3 steps an epoch, saved at its end
+    line = one_error_line(capsys.readouterr().err)
+    run_dir = tmp_path / "runs" / "1"
+    assert f"writing checkpoint {run_dir / 'last.pt'} failed at step 6 (ENOSPC: No space left on device)" in line
+    assert load_checkpoint(run_dir / "last.pt")["state"]["global_step"] == 3  # the first epoch's
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "FAILED"
+    assert len(calls) == 2  # the failure, reported at the next save, stopped the run there
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".tmp")]

@@ -57,6 +57,11 @@ def call_hooks(callbacks: list[Callback], hook: str, project: MLProject, *args: 
             ) from err
 
 
+def overrides(callbacks: list[Callback], hook: str) -> bool:
+    """Whether a callback in `callbacks` does something at `hook` (defines it other than `Callback`)."""
+    return any(getattr(type(callback), hook, None) is not getattr(Callback, hook) for callback in callbacks)
+
+
 class EarlyStopping(Callback):
     """Stop after `patience` epoch-end evaluations in a row that do not strictly improve on the best
     value of the model's benchmark metric (the project's best score, so `benchmark_lower_is_better`

@@ -6,11 +6,15 @@ strings, lists and dicts only, so loading one never runs code from the file.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import pickle
+import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -27,6 +31,33 @@ FORMAT = "mlproj.checkpoint/1"
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save(obj)` to `path` atomically (see `mlproj.util.files.atomic_write`)."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def host_copy(obj: Any) -> Any:
+    """A snapshot of `obj` (a checkpoint dict) that training may go on changing under: every tensor
+    copied to host memory, every dict and list copied (a dict keeps its type and attributes: a
+    state_dict's `_metadata`). Copies from a GPU are started together and waited for once."""
+    devices: set[torch.device] = set()
+
+    def snapshot(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.device.type == "cuda":  # into pinned memory, without a sync per tensor
+                devices.add(value.device)
+                return value.detach().to("cpu", non_blocking=True)
+            return value.detach().to("cpu", copy=True)
+        if isinstance(value, dict):
+            copied = copy.copy(value)
+            for key, item in value.items():
+                copied[key] = snapshot(item)
+            return copied
+        if isinstance(value, list) or type(value) is tuple:
+            return type(value)(snapshot(item) for item in value)
+        return value  # numbers, strings, None: never changed in place
+
+    snapshotted = snapshot(obj)
+    for device in devices:
+        torch.cuda.synchronize(device)
+    return snapshotted
 
 
 def checkpoint_dict(model: Any, state: dict[str, Any], config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +135,10 @@ class RunCheckpoints:
     """A run's checkpoint folder and the record its files go into: `MLProject` saves and resumes
     through it.
 
+    Inside `writing(background=True)`, a save copies the state to host memory and returns; a thread
+    serializes, fsyncs and renames it into place while training goes on. At most one write is in
+    flight: each save (and `flush`) first waits for the one before, and records its files.
+
     Args:
         context: the run: its checkpoint folder (None: no checkpoints), its id, key and git pin (kept
             in each checkpoint), its sink (notes where a resumed run continued from).
@@ -113,6 +148,8 @@ class RunCheckpoints:
 
     def __init__(self, context: RunContext, tracker: Any, writes: bool):
         self.context, self.folder, self.tracker, self.writes = context, context.checkpoint_dir, tracker, writes
+        self._writer: ThreadPoolExecutor | None = None  # set inside `writing(background=True)`
+        self._pending: Future[list[str]] | None = None  # the write in flight: the paths it writes
 
     def content(self, model: Any, state: Any, config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint dict of `model` at `state` (a `TrainState`, its RNG states captured now);
@@ -138,16 +175,63 @@ class RunCheckpoints:
 
     def save(self, content: Callable[[], dict[str, Any]], best: bool, step: int) -> str | None:
         """Write `content()` to last.pt (and best.pt when `best`), record them; the path of last.pt,
-        or None without a folder. `content` is only called on the writing process."""
+        or None without a folder. `content` is only called on the writing process. Inside
+        `writing(background=True)` the write is still under way when this returns (see `flush`).
+
+        Raises:
+            MLProjError: when this write, or the background write before it, failed.
+        """
         if self.folder is None:
             return None
         if not self.writes:
             return os.path.join(self.folder, "last.pt")
+        self.flush()
         fix = f"Free space or pass model_dir=<another folder>, then continue with {self.continue_with()}."
-        written = write_checkpoint(content(), self.folder, best, step, fix)
-        for path in written:
+        if self._writer is None:
+            self._record(write_checkpoint(content(), self.folder, best, step, fix))
+        else:  # a snapshot now (training changes the tensors next step), the write in the thread
+            self._pending = self._writer.submit(write_checkpoint, host_copy(content()), self.folder, best, step, fix)
+        return os.path.join(self.folder, "last.pt")
+
+    def flush(self) -> None:
+        """Wait for the background write in flight, if any, and record its files with the run.
+
+        Raises:
+            MLProjError: naming the file whose write failed (the previous one is kept).
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._record(pending.result())
+
+    def _record(self, written: list[str]) -> None:
+        for path in written:  # on the training thread, as every other call into the run's record
             self.tracker.add_artifact(path, os.path.basename(path))
-        return written[0]
+
+    @contextlib.contextmanager
+    def writing(self, background: bool) -> Iterator[None]:
+        """In the body, saves write in the background when `background` (see the class); leaving it
+        waits for the last write. When the body raises, a failed last write is reported as one line
+        on stderr and the body's exception goes on.
+
+        Raises:
+            MLProjError: when the last write failed (the body ended normally).
+        """
+        if not (background and self.writes and self.folder is not None):
+            yield
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlproj-checkpoint") as writer:
+            self._writer = writer
+            try:
+                yield
+            except BaseException:
+                try:
+                    self.flush()
+                except MLProjError as err:  # the body's error is the one to raise; this one still gets its line
+                    print(f"error: {err}", file=sys.stderr, flush=True)
+                raise
+            finally:
+                self._writer = None
+            self.flush()
 
     def resumed_from(self, path: str, checkpoint: dict[str, Any], step: int) -> None:
         """Adopt the checkpoints beside `path` into this run's folder and note in the run's info

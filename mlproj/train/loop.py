@@ -24,7 +24,7 @@ from mlproj.data.factory import DatasetFactory
 from mlproj.errors import MLProjError
 from mlproj.train import builtin, console, distributed
 from mlproj.train.batches import batch_size, first_tensor, to_device
-from mlproj.train.callbacks import Callback, call_hooks
+from mlproj.train.callbacks import Callback, call_hooks, overrides
 from mlproj.train.checkpoint import RunCheckpoints, checkpoint_path
 from mlproj.train.config import validate_config, with_defaults
 from mlproj.train.context import RunContext
@@ -136,7 +136,11 @@ class MLProject:
         with contextlib.closing(self.tracker):  # however it ends: the event file complete, no idle writer thread
             self.model.on_train_begin()
             call_hooks(self.callbacks, "on_train_begin", self)
-            with stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason)):
+            # Epoch-end checkpoints are written while the next epoch trains; with a step interval
+            # (save_iterations=N) each save is on disk before training goes on, so a kill -9 loses
+            # at most N steps. Leaving the block waits for the last write.
+            with (self.checkpoints.writing(background=self.config["save_iterations"] == "epoch"),
+                  stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason))):
                 while not self._should_stop():
                     if self._train_epoch():  # False: stopped mid-epoch
                         s.epoch, s.epoch_step = s.epoch + 1, 0
@@ -254,9 +258,12 @@ class MLProject:
 
     def save_checkpoint(self, best: bool = False) -> str | None:
         """Write last.pt (and best.pt when `best`) atomically, record them with the run and return last.pt's
-        path (None without checkpoints: `-u`). `MLProjError` when a write fails: the previous file is kept."""
+        path (None without checkpoints: `-u`). `MLProjError` when a write fails: the previous file is kept.
+        While `train()` runs with `save_iterations=epoch`, the file is written in the background
+        (complete in `on_checkpoint` hooks and once `train()` returns or raises)."""
         path = self.checkpoints.save(self.checkpoint, best, self.state.global_step)
-        if path is not None and self.is_global_zero:
+        if path is not None and self.is_global_zero and overrides(self.callbacks, "on_checkpoint"):
+            self.checkpoints.flush()  # the hook may read the file: it waits for the write
             call_hooks(self.callbacks, "on_checkpoint", self, path)
         return path
 
@@ -291,6 +298,7 @@ class MLProject:
     def _interrupt(self) -> None:
         """Save the step reached, say how to continue, and end the run (KeyboardInterrupt)."""
         path, reason = self.save_checkpoint(), self.state.stop_reason
+        self.checkpoints.flush()  # the line below promises a complete file
         if self.is_global_zero:
             print(console.stopped_line(reason, self.state.global_step, path, self.checkpoints.continue_with), flush=True)
         raise KeyboardInterrupt(reason)
