@@ -104,7 +104,7 @@ def describe(run: Run) -> str:
         ("folder", run.path or "(MongoDB)"),
         ("started", f"{cell(run.start)} UTC" if run.start else ""),
         ("duration", cell(run.duration)),
-        ("git", _git_line(run)),
+        ("git", git_line(run)),
         ("result", cell(run.result)),
         *([("comment", run.comment)] if run.comment else []),
         ("rerun", rerun_command(run)),
@@ -131,7 +131,8 @@ def describe(run: Run) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _git_line(run: Run) -> str:
+def git_line(run: Run) -> str:
+    """The run's Git pin in words (`mlproj show`'s git line): head, branch, dirty, snapshot and ref, or why it has none."""
     reason = run.missing_pin
     if reason is not None:  # Sacred's HEAD, if it has one, still says which commit the run started from
         head = f"; Sacred recorded HEAD {run.sacred_commit.rstrip('*')}" + (" (dirty)" if run.sacred_commit.endswith("*") else "")
