@@ -15,10 +15,10 @@ import subprocess
 import sys
 
 from mlproj.errors import MLProjError
-from mlproj.record.gitpin import GitError, run_git
 from mlproj.runs.reader import read_run
 from mlproj.runs.record import Run
 from mlproj.train.config import runs_dir
+from mlproj.util.git import GitError, has_commit, repository_root, run_git
 from mlproj.util.refs import find_run_dir
 
 
@@ -91,10 +91,8 @@ def _repository_with(snapshot: str, base_dir: str | None, mainfile: str) -> tupl
     for folder in (base_dir, os.getcwd()):
         if not folder or not os.path.isdir(folder):
             continue
-        try:
-            root = run_git(["rev-parse", "--show-toplevel"], folder)
-            run_git(["cat-file", "-e", f"{snapshot}^{{commit}}"], root)
-        except GitError:
+        root = repository_root(folder)
+        if root is None or not has_commit(root, snapshot):
             continue  # not a repository, or not the one holding the snapshot
         if folder == base_dir:
             return root, run_git(["rev-parse", "--show-prefix"], folder)

@@ -1,4 +1,4 @@
-"""`mlproj runs`, `mlproj show`, `mlproj compare` and `mlproj sync`: looking at recorded runs.
+"""`mlproj runs`, `mlproj show`, `mlproj compare`, `mlproj diff` and `mlproj sync`: looking at recorded runs.
 
 Runs come from a runs dir (default `$MLPROJ_RUNS_DIR` or `./runs`) or, with `--mongo URI`, from
 MongoDB; see `mlproj.runs.record` for the record and the best-value rule.
@@ -10,6 +10,7 @@ import argparse
 import os
 
 from mlproj.errors import MLProjError
+from mlproj.runs.diff import diff_runs
 from mlproj.runs.mongo import mongo_database, read_mongo_runs
 from mlproj.runs.plot import check_metric, plot_metric
 from mlproj.runs.query import filter_runs, metric_names, resolve_runs, sort_runs
@@ -48,6 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--metric", metavar="NAME", help="the metric --plot draws (e.g. validation.accuracy)")
     compare.add_argument("--format", choices=FORMATS, default="table", help="output format of the tables (default table)")
     compare.set_defaults(func=run_compare)
+
+    diff = subparsers.add_parser("diff", help="two runs: the config keys that differ and the diff of their pinned sources")
+    diff.add_argument("runs", nargs=2, metavar="RUN", help="two run ids, run_keys or run folders: A and B (the diff is A -> B)")
+    _add_source_options(diff)
+    diff.add_argument("--stat", action="store_true", help="the source diff as `git diff --stat`: files and lines changed")
+    diff.set_defaults(func=run_diff)
 
     sync = subparsers.add_parser("sync", help="copy file-storage runs into MongoDB (Omniboard's layout)")
     sync.add_argument("runs_dir", metavar="RUNS_DIR", help="the runs dir to copy")
@@ -143,6 +150,24 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.plot:
         curves = plot_metric(runs, args.metric, args.plot, args.group_by)
         print(f"\nwrote {args.plot}: {args.metric}, {curves} curve{'s' if curves != 1 else ''}")
+    return 0
+
+
+# ---------------------------------------------------------------------- mlproj diff
+def run_diff(args: argparse.Namespace) -> int:
+    a, b = _pick(args, args.runs)
+    diff = diff_runs(a, b, stat=args.stat)
+    # Two runs may share an id (run folders of two runs dirs): then the columns say which was given first.
+    columns = [f"run {a.id}", f"run {b.id}"] if str(a.id) != str(b.id) else [f"A: {args.runs[0]}", f"B: {args.runs[1]}"]
+    print("config that differs:")
+    rows = [{"key": key, columns[0]: value_a, columns[1]: value_b} for key, value_a, value_b in diff.config]
+    print(render(rows, "table") if rows else "(none: the runs share every config key)\n", end="")
+    if diff.note is not None:
+        print(f"\nno source diff: {diff.note}")
+        return 0
+    pins = " ".join(str(run.info["git"]["snapshot"])[:12] for run in (a, b))
+    print(f"\nsource that differs (git diff {'--stat ' if args.stat else ''}{pins}):")
+    print(diff.source if diff.source else "(none: the pinned sources are identical)\n", end="")
     return 0
 
 

@@ -44,13 +44,14 @@ from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError
 from mlproj.errors import MLProjError  # noqa: E402
 from mlproj.record.checks import TEST_NEEDS_CHECKPOINT, check_mongo_option, check_run  # noqa: E402
 from mlproj.record.context import RunNotes, context_of, note_run, notes_of, runs_root  # noqa: E402
-from mlproj.record.gitpin import pin_or_warn, repository_root  # noqa: E402
+from mlproj.record.gitpin import pin_or_warn  # noqa: E402
 from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
 from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_observer  # noqa: E402
 from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 from mlproj.train.main_file import project_class  # noqa: E402
 from mlproj.util.files import shown_python  # noqa: E402
+from mlproj.util.git import repository_root  # noqa: E402
 from mlproj.util.refs import CHECKPOINT_OF  # noqa: E402
 
 # Sacred's own commands only read the config; they need no data and record nothing.

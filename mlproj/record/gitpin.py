@@ -19,45 +19,14 @@ import subprocess
 import tempfile
 from typing import Any
 
+from mlproj.util.git import GitError, run_git
+
 REF_PREFIX = "refs/mlproj/runs/"
 # The start of `info.json`'s `git_error` when the run's folder is in no Git work tree.
 NOT_IN_REPOSITORY = "not inside a Git repository"
 logger = logging.getLogger("mlproj")
 # The snapshot is a commit made by a machine; its identity is used when the user set none.
 _FALLBACK_IDENTITY = {"name": "mlproj", "email": "mlproj@localhost"}
-
-
-class GitError(Exception):
-    """A git command failed (or git is missing); the message says which and why."""
-
-
-def run_git(args: list[str], cwd: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-    """`git ARGS` in `cwd`: its stripped stdout ("" on failure when not `check`); GitError otherwise."""
-    try:
-        result = subprocess.run(
-            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-        )
-    except FileNotFoundError:
-        raise GitError("git is not installed (no `git` on PATH)") from None
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise GitError(f"`git {' '.join(args)}` failed: {err}") from None
-    if check and result.returncode != 0:
-        raise GitError(f"`git {' '.join(args)}` failed: {_one_line(result.stderr) or result.returncode}")
-    return result.stdout.strip() if result.returncode == 0 else ""
-
-
-def repository_root(path: str) -> str | None:
-    """The top folder of the Git work tree holding `path`, or None when there is none."""
-    try:
-        return run_git(["rev-parse", "--show-toplevel"], cwd=path)
-    except GitError:
-        return None
-
-
-def _one_line(stderr: str) -> str:
-    """git's error output as one line, without its `hint:` advice."""
-    lines = (line.strip() for line in stderr.splitlines())
-    return " ".join(line for line in lines if line and not line.startswith("hint:"))
 
 
 def pin_working_tree(path: str, run_key: str, exclude: list[str] = ()) -> dict[str, Any]:

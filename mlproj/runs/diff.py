@@ -1,0 +1,115 @@
+"""What differs between two runs: the config keys whose values differ, and the source between their Git pins.
+
+A run started by mlproj pins its working tree as a commit under `refs/mlproj/runs/<run_key>` and
+records it in info.json (`git.snapshot`, `git.ref`; see `mlproj.record.gitpin`), but not which
+repository holds it. The repository diffed in is the first, among the folders the runs name (their
+main file's folder, the folder they were started in, their run folder) and then the current folder,
+that holds both snapshots: so a runs dir read in the project it was recorded from, or in a clone that
+fetched `refs/mlproj/runs/*`, diffs as it did on the day.
+
+`mlproj diff` prints it; any other front end (the board) shows the same `RunDiff`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from mlproj.runs.query import differing_keys
+from mlproj.runs.record import Run
+from mlproj.util.git import NO_GIT, GitError, has_commit, repository_root, run_git
+
+
+class _Missing:
+    """The value of a config key a run does not have; reads as `(absent)`."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> str:
+        return "MISSING"  # a copy or a pickle is the one sentinel, so `is MISSING` holds
+
+
+MISSING = _Missing()
+
+
+@dataclass
+class RunDiff:
+    """What differs between two runs A and B.
+
+    Attributes:
+        config: `(key, value in A, value in B)` for each flattened (dotted) config key whose values
+            differ, sorted by key; `MISSING` stands for a key the run does not have.
+        source: the `git diff` of A's pinned source against B's ("" when identical, or when there is
+            no source diff: see `note`); with `stat=True`, `git diff --stat`.
+        note: why the source diff is absent, in one line (a run not pinned, no repository here holds
+            a pin, git missing); None when `source` is the diff.
+    """
+
+    config: list[tuple[str, Any, Any]]
+    source: str
+    note: str | None
+
+
+def diff_runs(a: Run, b: Run, *, stat: bool = False) -> RunDiff:
+    """The config keys that differ between runs `a` and `b`, and the diff between their pinned sources.
+
+    A run without a pin, a pin no repository here holds, or a missing git gives the config diff and
+    a `note` saying why there is no source diff; this never raises for them.
+
+    Example:
+        >>> d = diff_runs(read_run("runs/1"), read_run("runs/2"))  # doctest: +SKIP
+        >>> d.config, d.note
+        ([('lr', 0.001, 0.003)], None)
+    """
+    flat_a, flat_b = a.flat_config(), b.flat_config()
+    config = [(key, flat_a.get(key, MISSING), flat_b.get(key, MISSING)) for key in differing_keys([a, b])]
+    source, note = _source_diff(a, b, stat)
+    return RunDiff(config=config, source=source, note=note)
+
+
+def _source_diff(a: Run, b: Run, stat: bool) -> tuple[str, str | None]:
+    """(diff, None), or ("", why there is none)."""
+    unpinned = [f"run {run.id} is not pinned: {run.missing_pin}" for run in (a, b) if run.missing_pin]
+    if unpinned:
+        return "", "; ".join(unpinned)
+    snapshot_a, snapshot_b = a.info["git"]["snapshot"], b.info["git"]["snapshot"]
+    if shutil.which("git") is None:
+        return "", NO_GIT
+    roots = _repositories(a, b)
+    root = next((r for r in roots if has_commit(r, snapshot_a) and has_commit(r, snapshot_b)), None)
+    if root is None:
+        return "", _not_found(a, b, roots)
+    try:
+        args = ["diff", "--no-color", "--no-ext-diff", *(["--stat"] if stat else []), snapshot_a, snapshot_b]
+        return run_git(args, cwd=root, strip=False), None
+    except GitError as err:
+        return "", str(err)
+
+
+def _repositories(a: Run, b: Run) -> list[str]:
+    """The roots of the Git work trees that may hold the runs' pins, most likely first, each once."""
+    folders = [folder for run in (a, b) for folder in (run.experiment.get("base_dir"), run.info.get("cwd"), run.path)]
+    roots: list[str] = []
+    for folder in [*folders, os.getcwd()]:
+        root = repository_root(folder) if folder and os.path.isdir(folder) else None
+        if root is not None and root not in roots:
+            roots.append(root)
+    return roots
+
+
+def _not_found(a: Run, b: Run, roots: list[str]) -> str:
+    """The note when no repository in `roots` holds both pins: which pin is missing where, and what to do."""
+    looked = f"looked in {', '.join(roots)}" if roots else "the runs' folders and the current folder are in no Git repository"
+    missing = [run for run in (a, b) if not any(has_commit(root, run.info["git"]["snapshot"]) for root in roots)]
+    if missing:
+        pins = " and ".join(f"run {run.id}'s pin {run.info['git'].get('ref') or run.info['git']['snapshot'][:12]}" for run in missing)
+        what = f"no Git repository here holds {pins}"
+    else:
+        what = f"the pins of run {a.id} and run {b.id} lie in different repositories"
+    return (f"{what} ({looked}): run `mlproj diff` inside the repository the runs were started from, or a clone "
+            "that fetched refs/mlproj/runs/*.")

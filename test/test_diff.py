@@ -1,0 +1,185 @@
+"""`mlproj diff A B` and `mlproj.runs.diff.diff_runs`: the config keys that differ and the source diff
+between two runs' Git pins, made by the real pinning code in real repositories."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import git, run_main, write_run
+
+from mlproj.cli import main as cli_main
+from mlproj.record.gitpin import pin_or_warn, pin_working_tree
+from mlproj.runs.diff import MISSING, diff_runs
+from mlproj.runs.reader import read_run
+
+TRAIN = "lr = 0.1\nprint('train')\n"
+# A main file as small as mlproj allows: its runs are recorded and pinned as main.py's are.
+TINY_MAIN = """from mlproj.record.experiment import create_experiment
+
+ex = create_experiment("tiny")
+
+
+@ex.config
+def config():
+    lr = 0.1
+
+
+@ex.automain
+def main(lr):
+    return lr
+"""
+
+
+def mlproj(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = cli_main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs 1 and 2 pinned in tmp_path/repo, train.py's second line edited between them; runs 1 and 2
+    differ in lr and optim (run 2 has optim.beta, run 1 not) and share seed. The current folder is in
+    no repository: the repository is found from what the runs recorded."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "train.py").write_text(TRAIN)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "train")
+    first = pin_working_tree(str(repo), "key-1")
+    (repo / "train.py").write_text(TRAIN.replace("print('train')", "print('train harder')"))
+    second = pin_working_tree(str(repo), "key-2")
+    runs = tmp_path / "runs"
+    for run_id, config, pin in ((1, {"lr": 0.001, "seed": 1, "optim": {"name": "sgd"}}, first),
+                                (2, {"lr": 0.003, "seed": 1, "optim": {"name": "adam", "beta": 0.9}}, second)):
+        write_run(runs, run_id, config, {"validation.accuracy": [0.5]}, info={"run_key": f"key-{run_id}", "git": pin, "cwd": str(repo)})
+    monkeypatch.chdir(tmp_path)
+    return runs
+
+
+def add_unpinned_run(runs: Path, tmp_path: Path) -> None:
+    """Run 3, started outside any Git repository: its info records git = None and the reason, as a run does."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pin, error = pin_or_warn(str(outside), "key-3")
+    write_run(runs, 3, {"lr": 0.001, "seed": 2}, {"validation.accuracy": [0.5]},
+              info={"run_key": "key-3", "git": pin, "git_error": error, "cwd": str(outside)})
+
+
+def test_diff_runs_config_only_differing_keys_absent_as_missing(runs: Path) -> None:
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
+    assert diff.config == [("lr", 0.001, 0.003), ("optim.beta", MISSING, 0.9), ("optim.name", "sgd", "adam")]
+    assert str(MISSING) == "(absent)"
+
+
+def test_diff_runs_source_shows_the_changed_line(runs: Path) -> None:
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
+    assert diff.note is None
+    assert "-print('train')\n+print('train harder')\n" in diff.source
+    assert " lr = 0.1\n" in diff.source  # the unchanged line as context, A -> B
+
+
+def test_diff_runs_same_pin_empty_source(runs: Path) -> None:
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "1"))
+    assert diff == type(diff)(config=[], source="", note=None)
+
+
+def test_diff_cli_prints_config_table_and_source_diff(runs: Path, capsys) -> None:
+    code, out, err = mlproj("diff", "1", "2", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 0 and err == ""
+    table, source = out.split("\nsource that differs")
+    lines = [line.split() for line in table.splitlines()]
+    assert lines[1] == ["key", "run", "1", "run", "2"]
+    assert ["lr", "0.001", "0.003"] in lines and ["optim.beta", "(absent)", "0.9"] in lines
+    assert not any(line[0] == "seed" for line in lines[2:])
+    assert "+print('train harder')" in source and "diff --git a/train.py b/train.py" in source
+
+
+def test_diff_cli_stat_lists_files_not_lines(runs: Path, capsys) -> None:
+    code, out, _ = mlproj("diff", str(runs / "1"), str(runs / "2"), "--stat", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 0
+    source = out.split("\nsource that differs")[1]
+    assert " train.py | 2 +-\n" in source and "1 file changed, 1 insertion(+), 1 deletion(-)" in source
+    assert "+print" not in source
+
+
+def test_diff_cli_one_side_unpinned_config_diff_and_why_exit_0(runs: Path, tmp_path: Path, capsys) -> None:
+    add_unpinned_run(runs, tmp_path)
+    code, out, err = mlproj("diff", "1", "3", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 0 and err == ""
+    assert ["seed", "1", "2"] in [line.split() for line in out.splitlines()]
+    assert out.endswith(f"\nno source diff: run 3 is not pinned: it ran outside a Git repository ({tmp_path / 'outside'})\n")
+
+
+def test_diff_runs_pins_in_no_repository_here_says_so(runs: Path, tmp_path: Path) -> None:
+    shutil.rmtree(tmp_path / "repo")
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
+    assert diff.source == "" and diff.config
+    assert diff.note == ("no Git repository here holds run 1's pin refs/mlproj/runs/key-1 and run 2's pin "
+                         "refs/mlproj/runs/key-2 (the runs' folders and the current folder are in no Git repository): "
+                         "run `mlproj diff` inside the repository the runs were started from, or a clone that "
+                         "fetched refs/mlproj/runs/*.")
+
+
+def test_diff_runs_clone_that_fetched_the_pins_diffs_from_the_current_folder(runs: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-local", str(tmp_path / "repo"), str(clone)], check=True)
+    without_pins = diff_runs(read_run(runs / "1"), read_run(runs / "2"))  # the original is still found
+    git(clone, "fetch", "-q", "origin", "refs/mlproj/runs/*:refs/mlproj/runs/*")
+    shutil.rmtree(tmp_path / "repo")
+    monkeypatch.chdir(clone)
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
+    assert diff.note is None and diff.source == without_pins.source and "+print('train harder')" in diff.source
+
+
+def test_diff_runs_first_repository_holding_both_pins_is_used(runs: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"  # run 4's recorded folder: a clone holding run 1's pin only
+    subprocess.run(["git", "clone", "-q", "--no-local", str(tmp_path / "repo"), str(clone)], check=True)
+    git(clone, "fetch", "-q", "origin", "refs/mlproj/runs/key-1:refs/mlproj/runs/key-1")
+    info = {**read_run(runs / "1").info, "cwd": str(clone)}
+    write_run(runs, 4, {"lr": 0.001}, {"validation.accuracy": [0.5]}, info=info)
+    diff = diff_runs(read_run(runs / "4"), read_run(runs / "2"))
+    assert diff.note is None and "+print('train harder')" in diff.source
+
+
+def test_diff_runs_pins_in_two_repositories_says_so(runs: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    (other / "train.py").write_text(TRAIN)
+    write_run(runs, 5, {"lr": 0.001}, {"validation.accuracy": [0.5]},
+              info={"run_key": "key-5", "git": pin_working_tree(str(other), "key-5"), "cwd": str(other)})
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "5"))
+    assert diff.source == ""
+    assert diff.note.startswith(f"the pins of run 1 and run 5 lie in different repositories (looked in {tmp_path / 'repo'}, {other}): ")
+
+
+def test_diff_cli_real_runs_of_a_main_file_started_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    repo, elsewhere, runs = tmp_path / "repo", tmp_path / "elsewhere", tmp_path / "runs"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "main.py").write_text(TINY_MAIN)
+    elsewhere.mkdir()  # started from here, so only the main file's folder (Sacred's base_dir) leads to the repo
+    first = run_main("with", "lr=0.2", "seed=1", runs=runs, cwd=elsewhere, main=repo / "main.py")
+    (repo / "main.py").write_text(TINY_MAIN.replace("return lr", "return 2 * lr"))
+    second = run_main("with", "seed=1", runs=runs, cwd=elsewhere, main=repo / "main.py")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = mlproj("diff", "1", "2", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 0
+    assert [line.split() for line in out.splitlines()[1:3]] == [["key", "run", "1", "run", "2"], ["lr", "0.2", "0.1"]]
+    assert "-    return lr\n+    return 2 * lr\n" in out
+
+
+def test_diff_cli_unknown_run_one_line_exit_1(runs: Path, capsys) -> None:
+    code, out, err = mlproj("diff", "1", "99", "--runs-dir", str(runs), capsys=capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("mlproj diff: error: no run '99'") and err.count("\n") == 1
+
+
+def test_diff_missing_copied_or_pickled_is_the_same_sentinel() -> None:
+    assert copy.deepcopy(MISSING) is MISSING and pickle.loads(pickle.dumps(MISSING)) is MISSING
