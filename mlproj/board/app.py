@@ -44,7 +44,8 @@ def create_app(runs_dir: str | os.PathLike) -> Flask:
     if not os.path.isdir(runs_dir):
         raise MLProjError(f"runs dir {runs_dir} does not exist: pass the folder your runs were recorded in (default $MLPROJ_RUNS_DIR or ./runs).")
     app = Flask(__name__, static_folder="static", template_folder="templates")
-    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    app.url_map.merge_slashes = False  # `//x` in a path is a bad request here, not a redirect elsewhere
     app.extensions["mlproj.catalog"] = Catalog(runs_dir)
     app.extensions["mlproj.curves"] = CurveCache()
     app.jinja_env.filters["cell"] = cell

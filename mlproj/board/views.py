@@ -19,6 +19,7 @@ from werkzeug.utils import safe_join
 from mlproj.board.catalog import Query, best_cells
 from mlproj.board.context import MAX_COMPARED, catalog, compared_runs, curve_cache, find_run
 from mlproj.board.curves import compare_curves, group_curves, run_labels
+from mlproj.runs.diff import diff_runs
 from mlproj.runs.query import differing_keys, metric_names
 from mlproj.runs.reader import metrics_key, read_output_tail
 from mlproj.runs.record import Run
@@ -157,11 +158,30 @@ def compare_page() -> str:
             best[row["metric"]] = min(values) if goal == "min" else max(values)
     data = {"curves": url_for("api.compare_curves_json"), "runs": [r.id for r in runs], "group": group_by,
             "metrics": metric_names(runs)}
+    a, b = _diff_pair(runs)
+    diff = diff_runs(a, b)
+    source = diff.source[:DIFF_CHARS]
     return render_template(
         "compare.html", runs=runs, config=config_rows(runs), present=[set(r.flat_config()) for r in runs],
         metrics=metrics, best=best, keys=keys, group_by=group_by, groups=group_rows(runs, group_by) if group_by else [],
-        data=data,
+        data=data, a=a, b=b, diff=diff, source=source.splitlines(), cut=len(diff.source) > DIFF_CHARS,
     )
+
+
+DIFF_CHARS = 400_000  # a longer source diff is cut (`mlproj diff` prints it whole)
+
+
+def _diff_pair(runs: list[Run]) -> tuple[Run, Run]:
+    """The two runs whose source is diffed: `a` and `b` of the request (ids among the compared
+    runs), else the first two."""
+    by_id = {str(run.id): run for run in runs}
+    chosen = []
+    for name, default in (("a", runs[0]), ("b", runs[1])):
+        value = request.args.get(name)
+        if value is not None and value not in by_id:
+            abort(400, f"{name}={value[:40]!r}: the source diff is between two of the compared runs ({', '.join(by_id)})")
+        chosen.append(by_id[value] if value is not None else default)
+    return chosen[0], chosen[1]
 
 
 def _compare_goal(runs: list[Run], metric: str) -> str | None:
