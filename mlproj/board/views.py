@@ -218,11 +218,19 @@ def sweep_page(name: str) -> str:
     if not runs:
         abort(404, f"no run belongs to a sweep named {name[:80]!r}")
     runs.sort(key=lambda r: (r.sweep.get("trial") or 0, r.id))
-    rows = [{"trial": run.sweep.get("trial"), **row} for run, row in zip(runs, run_rows(runs), strict=True)]
+    params = differing_keys(runs)
+    rows = [_params_first(row, {"trial": run.sweep.get("trial")}, params)
+            for run, row in zip(runs, run_rows(runs, metrics=[m for m in [benchmark_metric(runs)] if m]), strict=True)]
     columns = list(rows[0])
     of = max((run.sweep.get("of") or 0 for run in runs), default=0)
     return render_template("trials.html", kind="sweep", name=name, rows=rows, columns=columns,
                            best=best_cells(rows, columns, runs), of=of, runs=runs)
+
+
+def _params_first(row: dict[str, Any], first: dict[str, Any], params: list[str]) -> dict[str, Any]:
+    """`row` (of `run_rows`) with `first`, its id and the config keys `params` (what the trials
+    vary) before its other columns."""
+    return {**first, "id": row["id"], **{k: row[k] for k in params if k in row}, **{k: v for k, v in row.items() if k not in params}}
 
 
 @pages.get("/studies/<name>")
@@ -237,7 +245,8 @@ def study_page(name: str) -> str:
     for run, row in zip(runs, base, strict=True):
         tune = run.info["tune"]
         values = tune.get("params") or {}
-        rows.append({"trial": tune.get("trial"), "id": run.id, "state": run.shown_status, "value": run.result,
+        value = run.result if run.shown_status == "COMPLETED" else None  # what the study was told (none when pruned or failed)
+        rows.append({"trial": tune.get("trial"), "id": run.id, "state": run.shown_status, "value": value,
                      **{key: values.get(key) for key in params},
                      **{k: v for k, v in row.items() if k.endswith((" best", " last"))}, "start": run.start, "duration": run.duration})
     columns = list(rows[0])

@@ -67,6 +67,7 @@
       cursor: { drag: { x: true, y: false } },
     };
     const columns = [x];
+    const hidden = [];  // the band edges: drawn as the band, not listed in the legend
     series.forEach((s, i) => {
       const color = COLORS[i % COLORS.length];
       if (s.low && s.high) {
@@ -75,11 +76,14 @@
         opts.series.push({ label: `${s.label} +std`, stroke: color, width: 0, points: { show: false }, spanGaps: true });
         opts.series.push({ label: `${s.label} -std`, stroke: color, width: 0, points: { show: false }, spanGaps: true });
         opts.bands.push({ series: [at, at + 1], fill: color + "33" });
+        hidden.push(at, at + 1);
       }
       columns.push(s.values);
       opts.series.push({ label: s.label, stroke: color, width: 1.5, spanGaps: true, points: { show: x.length < 40 } });
     });
     plots[metric] = new uPlot(opts, columns, box);
+    const entries = box.querySelectorAll(".u-legend .u-series");
+    hidden.forEach((index) => { if (entries[index]) entries[index].style.display = "none"; });
     if (note) {
       const p = document.createElement("p");
       p.className = "note";
