@@ -175,6 +175,16 @@ def test_read_metric_arrays_equals_the_whole_read(tmp_path: Path, indent: int | 
     assert read_metric_arrays(str(tmp_path), ["b]"]) == {"b]": whole["b]"]}
 
 
+def test_read_metric_arrays_finds_arrays_cut_by_the_pieces_it_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.runs.reader as reader
+
+    metrics = {f"m{i}": {"steps": list(range(i, 400 + i)), "timestamps": ["2026-01-01T00:00:00"] * 400, "values": [i + k / 3 for k in range(400)]}
+               for i in range(5)}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setattr(reader, "_CHUNK", 97)  # a piece ends inside names, array starts and arrays
+    assert read_metric_arrays(str(tmp_path)) == {name: (m["steps"], m["values"]) for name, m in metrics.items()}
+
+
 def test_read_output_tail_from_an_offset_and_the_last_bytes(tmp_path: Path) -> None:
     (tmp_path / "cout.txt").write_text("0123456789")
     assert read_output_tail(str(tmp_path), None, 4) == ("6789", 10)

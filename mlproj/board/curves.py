@@ -14,7 +14,7 @@ from collections import OrderedDict
 from typing import Any
 
 from mlproj.runs.query import group_runs
-from mlproj.runs.reader import metrics_key, read_metric_arrays
+from mlproj.runs.reader import iter_metric_arrays, metrics_key, read_metric_arrays
 from mlproj.runs.record import Run
 from mlproj.util.series import downsample, downsample_indices
 from mlproj.util.table import cell
@@ -43,9 +43,10 @@ class CurveCache:
                 self._curves.move_to_end(key)
                 return self._curves[key]
         curves = {}
-        for name, (steps, values) in sorted(read_metric_arrays(run.path).items()):
+        for name, steps, values in iter_metric_arrays(run.path):  # one metric's series in memory at a time
             kept_steps, kept_values = downsample(steps, values, BUCKETS)
             curves[name] = {"steps": kept_steps, "values": kept_values, "count": min(len(steps), len(values))}
+        curves = dict(sorted(curves.items()))
         with self._lock:
             self._curves[key] = curves
             while len(self._curves) > self._kept:

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -145,61 +145,101 @@ def _read_optional_json(path: str) -> Any:
         return None
 
 
-# One array of a metric in metrics.json. A JSON string holds no unescaped quote, so the pattern
-# cannot match inside a metric's name; the arrays hold numbers (and NaN/Infinity), never `]`.
-_ARRAY = re.compile(rb'"(steps|values|timestamps)":\s*\[([^\]]*)\]')
+# The start of one array of a metric in metrics.json. A JSON string holds no unescaped quote, so the
+# pattern cannot match inside a metric's name; the arrays hold numbers (and NaN/Infinity), never `]`.
+_ARRAY_START = re.compile(rb'"(steps|values|timestamps)":\s*\[')
+_CHUNK = 1 << 22  # metrics.json is scanned in pieces of 4 MB: a long series is never held whole
+_TAIL = 64  # bytes kept between pieces, so an array's start cut by a piece's end is still found
 
 
 def read_metric_arrays(path: str, names: Collection[str] | None = None) -> dict[str, tuple[list[Any], list[Any]]]:
-    """(steps, values) of each metric in `names` (default: all) of the run folder `path`: what
-    drawing its curves needs, read several times faster than `read_metric_values` on long series.
+    """(steps, values) of each metric in `names` (default: all) of the run folder `path`, as
+    `iter_metric_arrays` reads them; {} when the run logged no metrics."""
+    return {name: (steps, values) for name, steps, values in iter_metric_arrays(path, names)}
 
-    Only the wanted arrays are parsed (each metric's timestamps, and the metrics not asked for,
-    are skipped), and steps logged at a regular interval are recognized without parsing them.
-    {} when the run logged no metrics.
+
+def iter_metric_arrays(path: str, names: Collection[str] | None = None) -> Iterator[tuple[str, list[Any], list[Any]]]:
+    """(name, steps, values) of each metric in `names` (default: all) of the run folder `path`, one
+    metric at a time: what drawing curves needs, read several times faster than `read_metric_values`
+    and in a fraction of its memory on long series.
+
+    metrics.json is scanned once for where each array lies (without parsing it); then only the
+    wanted metrics' steps and values are read and parsed, one metric at a time (timestamps never
+    are).
 
     Raises:
         MLProjError: when metrics.json is damaged or cannot be read.
     """
     file = os.path.join(path, "metrics.json")
     try:
-        with open(file, "rb") as f:
-            data = f.read()
+        f = open(file, "rb")
     except FileNotFoundError:
-        return {}
+        return
     except OSError as err:
         raise MLProjError(f"{file} cannot be read ({err.strerror}): check its permissions.") from None
-    spans: list[tuple[int, int]] = []
+    with f:
+        try:
+            layout = _array_layout(f)
+        except (ValueError, AttributeError, TypeError):  # not the layout Sacred writes: read it whole
+            layout = None
+        if layout is None:
+            for name, m in read_metric_values(path).items():
+                if names is None or name in names:
+                    yield name, m.get("steps", []), m.get("values", [])
+            return
+        for name, spans in layout.items():
+            if names is not None and name not in names:
+                continue
+            steps, values = (_read_span(f, spans.get(key)) for key in ("steps", "values"))
+            try:
+                yield name, json.loads(b"[" + steps + b"]"), json.loads(b"[" + values + b"]")
+            except ValueError as err:
+                raise MLProjError(f"{file} is not valid JSON ({err}): the run record is damaged; move that run folder away.") from None
 
-    def placeholder(match: re.Match) -> bytes:
-        spans.append(match.span(2))
-        return b'"%s": %d' % (match.group(1), len(spans) - 1)
 
-    try:
-        skeleton = json.loads(_ARRAY.sub(placeholder, data))
-        found = {}
-        for name, record in skeleton.items():
-            if names is None or name in names:
-                steps, values = (data[slice(*spans[record[k]])] if isinstance(record.get(k), int) else b"" for k in ("steps", "values"))
-                found[name] = (_parse_steps(steps), json.loads(b"[" + values + b"]"))
-        return found
-    except (ValueError, TypeError, AttributeError, IndexError):  # not the layout Sacred writes: read it whole
-        return {name: (m.get("steps", []), m.get("values", [])) for name, m in read_metric_values(path).items()
-                if names is None or name in names}
+def _array_layout(f: Any) -> dict[str, dict[str, tuple[int, int]]]:
+    """Where each metric's arrays lie in the metrics.json `f`: {name: {steps|values|timestamps: (start, end)}},
+    byte offsets of the arrays' items; from one pass over the file that keeps only what lies
+    between the arrays, which is parsed as JSON with each array replaced by its number."""
+    skeleton, spans = [], []
+    buffer, base, start = b"", 0, None  # start: where the open array's items begin
+    while True:
+        chunk = f.read(_CHUNK)
+        buffer += chunk
+        pos = 0
+        while True:
+            if start is None:
+                found = _ARRAY_START.search(buffer, pos)
+                if found is None:
+                    keep = len(buffer) - _TAIL if chunk else len(buffer)
+                    skeleton.append(buffer[pos:max(keep, pos)])
+                    pos = max(keep, pos)
+                    break
+                skeleton.append(buffer[pos:found.start()] + b'"%s": %d' % (found.group(1), len(spans)))
+                spans.append(found.group(1).decode())
+                start, pos = base + found.end(), found.end()
+            else:
+                end = buffer.find(b"]", pos)
+                if end == -1:
+                    pos = len(buffer)
+                    break
+                spans[-1] = (spans[-1], start, base + end)
+                start, pos = None, end + 1
+        base += pos
+        buffer = buffer[pos:]
+        if not chunk:
+            break
+    layout = {}
+    for name, record in json.loads(b"".join(skeleton)).items():
+        layout[name] = {spans[i][0]: spans[i][1:] for i in record.values()}
+    return layout
 
 
-def _parse_steps(text: bytes) -> list[Any]:
-    """The steps array `text` (its JSON items): a `range` when they are evenly spaced integers
-    written as json writes them (nearly always), which skips parsing them."""
-    head = re.match(rb"\s*(-?\d+)(\s*,\s*)(-?\d+)", text)
-    if head is not None:
-        first, sep, second = int(head.group(1)), head.group(2).decode(), int(head.group(3))
-        n, interval = text.count(b",") + 1, second - first
-        if interval > 0:
-            steps = range(first, first + n * interval, interval)
-            if sep.join(map(str, steps)).encode() == text.strip():
-                return list(steps)
-    return json.loads(b"[" + text + b"]")
+def _read_span(f: Any, span: tuple[int, int] | None) -> bytes:
+    if span is None:
+        return b""
+    f.seek(span[0])
+    return f.read(span[1] - span[0])
 
 
 def read_output_tail(path: str, start: int | None = None, limit: int = 65536) -> tuple[str, int]:
