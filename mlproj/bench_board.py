@@ -16,7 +16,7 @@ Then `mlproj board` serves that folder in its own process, and the bench measure
   (c) the long run's page, 10 metrics x 200,000 steps: in Chromium, navigation until uPlot has
       drawn every chart (the page notes the time); the first view (the server reads and
       downsamples the series) and a second (downsampled curves cached); over HTTP without Chromium;
-  (d) the server's peak memory (VmHWM) after all of them.
+  (d) the server's peak memory (VmHWM) after all of them, and its worker processes'.
 """
 
 from __future__ import annotations
@@ -139,6 +139,23 @@ def _peak_mb(pid: int) -> float:
         return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
 
 
+def _children(pid: int) -> list[int]:
+    """The server's worker processes (those that read long series)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in found if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]  # not multiprocessing's resource tracker
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the server and its worker processes so far."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _http_seconds(url: str) -> float:
     start = time.perf_counter()
     urllib.request.urlopen(url, timeout=120).read()
@@ -202,14 +219,21 @@ def measure_board(n_runs: int, n_steps: int) -> int:
                 table = [_http_seconds(url) for _ in range(6)]
             print(f"(b) runs table, first page of 50, {where}: first {table[0]:.2f} s, then median {statistics.median(table[1:]):.2f} s")
             page = f"{url}runs/{long_id}"
-            if browser:
-                views = [_run_page_in_browser(browser, page, 10) for _ in range(3)]
-                where = "in Chromium (navigation until uPlot drew all 10 charts)"
-            else:
-                views = [_http_seconds(page) + _http_seconds(f"{url}api/runs/{long_id}/curves") for _ in range(3)]
+            views, cpu = [], []
+            for _ in range(3):
+                before = _cpu_seconds(process.pid)
+                if browser:
+                    views.append(_run_page_in_browser(browser, page, 10))
+                else:
+                    views.append(_http_seconds(page) + _http_seconds(f"{url}api/runs/{long_id}/curves"))
+                cpu.append(_cpu_seconds(process.pid) - before)
+            where = "in Chromium (navigation until uPlot drew all 10 charts)" if browser else "over HTTP (page and curves)"
             print(f"(c) run page, 10 metrics x 200,000 steps, {where}: first view {views[0]:.2f} s "
-                  f"(reads and downsamples 2,000,000 points), then {statistics.median(views[1:]):.2f} s (curves cached)")
-            print(f"(d) server peak memory (VmHWM): {_peak_mb(process.pid):.0f} MB")
+                  f"(reads and downsamples 2,000,000 points; server CPU {cpu[0]:.2f} s in {len(_children(process.pid)) + 1} processes), "
+                  f"then {statistics.median(views[1:]):.2f} s (curves cached)")
+            workers = [_peak_mb(child) for child in _children(process.pid)]
+            shown = f"; its {len(workers)} worker processes {max(workers):.0f} MB each at most" if workers else ""
+            print(f"(d) server peak memory (VmHWM): {_peak_mb(process.pid):.0f} MB{shown}")
         finally:
             if browser is not None:
                 browser.quit()

@@ -41,7 +41,7 @@ class Query:
     status: str = ""
     where: tuple[str, ...] = ()
     text: str = ""
-    sort: str = ""
+    sort: str = "id"
     descending: bool = True
     all_metrics: bool = False
 
@@ -185,7 +185,7 @@ def _sorted(rows: list[dict[str, Any]], runs: dict[Any, Run], query: Query) -> l
     column is ordered by `mlproj runs --sort` (`sort_runs`: best first for a metric, else
     ascending); descending reverses it. Any other column (a `last`, git) is ordered by its values.
     Rows without a value stay last either way."""
-    column = query.sort or "id"
+    column = query.sort
     if not rows or column not in rows[0]:
         return rows
     if column.endswith(" best"):

@@ -23,16 +23,44 @@ BUCKETS = 1000  # about 2,000 points per curve: more than a chart's width in pix
 RUNS_KEPT = 32  # runs whose downsampled curves are kept (a few KB each)
 
 
+# A metrics.json this large is read by worker processes, each parsing a share of its metrics:
+# parsing numbers is CPU-bound, and one process would take seconds on 10 metrics x 200,000 steps.
+PARALLEL_BYTES = 16 * 1024 * 1024
+MAX_WORKERS = 4
+
+
 class CurveCache:
     """Downsampled curves of recently shown runs, keyed by the size and mtime of their
-    metrics.json: a run still writing gets read again, a finished one once (thread-safe)."""
+    metrics.json: a run still writing gets read again, a finished one once (thread-safe).
+
+    After `start_workers`, a large metrics.json is read by worker processes (see PARALLEL_BYTES);
+    `close` stops them.
+    """
 
     def __init__(self, kept: int = RUNS_KEPT):
         self._kept = kept
         self._lock = threading.Lock()
-        self._curves: OrderedDict[tuple[str, Any], dict[str, dict[str, list[Any]]]] = OrderedDict()
+        self._curves: OrderedDict[tuple[str, Any], dict[str, dict[str, Any]]] = OrderedDict()
+        self._pool: Any = None
+        self._workers = 0
 
-    def run_curves(self, run: Run) -> dict[str, dict[str, list[Any]]]:
+    def start_workers(self, workers: int) -> None:
+        """Start `workers` processes (spawned: the server runs threads) and wait until they are ready."""
+        if workers < 2:
+            return
+        import multiprocessing  # lazy: only a served board starts workers
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._workers = workers
+        list(self._pool.map(downsample_metrics, [None] * workers, [[]] * workers, [BUCKETS] * workers))  # each imports now
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def run_curves(self, run: Run) -> dict[str, dict[str, Any]]:
         """{metric: {steps, values, count}} of every metric `run` logged, downsampled."""
         if run.path is None:
             return {}
@@ -42,16 +70,30 @@ class CurveCache:
             if key in self._curves:
                 self._curves.move_to_end(key)
                 return self._curves[key]
-        curves = {}
-        for name, steps, values in iter_metric_arrays(run.path):  # one metric's series in memory at a time
-            kept_steps, kept_values = downsample(steps, values, BUCKETS)
-            curves[name] = {"steps": kept_steps, "values": kept_values, "count": min(len(steps), len(values))}
+        names = run.metric_names
+        if self._pool is not None and stamp is not None and stamp["size"] >= PARALLEL_BYTES and len(names) > 1:
+            n = min(self._workers, len(names))
+            curves = {}
+            for part in self._pool.map(downsample_metrics, [run.path] * n, [names[i::n] for i in range(n)], [BUCKETS] * n):
+                curves.update(part)
+        else:
+            curves = downsample_metrics(run.path, None, BUCKETS)
         curves = dict(sorted(curves.items()))
         with self._lock:
             self._curves[key] = curves
             while len(self._curves) > self._kept:
                 self._curves.popitem(last=False)
         return curves
+
+
+def downsample_metrics(path: str | None, names: list[str] | None, buckets: int) -> dict[str, dict[str, Any]]:
+    """{metric: {steps, values, count}} of the metrics `names` (None: all) of the run folder `path`,
+    each downsampled to about `2 * buckets` points; one metric's series in memory at a time."""
+    curves = {}
+    for name, steps, values in iter_metric_arrays(path, names) if path else ():
+        kept_steps, kept_values = downsample(steps, values, buckets)
+        curves[name] = {"steps": kept_steps, "values": kept_values, "count": min(len(steps), len(values))}
+    return curves
 
 
 def overlay(curves: list[tuple[str, dict[str, list[Any]]]]) -> dict[str, Any]:

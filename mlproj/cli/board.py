@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 
 from mlproj.errors import MLProjError
@@ -32,17 +33,22 @@ def run_board(args: argparse.Namespace) -> int:
     import waitress
 
     from mlproj.board import create_app
+    from mlproj.board.catalog import Query
+    from mlproj.board.curves import MAX_WORKERS
 
     runs_dir = args.runs_dir or default_runs_dir()
     app = create_app(runs_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    runs = app.extensions["mlproj.catalog"].runs()  # read them now, not on the first request
+    catalog = app.extensions["mlproj.catalog"]
+    runs = catalog.runs()  # read them now, and make the first page's table: not on the first request
+    catalog.table(Query())
     try:
         server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads, ident="mlproj-board")
     except OSError as err:
         raise MLProjError(f"cannot serve on {args.host}:{args.port} ({err.strerror}): pass another --port.") from None
+    app.extensions["mlproj.curves"].start_workers(min(_usable_cpus(), MAX_WORKERS))
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"mlproj board: {len(runs)} runs in {app.extensions['mlproj.catalog'].runs_dir}", flush=True)
+    print(f"mlproj board: {len(runs)} runs in {catalog.runs_dir}", flush=True)
     if not _is_loopback(args.host):
         print(f"mlproj board: serving on {args.host}, reachable from other machines; the board has no login.", flush=True)
     print(f"mlproj board: open http://{host}:{server.effective_port}/ (Ctrl-C stops it)", flush=True)
@@ -52,7 +58,15 @@ def run_board(args: argparse.Namespace) -> int:
         pass
     finally:
         server.close()
+        app.extensions["mlproj.curves"].close()
     return 0
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _is_loopback(host: str) -> bool:
