@@ -157,6 +157,23 @@ def test_board_curves_downsampled_keep_the_spike(tmp_path: Path) -> None:
     assert curve["steps"][0] == 0 and curve["steps"][-1] == n - 1
 
 
+def test_curve_cache_workers_read_a_large_file_as_one_process_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.board.curves as curves
+
+    series = {f"m{k}": [math.cos(i / 50 + k) for i in range(6000)] for k in range(5)}
+    write_run(tmp_path / "runs", 1, {}, series)
+    run = read_runs(str(tmp_path / "runs"))[0]
+    alone = curves.downsample_metrics(run.path, None, curves.BUCKETS)
+    monkeypatch.setattr(curves, "PARALLEL_BYTES", 0)  # every file is large: the workers read it
+    cache = curves.CurveCache()
+    cache.start_workers(2)
+    try:
+        assert cache._pool is not None
+        assert cache.run_curves(run) == alone and len(alone) == 5 and len(alone["m0"]["steps"]) < 6000
+    finally:
+        cache.close()
+
+
 def test_downsample_keeps_min_and_max_of_each_bucket_and_drops_nan() -> None:
     values = [0.0] * 1000
     values[10], values[500], values[501] = -3.0, 7.0, math.nan
