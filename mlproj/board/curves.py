@@ -13,18 +13,20 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from mlproj.runs.plot import downsampled_metrics
 from mlproj.runs.query import group_runs
-from mlproj.runs.reader import iter_metric_arrays, metrics_key, read_metric_arrays
+from mlproj.runs.reader import metrics_key, read_metric_arrays
 from mlproj.runs.record import Run
-from mlproj.util.series import downsample, downsample_indices
+from mlproj.util.series import downsample_indices
 from mlproj.util.table import cell
 
 BUCKETS = 1000  # about 2,000 points per curve: more than a chart's width in pixels
 RUNS_KEPT = 32  # runs whose downsampled curves are kept (a few KB each)
 
 
-# A metrics.json this large is read by worker processes, each parsing a share of its metrics:
-# parsing numbers is CPU-bound, and one process would take seconds on 10 metrics x 200,000 steps.
+# A metrics.json this large is read by worker processes and the server's thread together, each
+# parsing a share of its metrics: parsing numbers is CPU-bound, and one process alone would take
+# seconds on 10 metrics x 200,000 steps.
 PARALLEL_BYTES = 16 * 1024 * 1024
 MAX_WORKERS = 4
 
@@ -33,8 +35,8 @@ class CurveCache:
     """Downsampled curves of recently shown runs, keyed by the size and mtime of their
     metrics.json: a run still writing gets read again, a finished one once (thread-safe).
 
-    After `start_workers`, a large metrics.json is read by worker processes (see PARALLEL_BYTES);
-    `close` stops them.
+    After `start_workers`, a large metrics.json is read by worker processes along with the
+    requesting thread (see PARALLEL_BYTES); `close` stops them.
     """
 
     def __init__(self, kept: int = RUNS_KEPT):
@@ -46,14 +48,14 @@ class CurveCache:
 
     def start_workers(self, workers: int) -> None:
         """Start `workers` processes (spawned: the server runs threads) and wait until they are ready."""
-        if workers < 2:
+        if workers < 1:
             return
         import multiprocessing  # lazy: only a served board starts workers
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         self._workers = workers
-        list(self._pool.map(downsample_metrics, [None] * workers, [[]] * workers, [BUCKETS] * workers))  # each imports now
+        list(self._pool.map(downsampled_metrics, [None] * workers, [[]] * workers, [BUCKETS] * workers))  # each imports now
 
     def close(self) -> None:
         if self._pool is not None:
@@ -72,28 +74,19 @@ class CurveCache:
                 return self._curves[key]
         names = run.metric_names
         if self._pool is not None and stamp is not None and stamp["size"] >= PARALLEL_BYTES and len(names) > 1:
-            n = min(self._workers, len(names))
-            curves = {}
-            for part in self._pool.map(downsample_metrics, [run.path] * n, [names[i::n] for i in range(n)], [BUCKETS] * n):
-                curves.update(part)
+            n = min(self._workers + 1, len(names))
+            shares = [self._pool.submit(downsampled_metrics, run.path, names[i::n], BUCKETS) for i in range(1, n)]
+            curves = downsampled_metrics(run.path, names[0::n], BUCKETS)  # this thread's share, meanwhile
+            for share in shares:
+                curves.update(share.result())
         else:
-            curves = downsample_metrics(run.path, None, BUCKETS)
+            curves = downsampled_metrics(run.path, None, BUCKETS)
         curves = dict(sorted(curves.items()))
         with self._lock:
             self._curves[key] = curves
             while len(self._curves) > self._kept:
                 self._curves.popitem(last=False)
         return curves
-
-
-def downsample_metrics(path: str | None, names: list[str] | None, buckets: int) -> dict[str, dict[str, Any]]:
-    """{metric: {steps, values, count}} of the metrics `names` (None: all) of the run folder `path`,
-    each downsampled to about `2 * buckets` points; one metric's series in memory at a time."""
-    curves = {}
-    for name, steps, values in iter_metric_arrays(path, names) if path else ():
-        kept_steps, kept_values = downsample(steps, values, buckets)
-        curves[name] = {"steps": kept_steps, "values": kept_values, "count": min(len(steps), len(values))}
-    return curves
 
 
 def overlay(curves: list[tuple[str, dict[str, list[Any]]]]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def run_board(args: argparse.Namespace) -> int:
         server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads, ident="mlproj-board")
     except OSError as err:
         raise MLProjError(f"cannot serve on {args.host}:{args.port} ({err.strerror}): pass another --port.") from None
-    app.extensions["mlproj.curves"].start_workers(min(_usable_cpus(), MAX_WORKERS))
+    app.extensions["mlproj.curves"].start_workers(min(_usable_cpus() - 1, MAX_WORKERS))  # with the serving thread: one per CPU
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"mlproj board: {len(runs)} runs in {catalog.runs_dir}", flush=True)
     if not _is_loopback(args.host):
