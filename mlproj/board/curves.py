@@ -9,7 +9,9 @@ with null where a run has no point (drawn as a line across the gap).
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -53,7 +55,8 @@ class CurveCache:
         import multiprocessing  # lazy: only a served board starts workers
         from concurrent.futures import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_exit_with_parent, initargs=(os.getpid(),))
         self._workers = workers
         list(self._pool.map(downsampled_metrics, [None] * workers, [[]] * workers, [BUCKETS] * workers))  # each imports now
 
@@ -87,6 +90,17 @@ class CurveCache:
             while len(self._curves) > self._kept:
                 self._curves.popitem(last=False)
         return curves
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: end when the server is gone (killed before it could stop its workers)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def overlay(curves: list[tuple[str, dict[str, list[Any]]]]) -> dict[str, Any]:

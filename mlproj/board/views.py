@@ -173,10 +173,11 @@ DIFF_CHARS = 400_000  # a longer source diff is cut (`mlproj diff` prints it who
 
 def _diff_pair(runs: list[Run]) -> tuple[Run, Run]:
     """The two runs whose source is diffed: `a` and `b` of the request (ids among the compared
-    runs), else the first two."""
+    runs), else the first run and the first other one pinned to another snapshot (else the second)."""
     by_id = {str(run.id): run for run in runs}
+    other = next((run for run in runs[1:] if _snapshot(run) != _snapshot(runs[0])), runs[1])
     chosen = []
-    for name, default in (("a", runs[0]), ("b", runs[1])):
+    for name, default in (("a", runs[0]), ("b", other)):
         value = request.args.get(name)
         if value is not None and value not in by_id:
             abort(400, f"{name}={value[:40]!r}: the source diff is between two of the compared runs ({', '.join(by_id)})")
@@ -186,6 +187,11 @@ def _diff_pair(runs: list[Run]) -> tuple[Run, Run]:
 
 def _compare_goal(runs: list[Run], metric: str) -> str | None:
     return runs_goal(metric, [run.info for run in runs])
+
+
+def _snapshot(run: Run) -> str | None:
+    git = run.info.get("git")
+    return git.get("snapshot") if isinstance(git, dict) else None
 
 
 # ------------------------------------------------------------------------------ sweeps and studies

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
 
 from mlproj.errors import MLProjError
@@ -52,6 +53,7 @@ def run_board(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         print(f"mlproj board: serving on {args.host}, reachable from other machines; the board has no login.", flush=True)
     print(f"mlproj board: open http://{host}:{server.effective_port}/ (Ctrl-C stops it)", flush=True)
+    signal.signal(signal.SIGTERM, _stop)  # `kill`: stop as Ctrl-C does, workers included
     try:
         server.run()
     except KeyboardInterrupt:
@@ -60,6 +62,10 @@ def run_board(args: argparse.Namespace) -> int:
         server.close()
         app.extensions["mlproj.curves"].close()
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _usable_cpus() -> int:

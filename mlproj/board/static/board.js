@@ -61,6 +61,7 @@
     const opts = {
       title: metric, width: width, height: 260,
       scales: { x: { time: false } },
+      axes: [{}, { size: 60, values: (u, splits) => splits.map((v) => (v == null ? "" : String(Number(v.toPrecision(4))))) }],
       series: [{ label: "step" }],
       bands: [],
       legend: { live: true },
