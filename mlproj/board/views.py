@@ -90,7 +90,7 @@ def run_page(run_id: str) -> str:
         if s is not None:
             summaries.append({"metric": name, "best": s.best, "best_step": s.best_step, "last": s.last, "last_step": s.last_step, "count": s.count})
     data = {"curves": url_for("api.run_curves", run_id=run.id), "live": url_for("api.run_live", run_id=run.id),
-            "running": run.status == "RUNNING", "offset": offset, "stamp": _stamp(run), "metrics": run.metric_names}
+            "running": run.shown_status == "RUNNING", "offset": offset, "stamp": _stamp(run), "metrics": run.metric_names}
     return render_template(
         "run.html", run=run, facts=_facts(run), pin=_pin(run), config=sorted(run.flat_config().items()),
         info=json.dumps(run.info, indent=2, sort_keys=True, default=str), summaries=summaries, artifacts=_artifacts(run),
@@ -285,7 +285,7 @@ def run_live(run_id: str) -> dict[str, Any]:
     if offset is not None and (not offset.isdigit() or len(offset) > 15):
         abort(400, f"offset={offset[:40]!r} is not a byte offset")
     output, end = read_output_tail(run.path, None if offset is None else int(offset), OUTPUT_BYTES)
-    return {"run": run.id, "status": run.shown_status, "running": run.status == "RUNNING", "output": output, "offset": end,
+    return {"run": run.id, "status": run.shown_status, "running": run.shown_status == "RUNNING", "output": output, "offset": end,
             "stamp": _stamp(run), "duration": cell(run.duration), "result": cell(run.result), "metrics": run.metric_names}
 
 

@@ -190,9 +190,8 @@ def iter_metric_arrays(path: str, names: Collection[str] | None = None) -> Itera
         for name, spans in layout.items():
             if names is not None and name not in names:
                 continue
-            steps, values = (_read_span(f, spans.get(key)) for key in ("steps", "values"))
             try:
-                yield name, json.loads(b"[" + steps + b"]"), json.loads(b"[" + values + b"]")
+                yield name, json.loads(_read_array(f, spans.get("steps"))), json.loads(_read_array(f, spans.get("values")))
             except ValueError as err:
                 raise MLProjError(f"{file} is not valid JSON ({err}): the run record is damaged; move that run folder away.") from None
 
@@ -235,11 +234,12 @@ def _array_layout(f: Any) -> dict[str, dict[str, tuple[int, int]]]:
     return layout
 
 
-def _read_span(f: Any, span: tuple[int, int] | None) -> bytes:
+def _read_array(f: Any, span: tuple[int, int] | None) -> bytes:
+    """The JSON array whose items lie at `span` in `f`, brackets included; `[]` for None."""
     if span is None:
-        return b""
-    f.seek(span[0])
-    return f.read(span[1] - span[0])
+        return b"[]"
+    f.seek(span[0] - 1)
+    return f.read(span[1] - span[0] + 2)
 
 
 def read_output_tail(path: str, start: int | None = None, limit: int = 65536) -> tuple[str, int]:
