@@ -232,7 +232,7 @@ def measure_board(n_runs: int, n_steps: int) -> int:
                   f"(reads and downsamples 2,000,000 points; server CPU {cpu[0]:.2f} s in {len(_children(process.pid)) + 1} processes), "
                   f"then {statistics.median(views[1:]):.2f} s (curves cached)")
             workers = [_peak_mb(child) for child in _children(process.pid)]
-            shown = f"; its {len(workers)} worker processes {max(workers):.0f} MB each at most" if workers else ""
+            shown = f"; worker processes: {len(workers)}, {max(workers):.0f} MB at most each" if workers else ""
             print(f"(d) server peak memory (VmHWM): {_peak_mb(process.pid):.0f} MB{shown}")
         finally:
             if browser is not None:

@@ -95,7 +95,7 @@
   }
 
   async function getJSON(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    const response = await fetch(url);  // as the page's preload asked for it, so that one answer serves both
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     return body;
