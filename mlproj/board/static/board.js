@@ -110,6 +110,8 @@
 
   async function drawRun() {
     const body = await getJSON(data.curves);
+    const none = document.getElementById("no-metrics");
+    if (none && Object.keys(body.metrics).length) none.remove();  // a running run logged its first metrics
     for (const [metric, curve] of Object.entries(body.metrics)) {
       const note = curve.count > curve.steps.length ? `${curve.count.toLocaleString()} points logged, ${curve.steps.length.toLocaleString()} drawn (min and max of each bucket)` : "";
       draw(metric, curve.steps, [{ label: metric, values: curve.values }], note);
