@@ -175,6 +175,24 @@ def test_diff_cli_real_runs_of_a_main_file_started_elsewhere(tmp_path: Path, mon
     assert "-    return lr\n+    return 2 * lr\n" in out
 
 
+def test_diff_runs_without_git_config_diff_and_note(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = read_run(runs / "1"), read_run(runs / "2")
+    with_git = diff_runs(a, b)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    diff = diff_runs(a, b)
+    assert diff.config == with_git.config and diff.source == "" and diff.note == "git is not installed (no `git` on PATH)"
+
+
+def test_diff_cli_same_id_in_two_runs_dirs_columns_say_which(runs: Path, tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "other-runs", 1, {"lr": 0.01, "seed": 1, "optim": {"name": "sgd"}}, {"validation.accuracy": [0.5]},
+              info=read_run(runs / "2").info)
+    first, second = str(runs / "1"), str(tmp_path / "other-runs" / "1")
+    code, out, _ = mlproj("diff", first, second, capsys=capsys)
+    assert code == 0
+    assert [line.split() for line in out.splitlines()[1:3]] == [["key", "A:", first, "B:", second], ["lr", "0.001", "0.01"]]
+    assert "+print('train harder')" in out
+
+
 def test_diff_cli_unknown_run_one_line_exit_1(runs: Path, capsys) -> None:
     code, out, err = mlproj("diff", "1", "99", "--runs-dir", str(runs), capsys=capsys)
     assert code == 1 and out == ""
