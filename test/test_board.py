@@ -182,14 +182,25 @@ def test_downsample_keeps_min_and_max_of_each_bucket_and_drops_nan() -> None:
     assert downsample([1, 2, 3], [1.0, None, 3.0], 10) == ([1, 3], [1.0, 3.0])
 
 
+def test_read_metric_arrays_numbers_json_reads_differently_stay_as_json_reads_them(tmp_path: Path) -> None:
+    metrics = {"big": {"steps": [1, 2**70], "values": [0.1, float("nan")]}, "floats": {"steps": [0.5, 1.5], "values": [float("inf"), -1e300]}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    read = read_metric_arrays(str(tmp_path))
+    assert read["big"][0] == [1, 2**70]  # past int64: json's whole integer, not numpy's clamped one
+    assert read["floats"][0] == [0.5, 1.5] and list(read["floats"][1]) == [float("inf"), -1e300]
+    assert math.isnan(read["big"][1][1])
+
+
 @pytest.mark.parametrize("indent", [None, 2])
 def test_read_metric_arrays_equals_the_whole_read(tmp_path: Path, indent: int | None) -> None:
     metrics = {"a": {"steps": list(range(0, 300, 3)), "timestamps": ["2026-01-01T00:00:00"] * 100, "values": [i / 7 for i in range(100)]},
                "b]": {"steps": [5, 1, 9], "timestamps": ["t"] * 3, "values": [1, "NaN-ish", None]}, "empty": {"steps": [], "values": []}}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics, indent=indent))
     whole = {name: (m["steps"], m["values"]) for name, m in read_metric_values(str(tmp_path)).items()}
-    assert read_metric_arrays(str(tmp_path)) == whole
-    assert read_metric_arrays(str(tmp_path), ["b]"]) == {"b]": whole["b]"]}
+    read = {name: (list(steps), list(values)) for name, (steps, values) in read_metric_arrays(str(tmp_path)).items()}
+    assert read == whole
+    (steps, values), = read_metric_arrays(str(tmp_path), ["b]"]).values()
+    assert list(steps) == [5, 1, 9] and values == [1, "NaN-ish", None]  # text among the values: json's list
 
 
 def test_read_metric_arrays_finds_arrays_cut_by_the_pieces_it_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +210,8 @@ def test_read_metric_arrays_finds_arrays_cut_by_the_pieces_it_reads(tmp_path: Pa
                for i in range(5)}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     monkeypatch.setattr(reader, "_CHUNK", 97)  # a piece ends inside names, array starts and arrays
-    assert read_metric_arrays(str(tmp_path)) == {name: (m["steps"], m["values"]) for name, m in metrics.items()}
+    read = {name: (list(steps), list(values)) for name, (steps, values) in read_metric_arrays(str(tmp_path)).items()}
+    assert read == {name: (m["steps"], m["values"]) for name, m in metrics.items()}
 
 
 def test_read_output_tail_from_an_offset_and_the_last_bytes(tmp_path: Path) -> None:

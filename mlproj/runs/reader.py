@@ -19,7 +19,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -152,20 +152,21 @@ _CHUNK = 1 << 22  # metrics.json is scanned in pieces of 4 MB: a long series is 
 _TAIL = 64  # bytes kept between pieces, so an array's start cut by a piece's end is still found
 
 
-def read_metric_arrays(path: str, names: Collection[str] | None = None) -> dict[str, tuple[list[Any], list[Any]]]:
+def read_metric_arrays(path: str, names: Collection[str] | None = None) -> dict[str, tuple[Sequence[Any], Sequence[Any]]]:
     """(steps, values) of each metric in `names` (default: all) of the run folder `path`, as
     `iter_metric_arrays` reads them; {} when the run logged no metrics."""
     return {name: (steps, values) for name, steps, values in iter_metric_arrays(path, names)}
 
 
-def iter_metric_arrays(path: str, names: Collection[str] | None = None) -> Iterator[tuple[str, list[Any], list[Any]]]:
+def iter_metric_arrays(path: str, names: Collection[str] | None = None) -> Iterator[tuple[str, Sequence[Any], Sequence[Any]]]:
     """(name, steps, values) of each metric in `names` (default: all) of the run folder `path`, one
     metric at a time: what drawing curves needs, read several times faster than `read_metric_values`
     and in a fraction of its memory on long series.
 
     metrics.json is scanned once for where each array lies (without parsing it); then only the
     wanted metrics' steps and values are read and parsed, one metric at a time (timestamps never
-    are).
+    are). Steps that are all integers come as an int64 numpy array, values that are all numbers
+    (NaN and Infinity included) as a float64 one; any other array as the list json reads.
 
     Raises:
         MLProjError: when metrics.json is damaged or cannot be read.
@@ -191,7 +192,7 @@ def iter_metric_arrays(path: str, names: Collection[str] | None = None) -> Itera
             if names is not None and name not in names:
                 continue
             try:
-                yield name, json.loads(_read_array(f, spans.get("steps"))), json.loads(_read_array(f, spans.get("values")))
+                yield name, _parse_numbers(_read_array(f, spans.get("steps")), "int64"), _parse_numbers(_read_array(f, spans.get("values")), "float64")
             except ValueError as err:
                 raise MLProjError(f"{file} is not valid JSON ({err}): the run record is damaged; move that run folder away.") from None
 
@@ -232,6 +233,24 @@ def _array_layout(f: Any) -> dict[str, dict[str, tuple[int, int]]]:
     for name, record in json.loads(b"".join(skeleton)).items():
         layout[name] = {spans[i][0]: spans[i][1:] for i in record.values()}
     return layout
+
+
+def _parse_numbers(array: bytes, dtype: str) -> Any:
+    """The JSON array `array` as a numpy array of `dtype` when it holds only such numbers (numpy's
+    parser reads them several times faster than json, into 8 bytes each), else as json reads it (a list)."""
+    import warnings
+
+    import numpy as np  # lazy: listing runs never parses a series
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's parser stops at text it cannot read, with a warning: read it as json
+        try:
+            parsed = np.fromstring(array[1:-1].decode("ascii"), dtype=dtype, sep=",")
+        except (ValueError, UnicodeDecodeError, DeprecationWarning):
+            return json.loads(array)
+    if dtype == "int64" and len(parsed) and (parsed.max() == np.iinfo(np.int64).max or parsed.min() == np.iinfo(np.int64).min):
+        return json.loads(array)  # numpy clamps an integer too large for int64; json keeps it whole
+    return parsed
 
 
 def _read_array(f: Any, span: tuple[int, int] | None) -> bytes:

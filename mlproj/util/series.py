@@ -85,22 +85,24 @@ def downsample(steps: Sequence[Any], values: Sequence[Any], buckets: int) -> tup
     """
     n = min(len(steps), len(values))
     kept, finite = downsample_indices(values[:n], buckets)
-    return [steps[i] for i in kept], [float(finite[i]) for i in kept]
+    if hasattr(steps, "tolist"):  # a numpy array: plain numbers out, as from a list
+        return steps[kept].tolist(), finite[kept].tolist()
+    return [steps[i] for i in kept], finite[kept].tolist()
 
 
 def downsample_indices(values: Sequence[Any], buckets: int) -> tuple[list[int], Any]:
-    """The indices of the points `downsample` keeps of `values`, in order, and the values as floats
-    (a numpy array, NaN where a value is not a finite number)."""
+    """The indices of the points `downsample` keeps of `values` (a numpy array, in order), and the
+    values as floats (a numpy array, NaN where a value is not a finite number)."""
     import numpy as np  # lazy: every mlproj command imports this module, few draw curves
 
     n = len(values)
     try:
-        v = np.asarray(values, dtype=float)  # numbers, NaN and inf: C speed
+        v = np.array(values, dtype=float)  # numbers, NaN and inf: C speed (a copy: NaN is written into it)
     except (TypeError, ValueError):  # text or None among them
         v = np.asarray([x if _is_finite(x) else np.nan for x in values], dtype=float)
     v[~np.isfinite(v)] = np.nan
     if n <= 2 * buckets:
-        return np.flatnonzero(~np.isnan(v)).tolist(), v
+        return np.flatnonzero(~np.isnan(v)), v
     size = -(-n // buckets)  # points per bucket, rounded up; the last bucket may be short
     grid = np.full(size * buckets, np.nan)
     grid[:n] = v
@@ -111,7 +113,7 @@ def downsample_indices(values: Sequence[Any], buckets: int) -> tuple[list[int], 
     rows = np.flatnonzero(finite.any(axis=1))  # a bucket of only NaNs keeps nothing
     kept = np.union1d(rows * size + low[rows], rows * size + high[rows])
     ends = [i for i in (0, n - 1) if not np.isnan(v[i])]
-    return np.union1d(kept, np.asarray(ends, dtype=kept.dtype)).tolist(), v
+    return np.union1d(kept, np.asarray(ends, dtype=kept.dtype)), v
 
 
 def _is_finite(value: Any) -> bool:
