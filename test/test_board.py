@@ -255,6 +255,13 @@ def test_catalog_sees_new_gone_and_finished_runs_without_rereading_all(runs: Pat
     seen = {r.id: r.status for r in catalog.runs()}
     assert sorted(seen) == [1, 2, 3, 4, 6, 7] and seen[2] == "FAILED"
     assert [row["id"] for row in catalog.table(Query()).rows] == [7, 6, 4, 3, 2, 1]
+    (runs / "8").mkdir()
+    (runs / "8" / "run.json").write_text('{"status": "RUNN')  # caught mid-write
+    now[0] = 20.0
+    assert 8 not in {r.id for r in catalog.runs()}
+    (runs / "8" / "run.json").write_text('{"status": "RUNNING"}')
+    now[0] = 30.0
+    assert {r.id: r.status for r in catalog.runs()}[8] == "RUNNING"
 
 
 # ------------------------------------------------------------------------------ compare

@@ -118,7 +118,10 @@ class Catalog:
             stamp = _stamp(folder)
             if stamp[0] is None or (run_id in self._stamps and self._stamps[run_id] == stamp):
                 continue  # no run.json yet (a run starting), or a running run that wrote nothing new
-            run = read_run(folder)
+            try:
+                run = read_run(folder)
+            except MLProjError:
+                continue  # caught mid-write (plain Sacred rewrites its JSON in place): read it at the next check
             self._runs[run_id] = run
             if run.status == "RUNNING":
                 self._stamps[run_id] = stamp
