@@ -20,7 +20,8 @@ from conftest import write_run
 from mlproj.board import create_app
 from mlproj.board.catalog import Catalog, Query
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import read_metric_arrays, read_metric_values, read_output_tail, read_runs
+from mlproj.runs.arrays import read_metric_arrays
+from mlproj.runs.reader import read_metric_values, read_output_tail, read_runs
 from mlproj.runs.rows import run_rows
 from mlproj.util.series import downsample
 
@@ -204,7 +205,7 @@ def test_read_metric_arrays_equals_the_whole_read(tmp_path: Path, indent: int | 
 
 
 def test_read_metric_arrays_finds_arrays_cut_by_the_pieces_it_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlproj.runs.reader as reader
+    import mlproj.runs.arrays as reader
 
     metrics = {f"m{i}": {"steps": list(range(i, 400 + i)), "timestamps": ["2026-01-01T00:00:00"] * 400, "values": [i + k / 3 for k in range(400)]}
                for i in range(5)}

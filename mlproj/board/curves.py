@@ -15,9 +15,10 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from mlproj.runs.arrays import read_metric_arrays
 from mlproj.runs.plot import downsampled_metrics
 from mlproj.runs.query import group_runs
-from mlproj.runs.reader import metrics_key, read_metric_arrays
+from mlproj.runs.reader import metrics_key
 from mlproj.runs.record import Run
 from mlproj.util.series import downsample_indices
 from mlproj.util.table import cell

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from mlproj.errors import MLProjError
+from mlproj.runs.arrays import iter_metric_arrays
 from mlproj.runs.query import differing_keys, group_runs, metric_names
-from mlproj.runs.reader import iter_metric_arrays
 from mlproj.runs.record import Run
 from mlproj.util.series import downsample
 from mlproj.util.table import cell
