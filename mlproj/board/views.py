@@ -48,7 +48,7 @@ def runs_table() -> str:
         abort(404, f"page {page} does not exist: this table has {pages_count} page(s)")
     shown = table.rows[(page - 1) * size: page * size]
     return render_template("runs.html", table=table, rows=shown, query=query, page=page, pages=pages_count, size=size,
-                           where=" ".join(query.where), max_compared=MAX_COMPARED, link=_table_link)
+                           where=shlex.join(query.where), max_compared=MAX_COMPARED, link=_table_link)
 
 
 def _query() -> Query:
