@@ -8,11 +8,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS_DIR ?= $(or $(MLPROJ_RUNS_DIR),runs)
 
-.PHONY: install run test lint bench bench-gpu tensorboard omniboard clean help sweep sweep-lr sweep-models tune
+.PHONY: install run test test-browser board lint bench bench-gpu tensorboard omniboard clean help sweep sweep-lr sweep-models tune
 
 help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
-	@echo "make test         run the test suite"
+	@echo "make test         run the test suite (all but the browser tests)"
+	@echo "make test-browser the board's tests in headless Chromium (installs chromium and chromium-driver when missing)"
+	@echo "make board        serve the runs in $(RUNS_DIR) on http://127.0.0.1:8765 (mlproj board)"
 	@echo "make lint         ruff check"
 	@echo "make bench        tracked training vs a bare PyTorch loop, data paths, start-up (a few minutes)"
 	@echo "make bench-gpu    the same job on a GPU: bare loop vs tracked, warm-up apart, samples/s, peak memory"
@@ -42,7 +44,19 @@ run: install
 	echo "  .venv/bin/python main.py test with checkpoint=$(RUNS_DIR)/$$id/best.pt   # test-set metrics"
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not browser"
+
+# The board's browser tests drive Debian's chromium through chromium-driver, installed here when
+# missing (as root, else with sudo); without them the tests skip and say why.
+test-browser: install
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+	$(BIN)/python -m pytest -q -m browser
+
+board: install
+	$(BIN)/mlproj board $(RUNS_DIR)
 
 lint: install
 	$(BIN)/ruff check mlproj test main.py

@@ -26,6 +26,12 @@ second time (wall time and peak memory of its process and of the largest of its 
 then again as recorded by plain Sacred: no summaries, metrics.json indented as Sacred writes it.
 
     python -m mlproj.bench --runs 1000 --steps 10000
+
+With `--board`, it measures `mlproj board` instead (mlproj/bench_board.py): its start, the runs
+table's first page and a run page of 10 metrics x 200,000 steps in headless Chromium, and the
+server's peak memory, over `--runs` generated runs (default 10,000).
+
+    python -m mlproj.bench --board
 """
 
 from __future__ import annotations
@@ -393,8 +399,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (1: steadier figures when other processes share the CPUs)")
     parser.add_argument("--device", default="cpu", help="cuda: the GPU bench (mlproj/bench_gpu.py) instead")
     parser.add_argument("--runs", type=int, metavar="N", help="measure `mlproj runs` over N generated runs instead")
-    parser.add_argument("--steps", type=int, default=10000, help="with --runs: logged steps in each run's train series")
+    parser.add_argument("--steps", type=int, default=10000, help="with --runs or --board: logged steps in each run's train series")
+    parser.add_argument("--board", action="store_true", help="measure `mlproj board` over --runs generated runs (default 10,000) instead")
     args = parser.parse_args(argv)
+    if args.board:
+        from mlproj import bench_board  # lazy: the training bench needs none of it
+
+        return bench_board.measure_board(args.runs or 10_000, args.steps)
     if args.device != "cpu":
         from mlproj import bench_gpu  # lazy: the CPU bench needs none of it
 

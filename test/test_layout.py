@@ -18,11 +18,13 @@ ALLOWED = {
     "train": {"data", "nets", "util"},
     "record": {"train", "data", "util"},
     "runs": {"util"},
+    "board": {"runs", "util"},
     "sweep": {"record", "train", "runs", "util"},
     "loading": {"runs", "train", "util"},
     "nets": set(),
-    "cli": {"record", "runs", "sweep", "train", "data", "nets", "util", "loading"},
-    "bench": {"cli", "record", "runs", "sweep", "train", "data", "nets", "util", "bench_gpu"},
+    "cli": {"record", "runs", "sweep", "train", "data", "nets", "util", "loading", "board"},
+    "bench": {"cli", "record", "runs", "sweep", "train", "data", "nets", "util", "bench_gpu", "bench_board"},
+    "bench_board": {"util"},
     "bench_gpu": {"train", "data", "nets", "util"},
 }
 # The one import against the rule, with its reason: `MLProject.from_run(_run)`, the entry of a user's

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "mlproj.cli.datasets",
     "mlproj.cli.models",
     "mlproj.cli.runs",
+    "mlproj.cli.board",
     "mlproj.cli.reproduce",
     "mlproj.cli.sweep",
     "mlproj.cli.tune",

@@ -1,13 +1,27 @@
-"""Curves of a metric over runs, drawn into a PNG (`mlproj compare --plot`)."""
+"""Curves of a metric over runs: drawn into a PNG (`mlproj compare --plot`), or cut down to the
+points a chart needs (`downsampled_metrics`, what `mlproj board` sends to the browser)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mlproj.errors import MLProjError
+from mlproj.runs.arrays import iter_metric_arrays
 from mlproj.runs.query import differing_keys, group_runs, metric_names
 from mlproj.runs.record import Run
+from mlproj.util.series import downsample
 from mlproj.util.table import cell
+
+
+def downsampled_metrics(path: str | None, names: list[str] | None, buckets: int) -> dict[str, dict[str, Any]]:
+    """{metric: {steps, values, count}} of the metrics `names` (None: all) of the run folder `path`,
+    each cut to about `2 * buckets` points by `mlproj.util.series.downsample` (the smallest and
+    largest value of each bucket); one metric's series in memory at a time. {} for `path` None."""
+    curves = {}
+    for name, steps, values in iter_metric_arrays(path, names) if path else ():
+        kept_steps, kept_values = downsample(steps, values, buckets)
+        curves[name] = {"steps": kept_steps, "values": kept_values, "count": min(len(steps), len(values))}
+    return curves
 
 
 def check_metric(runs: list[Run], metric: str) -> None:

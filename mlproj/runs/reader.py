@@ -109,7 +109,17 @@ def summarize_metrics_json(path: str) -> dict[str, dict[str, Any]]:
     Raises:
         MLProjError: when metrics.json is damaged or cannot be read.
     """
-    return summarize_series(_read_steps_and_values(os.path.join(path, "metrics.json")))
+    return summarize_series(read_metric_values(path))
+
+
+def read_metric_values(path: str) -> dict[str, dict[str, Any]]:
+    """Each metric's steps and values ({name: {steps, values}}) of the run folder `path`, without
+    their timestamps (half the cost of reading metrics.json); {} when it logged none.
+
+    Raises:
+        MLProjError: when metrics.json is damaged or cannot be read.
+    """
+    return _read_steps_and_values(os.path.join(path, "metrics.json"))
 
 
 # A series' timestamps, which a summary does not need: half of what parsing metrics.json costs.
@@ -132,6 +142,23 @@ def _read_optional_json(path: str) -> Any:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def read_output_tail(path: str, start: int | None = None, limit: int = 65536) -> tuple[str, int]:
+    """What the run folder `path` printed (cout.txt) from byte `start` on, at most `limit` bytes
+    (the last `limit` bytes when `start` is None), and the byte offset where that text ends (the
+    `start` of the next call, to follow a live run). A file that shrank (rewritten) is read from
+    its start. ("", 0) without cout.txt.
+    """
+    try:
+        with open(os.path.join(path, "cout.txt"), "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            begin = max(size - limit, 0) if start is None or start > size else start
+            f.seek(begin)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return "", 0
+    return data.decode("utf-8", errors="replace"), begin + len(data)
 
 
 def _read_captured_out(path: str) -> str:

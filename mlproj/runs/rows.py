@@ -58,10 +58,12 @@ def run_rows(runs: list[Run], all_config: bool = False, metrics: list[str] | Non
     keys = sorted({k for run in runs for k in run.flat_config()}) if all_config else differing_keys(runs)
     names = metric_names(runs) if metrics is None else metrics
     ranked = {name: is_ranked(runs, name) for name in names}
+    # Once for the table, not per row: per row it made listing 10,000 runs take minutes.
+    named, commented = len({r.name for r in runs}) > 1, any(r.comment for r in runs)
     rows = []
     for run in runs:
         row: dict[str, Any] = {"id": run.id}
-        if len({r.name for r in runs}) > 1:
+        if named:
             row["name"] = run.name
         for name in names:
             summary = run.summary(name)
@@ -69,7 +71,7 @@ def run_rows(runs: list[Run], all_config: bool = False, metrics: list[str] | Non
                 row[f"{name} best"] = summary.best if summary else None
             row[f"{name} last"] = summary.last if summary else None
         row.update({"status": run.shown_status, "start": run.start, "duration": run.duration, "git": run.git})
-        if any(r.comment for r in runs):  # Sacred's -c "comment": a column only when some run has one
+        if commented:  # Sacred's -c "comment": a column only when some run has one
             row["comment"] = run.comment
         flat = run.flat_config()
         row.update({key: flat.get(key) for key in keys})
@@ -117,7 +119,7 @@ def describe(run: Run) -> str:
         ("folder", run.path or "(MongoDB)"),
         ("started", f"{cell(run.start)} UTC" if run.start else ""),
         ("duration", cell(run.duration)),
-        ("git", _git_line(run)),
+        ("git", git_line(run)),
         ("result", cell(run.result)),
         *([("comment", run.comment)] if run.comment else []),
         ("rerun", rerun_command(run)),
@@ -144,7 +146,8 @@ def describe(run: Run) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _git_line(run: Run) -> str:
+def git_line(run: Run) -> str:
+    """The run's Git pin in words (`mlproj show`'s git line): head, branch, dirty, snapshot and ref, or why it has none."""
     reason = run.missing_pin
     if reason is not None:  # Sacred's HEAD, if it has one, still says which commit the run started from
         head = f"; Sacred recorded HEAD {run.sacred_commit.rstrip('*')}" + (" (dirty)" if run.sacred_commit.endswith("*") else "")

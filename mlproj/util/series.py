@@ -70,3 +70,51 @@ def summarize_series(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
         summary = add_points(None, series.get("steps", []), series.get("values", []))
         summaries[name] = summary if summary is not None else {"count": 0}
     return summaries
+
+
+def downsample(steps: Sequence[Any], values: Sequence[Any], buckets: int) -> tuple[list[Any], list[float]]:
+    """At most about `2 * buckets` points of a series that draw like the whole of it.
+
+    The series is cut into `buckets` runs of consecutive points; each keeps its smallest and its
+    largest finite value (in step order), so a spike inside a bucket stays visible where an average
+    or every n-th point would hide it. The first and last points are always kept; values that are
+    not finite numbers are left out. A series of at most `2 * buckets` points comes back whole.
+
+    Returns:
+        (steps, values) of the kept points, as plain lists (ready for JSON).
+    """
+    n = min(len(steps), len(values))
+    kept, finite = downsample_indices(values[:n], buckets)
+    if hasattr(steps, "tolist"):  # a numpy array: plain numbers out, as from a list
+        return steps[kept].tolist(), finite[kept].tolist()
+    return [steps[i] for i in kept], finite[kept].tolist()
+
+
+def downsample_indices(values: Sequence[Any], buckets: int) -> tuple[list[int], Any]:
+    """The indices of the points `downsample` keeps of `values` (a numpy array, in order), and the
+    values as floats (a numpy array, NaN where a value is not a finite number)."""
+    import numpy as np  # lazy: every mlproj command imports this module, few draw curves
+
+    n = len(values)
+    try:
+        v = np.array(values, dtype=float)  # numbers, NaN and inf: C speed (a copy: NaN is written into it)
+    except (TypeError, ValueError):  # text or None among them
+        v = np.asarray([x if _is_finite(x) else np.nan for x in values], dtype=float)
+    v[~np.isfinite(v)] = np.nan
+    if n <= 2 * buckets:
+        return np.flatnonzero(~np.isnan(v)), v
+    size = -(-n // buckets)  # points per bucket, rounded up; the last bucket may be short
+    grid = np.full(size * buckets, np.nan)
+    grid[:n] = v
+    grid = grid.reshape(buckets, size)
+    finite = ~np.isnan(grid)
+    low = np.where(finite, grid, np.inf).argmin(axis=1)
+    high = np.where(finite, grid, -np.inf).argmax(axis=1)
+    rows = np.flatnonzero(finite.any(axis=1))  # a bucket of only NaNs keeps nothing
+    kept = np.union1d(rows * size + low[rows], rows * size + high[rows])
+    ends = [i for i in (0, n - 1) if not np.isnan(v[i])]
+    return np.union1d(kept, np.asarray(ends, dtype=kept.dtype)), v
+
+
+def _is_finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
