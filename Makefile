@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS_DIR ?= $(or $(MLPROJ_RUNS_DIR),runs)
 
-.PHONY: install run test lint bench bench-gpu tensorboard omniboard clean help sweep sweep-lr sweep-models tune
+.PHONY: install run test test-cluster lint bench bench-gpu tensorboard omniboard clean help sweep sweep-lr sweep-models tune
 
 help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
 	@echo "make test         run the test suite"
+	@echo "make test-cluster install (apt) and start SLURM and PostgreSQL on this host, run the cluster tests, stop them"
 	@echo "make lint         ruff check"
 	@echo "make bench        tracked training vs a bare PyTorch loop, data paths, start-up (a few minutes)"
 	@echo "make bench-gpu    the same job on a GPU: bare loop vs tracked, warm-up apart, samples/s, peak memory"
@@ -43,6 +44,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The tests marked `cluster` (README, "Development"): a one-node SLURM cluster and a PostgreSQL
+# server on 127.0.0.1, installed with apt-get when missing (root), stopped again on exit.
+test-cluster: install
+	bash test/cluster/run.sh
 
 lint: install
 	$(BIN)/ruff check mlproj test main.py
