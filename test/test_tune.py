@@ -173,19 +173,21 @@ def test_tune_running_trial_of_a_dead_tuner_marked_failed_and_rerun(toy: str, ru
     assert states(study_of(runs_dir)) == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
-def test_tune_running_trial_with_fresh_heartbeat_left_to_its_tuner(toy: str, runs_dir: Path, capsys) -> None:
-    args = ["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2"]
+def test_tune_running_trial_of_another_tuner_waited_for_then_run_once_it_stops_beating(toy: str, runs_dir: Path,
+                                                                                      capsys) -> None:
+    args = ["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2", "--grace", "3"]
     assert mlproj([*args, "--trials", "1"]) == 0
-    storage = optuna.storages.RDBStorage(f"sqlite:///{runs_dir / '_tune' / 'toy.db'}", heartbeat_interval=10)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs_dir / '_tune' / 'toy.db'}", heartbeat_interval=1)
     study = optuna.load_study(study_name="toy", storage=storage)
-    storage.record_heartbeat(study.ask()._trial_id)  # another machine's tuner, alive, runs it
+    storage.record_heartbeat(study.ask()._trial_id)  # another machine's tuner runs it, beats once, and dies
     capsys.readouterr()
+    started = time.monotonic()
     assert mlproj(args) == 0
     out = capsys.readouterr().out
-    assert "left running" not in out
-    assert "2 trial(s) wanted, 1 finished, 1 running in another tuner, 0 to run" in out
-    assert "tune toy: 1 trial(s) still running in another tuner of this study" in out
-    assert states(study_of(runs_dir)) == ["COMPLETE", "RUNNING"]  # its slot is that tuner's
+    assert "2 trial(s) wanted, 1 finished, 1 running in another tuner, 0 to run" in out  # left to it while it beats
+    assert "tune toy: trial(s) 1 of a tuner that stopped beating: marked FAILED, their slots run here" in out
+    assert time.monotonic() - started >= 3  # not before the grace
+    assert states(study_of(runs_dir)) == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
 def test_tune_minimize_best_is_lowest(toy: str, runs_dir: Path, capsys) -> None:
