@@ -228,7 +228,11 @@ class MLProjExperiment(Experiment):
         except SacredError as err:
             print(f"error: {one_line_sacred_error(err)}", file=sys.stderr)
             sys.exit(1)
-        except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree
+        except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree, or a lost peer
+            lost = distributed.peer_failure(err)
+            if lost:
+                print(f"error: {lost}", file=sys.stderr)
+                sys.exit(1)
             if not str(err).startswith(("EnforceClean", "No version control")):
                 raise
             print(f"error: {self._enforce_clean_refusal(str(err))}", file=sys.stderr)
