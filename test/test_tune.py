@@ -300,3 +300,27 @@ def test_tuner_records_a_heartbeat_for_the_trials_it_runs(toy: str, tmp_path: Pa
     with sqlite3.connect(db) as con:
         (age,) = con.execute("SELECT (julianday('now') - julianday(heartbeat)) * 86400 FROM trial_heartbeats").fetchone()
     assert age < 60  # the old beat was replaced by a fresh one
+
+
+def test_tune_postgresql_without_driver_one_line_names_the_driver_sqlalchemy_imports(toy: str, runs_dir: Path,
+                                                                                     capsys) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = "postgresql://me:s3cret@127.0.0.1:1/optuna"
+    try:  # the driver SQLAlchemy's postgresql dialect imports here
+        make_url(url).get_dialect().import_dbapi()
+        pytest.skip("a PostgreSQL driver is installed: nothing is missing")
+    except ImportError:
+        pass
+    assert mlproj(["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "1", "--storage", url]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "s3cret" not in err, err
+    # SQLAlchemy 2.1 (requirements.txt) reads postgresql:// as psycopg 3, whose package is psycopg.
+    assert make_url(url).get_dialect().driver == "psycopg"
+    assert err.strip().endswith('install psycopg, the driver SQLAlchemy uses for postgresql://: pip install "psycopg[binary]"'), err
+    assert not runs_dir.exists()
+
+
+def test_tune_grace_below_three_seconds_one_line(toy: str, runs_dir: Path, capsys) -> None:
+    assert mlproj(["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "1", "--grace", "2"]) == 1
+    assert "--grace 2: give 3 seconds or more" in capsys.readouterr().err
