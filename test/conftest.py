@@ -248,7 +248,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     selected with `-m cluster`, as `make test-cluster` does after starting the services."""
     if "cluster" in (config.getoption("markexpr") or ""):
         return
-    skip = pytest.mark.skip(reason="a cluster test: `make test-cluster` starts its services and runs it")
+    skip = pytest.mark.skip(reason="a cluster test (SLURM, PostgreSQL or two torchrun nodes): run by `make test-cluster`")
     for item in items:
         if "cluster" in item.keywords:
             item.add_marker(skip)

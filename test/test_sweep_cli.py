@@ -354,6 +354,6 @@ def test_sweep_status_without_squeue_states_from_the_runs(toy: str, runs_dir: Pa
     capsys.readouterr()
     assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]", "--status"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[:3] for line in out[1:4]] == [["1", "NOT", "RUN"], ["2", "COMPLETED", "1"], ["3", "FAILED", "2"]]
-    assert out[-1] == ("sweep toy: 3 trial(s): 1 NOT RUN, 1 COMPLETED, 1 FAILED (no squeue here: states from the runs "
+    assert [line.split()[:3] for line in out[1:4]] == [["1", "NOT_RUN", "-"], ["2", "COMPLETED", "1"], ["3", "FAILED", "2"]]
+    assert out[-1] == ("sweep toy: 3 trial(s): 1 NOT_RUN, 1 COMPLETED, 1 FAILED (no squeue here: states from the runs "
                        "alone)")

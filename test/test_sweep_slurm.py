@@ -54,8 +54,8 @@ def wait_for_job(job: str, timeout: float = 240) -> None:
     while time.monotonic() < deadline:
         queued = subprocess.run(["squeue", "--noheader", "--array", f"--jobs={job}", "--format=%i %T"],
                                 capture_output=True, text=True)
-        if queued.returncode == 0 and not queued.stdout.strip():
-            return
+        if (queued.returncode == 0 and not queued.stdout.strip()) or "Invalid job id" in queued.stderr:
+            return  # gone from the queue (or already purged from slurmctld's memory)
         time.sleep(1)
     pytest.fail(f"job {job} still queued after {timeout} s: {queued.stdout}")
 

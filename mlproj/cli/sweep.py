@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--submit", action="store_true", help="write the SLURM script (--slurm FILE, else "
                         "RUNS_DIR/_sweeps/NAME/NAME.sbatch) and submit it with sbatch; prints the job id")
     parser.add_argument("--status", action="store_true", help="each trial's state: COMPLETED, PENDING or RUNNING "
-                        "in SLURM (squeue), FAILED, INTERRUPTED, NOT RUN; runs nothing")
+                        "in SLURM (squeue), FAILED, INTERRUPTED, NOT_RUN; runs nothing")
     parser.add_argument("--force", action="store_true", help="run every trial, even those already done")
     parser.add_argument("--minimize", action="store_true", help="a lower result is better (for the summary; default: "
                         "the direction of the benchmark the runs recorded, else higher)")

@@ -107,7 +107,7 @@ class TrialState:
 
 def trial_states(trials: list[Trial], records: list[Run], queued: dict[int, str] | None) -> list[TrialState]:
     """Each trial's state: COMPLETED when a run of it completed, else what squeue says of its task
-    (PENDING, RUNNING), else the status of its last run (FAILED, INTERRUPTED), else NOT RUN."""
+    (PENDING, RUNNING), else the status of its last run (FAILED, INTERRUPTED), else NOT_RUN."""
     last_run: dict[int, Run] = {}
     for record in sorted(records, key=lambda r: r.id):
         index = (record.sweep or {}).get("trial")
@@ -123,7 +123,7 @@ def trial_states(trials: list[Trial], records: list[Run], queued: dict[int, str]
         elif run is not None:
             states.append(TrialState(trial, run.status, run.id))
         else:
-            states.append(TrialState(trial, "NOT RUN", None))
+            states.append(TrialState(trial, "NOT_RUN", None))
     return states
 
 
