@@ -107,21 +107,22 @@ def test_sweep_slurm_readme_script_runs_every_trial_within_limit_and_resubmissio
 
 def test_sweep_slurm_submit_cancelled_task_reruns_on_next_submission(project: Path) -> None:
     runs = project / "runs"
-    # Two trials, long enough to cancel mid-run.
-    submit = readme_command("--submit").replace("n_epochs=5", "n_epochs=60").replace("'lr=[0.1,0.01]'", "'lr=[0.1]'")
+    # Two trials (batch_size 64, then 128), long enough to cancel mid-run.
+    submit = readme_command("--submit").replace("n_epochs=5", "n_epochs=150").replace("'lr=[0.1,0.01]'", "'lr=[0.1]'")
     job = submitted_job(shell(submit, project, runs).stdout)
-    # Cancel trial 1's task once its run is recorded RUNNING (started, not done).
+    # Cancel trial 1's task mid-training (its log shows epochs going by).
+    log = runs / "_sweeps" / "main" / "trial-1.log"
     deadline = time.monotonic() + 120
-    while not [run for run in runs_of_sweep(runs, "main") if run.sweep["trial"] == 1 and run.status == "RUNNING"]:
-        assert time.monotonic() < deadline, "trial 1 never started"
-        time.sleep(0.5)
+    while not (log.exists() and "epoch 2 " in log.read_text()):
+        assert time.monotonic() < deadline, "trial 1 never trained"
+        time.sleep(0.2)
     subprocess.run(["scancel", f"{job}_1"], check=True)
     wait_for_job(job)
     by_trial = {run.sweep["trial"]: run for run in runs_of_sweep(runs, "main")}
-    assert by_trial[1].status != "COMPLETED"
+    assert by_trial[1].status == "INTERRUPTED"  # SIGTERM from scancel: Sacred records it
     assert by_trial[2].status == "COMPLETED"
     status = shell(submit.replace("--submit", "--status"), project, runs).stdout
-    assert re.search(rf"^1\s+{by_trial[1].status}\s+{by_trial[1].id}\s", status, re.M), status
+    assert re.search(rf"^1\s+INTERRUPTED\s+{by_trial[1].id}\s", status, re.M), status
 
     again = submitted_job(shell(submit, project, runs).stdout)
     wait_for_job(again)
