@@ -185,6 +185,7 @@ def test_tune_running_trial_of_another_tuner_waited_for_then_run_once_it_stops_b
     assert mlproj(args) == 0
     out = capsys.readouterr().out
     assert "2 trial(s) wanted, 1 finished, 1 running in another tuner, 0 to run" in out  # left to it while it beats
+    assert "tune toy: waiting for 1 trial(s) of other tuners; a trial whose tuner stops beating runs here" in out
     assert "tune toy: trial(s) 1 of a tuner that stopped beating: marked FAILED, their slots run here" in out
     assert time.monotonic() - started >= 3  # not before the grace
     assert states(study_of(runs_dir)) == ["COMPLETE", "FAIL", "COMPLETE"]

@@ -132,10 +132,19 @@ def _run_study(tuner: Tuner, spec: Any, jobs: int, pool: DevicePool, log_dir: st
             print(f"tune {name}: trial(s) {', '.join(map(str, stale))} of a tuner that stopped beating: marked FAILED, "
                   "their slots run here", flush=True)
 
+    said: list[bool] = []
+
+    def waiting() -> bool:
+        wait = tuner.waiting()
+        if wait and not said:  # once: a tuner that waits says why it has not ended
+            said.append(True)
+            print(f"tune {name}: waiting for {tuner.running_elsewhere()} trial(s) of other tuners; a trial whose tuner "
+                  "stops beating runs here", flush=True)
+        return wait
+
     with stopped_by_signals():  # also while an interrupted study's trials are abandoned
         try:
-            run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll,
-                          tuner.waiting)
+            run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll, waiting)
         except KeyboardInterrupt:
             tuner.abandon()
             print(f"tune {name} interrupted: run the same command again to continue the study", flush=True)

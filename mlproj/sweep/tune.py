@@ -10,7 +10,9 @@ told back (`study.tell`).
 The study lives in an Optuna RDB storage: by default an SQLite file under the runs dir, or any
 URL Optuna takes, so several machines can work on one study. The tuner records a heartbeat for
 each trial it runs, so a trial left RUNNING by a tuner that was killed is found stale (no
-heartbeat for GRACE_S) and marked FAILED by the next tuner of the study, and its slot runs again.
+heartbeat for the grace, GRACE_S by default) and marked FAILED by a tuner of the study, which
+runs its slot again: the next one started, or one still going, which waits while other tuners'
+trials run for that reason.
 """
 
 from __future__ import annotations
