@@ -82,9 +82,11 @@ def timeout_s() -> int:
 def peer_failure(err: BaseException) -> str | None:
     """One line for a collective that failed because another process of the job went away (killed,
     or silent for `timeout_s()`): what happened and what to do. None for any other error."""
+    if not is_distributed():
+        return None
     import torch.distributed as dist  # lazy: torch, as in setup
 
-    if not (is_distributed() and dist.is_available() and dist.is_initialized()):
+    if not (dist.is_available() and dist.is_initialized()):
         return None
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     if not (isinstance(err, dist.DistError) or re.search(r"gloo|nccl|connection (reset|closed)|timed out", text, re.I)):
