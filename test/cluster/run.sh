@@ -9,4 +9,4 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/mlproj-cluster.XXXXXX")
 trap 'bash test/cluster/down.sh "$dir"; rm -rf "$dir"' EXIT
 bash test/cluster/up.sh "$dir"
 . "$dir/env.sh"
-"${PYTHON:-.venv/bin/python}" -m pytest -q -m cluster "$@"
+.venv/bin/python -m pytest -q -m cluster "$@"
