@@ -8,12 +8,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS_DIR ?= $(or $(MLPROJ_RUNS_DIR),runs)
 
-.PHONY: install run test test-browser board lint bench bench-gpu tensorboard omniboard clean help sweep sweep-lr sweep-models tune
+.PHONY: install run test test-browser test-cluster board lint bench bench-gpu tensorboard omniboard clean help sweep sweep-lr sweep-models tune
 
 help:
 	@echo "make run          train LeNet-5 on scikit-learn's digits (offline) and record the run"
 	@echo "make test         run the test suite (all but the browser tests)"
 	@echo "make test-browser the board's tests in headless Chromium (installs chromium and chromium-driver when missing)"
+	@echo "make test-cluster install (apt) and start SLURM and PostgreSQL on this host, run the cluster tests, stop them"
 	@echo "make board        serve the runs in $(RUNS_DIR) on http://127.0.0.1:8765 (mlproj board)"
 	@echo "make lint         ruff check"
 	@echo "make bench        tracked training vs a bare PyTorch loop, data paths, start-up (a few minutes)"
@@ -57,6 +58,11 @@ test-browser: install
 
 board: install
 	$(BIN)/mlproj board $(RUNS_DIR)
+
+# The tests marked `cluster` (README, "Development"): a one-node SLURM cluster and a PostgreSQL
+# server on 127.0.0.1, installed with apt-get when missing (root), stopped again on exit.
+test-cluster: install
+	bash test/cluster/run.sh
 
 lint: install
 	$(BIN)/ruff check mlproj test main.py

@@ -248,3 +248,23 @@ def make_image_folder(root: Path, splits: tuple[str, ...] = ("train", "val"), n_
                 else:
                     image.convert("L").save(folder / f"{i}.jpeg")
     return root
+
+
+# --------------------------------------------------------------------------- cluster tests
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cluster` (SLURM, PostgreSQL, two torchrun nodes: minutes each) run only when
+    selected with `-m cluster`, as `make test-cluster` does after starting the services."""
+    if "cluster" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a cluster test (SLURM, PostgreSQL or two torchrun nodes): run by `make test-cluster`")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
+
+
+def cluster_service(variable: str, what: str) -> str:
+    """The value of `variable`, which test/cluster/up.sh exports for service `what`; skip without it."""
+    value = os.environ.get(variable)
+    if not value:
+        pytest.skip(f"no {what} here ({variable} unset): `make test-cluster` starts one and runs this test")
+    return value

@@ -75,3 +75,16 @@ def test_epoch_sampler_shards_pad_to_equal_length_and_cover_everything() -> None
     indices = [s.indices().tolist() for s in shards]
     assert [len(s) for s in shards] == [4, 4, 4] == [len(i) for i in indices]
     assert set(sum(indices, [])) == set(range(11))
+
+
+def test_distributed_timeout_from_environment_else_600_and_bad_value_one_line(monkeypatch) -> None:
+    from mlproj.errors import MLProjError
+    from mlproj.train.distributed import timeout_s
+
+    monkeypatch.delenv("MLPROJ_DIST_TIMEOUT", raising=False)
+    assert timeout_s() == 600
+    monkeypatch.setenv("MLPROJ_DIST_TIMEOUT", "45")
+    assert timeout_s() == 45
+    monkeypatch.setenv("MLPROJ_DIST_TIMEOUT", "10m")
+    with pytest.raises(MLProjError, match="MLPROJ_DIST_TIMEOUT=10m: give whole seconds"):
+        timeout_s()

@@ -306,3 +306,54 @@ def test_sweep_summary_best_first_follows_recorded_benchmark_minimize_overrides(
     _print_summary(str(tmp_path), "s", ["lr"], minimize)
     rows = capsys.readouterr().out.splitlines()[3:5]
     assert [row.split()[0] for row in rows] == order
+
+
+def test_sweep_slurm_options_written_as_sbatch_lines(toy: str, runs_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "sweep.sbatch"
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2]", "--slurm", str(script), "--slurm-option=--partition=gpu",
+                   "--slurm-option=--gres=gpu:1", "--slurm-option=--time=1:00:00"]) == 0
+    lines = script.read_text().splitlines()
+    sbatch = [line for line in lines if line.startswith("#SBATCH ")]
+    assert sbatch[-3:] == ["#SBATCH --partition=gpu", "#SBATCH --gres=gpu:1", "#SBATCH --time=1:00:00"]
+    assert lines.index(sbatch[-1]) < lines.index("set -euo pipefail")  # sbatch reads #SBATCH before the first command
+    assert "#SBATCH --array=1-2\n" in script.read_text()  # no --jobs: no throttle
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--slurm", "S", "--slurm-option=--time 1:00"], "--slurm-option=--time 1:00: give one sbatch option as one word"),
+        (["--slurm", "S", "--slurm-option=partition=gpu"], "give one sbatch option"),
+        (["--slurm", "S", "--slurm-option=--array=1-9"], "the script sets --array itself"),
+        (["--slurm-option=--partition=gpu"], "--slurm-option goes into a SLURM script: add --slurm FILE or --submit"),
+        (["--status", "--submit"], "--status only looks"),
+    ],
+)
+def test_sweep_slurm_bad_option_one_line_no_script(args: list[str], match: str, toy: str, runs_dir: Path,
+                                                   tmp_path: Path, capsys) -> None:
+    args = [str(tmp_path / "S") if arg == "S" else arg for arg in args]
+    assert mlproj(["sweep", toy, "with", "lr=[0.1]", *args]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and match in err, err
+    assert not (tmp_path / "S").exists()
+
+
+def test_sweep_submit_without_sbatch_one_line(toy: str, runs_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # a machine without SLURM's commands
+    assert mlproj(["sweep", toy, "with", "lr=[0.1]", "--submit"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--submit: no sbatch on this machine" in err, err
+
+
+def test_sweep_status_without_squeue_states_from_the_runs(toy: str, runs_dir: Path, tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]", "--trial", "2"]) == 0
+    monkeypatch.setenv("TOY_FAIL_LR", "0.3")
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]", "--trial", "3"]) == 1
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    capsys.readouterr()
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2,0.3]", "--status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in out[1:4]] == [["1", "NOT_RUN", "-"], ["2", "COMPLETED", "1"], ["3", "FAILED", "2"]]
+    assert out[-1] == ("sweep toy: 3 trial(s): 1 NOT_RUN, 1 COMPLETED, 1 FAILED (no squeue here: states from the runs "
+                       "alone)")

@@ -173,19 +173,22 @@ def test_tune_running_trial_of_a_dead_tuner_marked_failed_and_rerun(toy: str, ru
     assert states(study_of(runs_dir)) == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
-def test_tune_running_trial_with_fresh_heartbeat_left_to_its_tuner(toy: str, runs_dir: Path, capsys) -> None:
-    args = ["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2"]
+def test_tune_running_trial_of_another_tuner_waited_for_then_run_once_it_stops_beating(toy: str, runs_dir: Path,
+                                                                                      capsys) -> None:
+    args = ["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "2", "--grace", "3"]
     assert mlproj([*args, "--trials", "1"]) == 0
-    storage = optuna.storages.RDBStorage(f"sqlite:///{runs_dir / '_tune' / 'toy.db'}", heartbeat_interval=10)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{runs_dir / '_tune' / 'toy.db'}", heartbeat_interval=1)
     study = optuna.load_study(study_name="toy", storage=storage)
-    storage.record_heartbeat(study.ask()._trial_id)  # another machine's tuner, alive, runs it
+    storage.record_heartbeat(study.ask()._trial_id)  # another machine's tuner runs it, beats once, and dies
     capsys.readouterr()
+    started = time.monotonic()
     assert mlproj(args) == 0
     out = capsys.readouterr().out
-    assert "left running" not in out
-    assert "2 trial(s) wanted, 1 finished, 1 running in another tuner, 0 to run" in out
-    assert "tune toy: 1 trial(s) still running in another tuner of this study" in out
-    assert states(study_of(runs_dir)) == ["COMPLETE", "RUNNING"]  # its slot is that tuner's
+    assert "2 trial(s) wanted, 1 finished, 1 running in another tuner, 0 to run" in out  # left to it while it beats
+    assert "tune toy: waiting for 1 trial(s) of other tuners; a trial whose tuner stops beating runs here" in out
+    assert "tune toy: trial(s) 1 of a tuner that stopped beating: marked FAILED, their slots run here" in out
+    assert time.monotonic() - started >= 3  # not before the grace
+    assert states(study_of(runs_dir)) == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
 def test_tune_minimize_best_is_lowest(toy: str, runs_dir: Path, capsys) -> None:
@@ -347,3 +350,27 @@ def test_tuner_run_recording_the_other_direction_fails_naming_the_fix(toy: str, 
     assert end.reason == ("its run records that a lower validation.loss is better, but the study is set to maximize: "
                           "pass --direction minimize with a new --name")
     assert (tuner.ended(second.index, 0, 2).state, states(tuner.study)) == ("COMPLETE", ["FAIL", "COMPLETE"])
+
+
+def test_tune_postgresql_without_driver_one_line_names_the_driver_sqlalchemy_imports(toy: str, runs_dir: Path,
+                                                                                     capsys) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = "postgresql://me:s3cret@127.0.0.1:1/optuna"
+    try:  # the driver SQLAlchemy's postgresql dialect imports here
+        make_url(url).get_dialect().import_dbapi()
+        pytest.skip("a PostgreSQL driver is installed: nothing is missing")
+    except ImportError:
+        pass
+    assert mlproj(["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "1", "--storage", url]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "s3cret" not in err, err
+    # SQLAlchemy 2.1 (requirements.txt) reads postgresql:// as psycopg 3, whose package is psycopg.
+    assert make_url(url).get_dialect().driver == "psycopg"
+    assert err.strip().endswith('install psycopg, the driver SQLAlchemy uses for postgresql://: pip install "psycopg[binary]"'), err
+    assert not runs_dir.exists()
+
+
+def test_tune_grace_below_three_seconds_one_line(toy: str, runs_dir: Path, capsys) -> None:
+    assert mlproj(["tune", toy, "with", "lr=loguniform(1e-4,1)", "--trials", "1", "--grace", "2"]) == 1
+    assert "--grace 2: give 3 seconds or more" in capsys.readouterr().err

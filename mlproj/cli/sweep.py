@@ -26,6 +26,7 @@ from mlproj.cli.trials import (
     trial_devices,
 )
 from mlproj.errors import MLProjError
+from mlproj.sweep import slurm
 from mlproj.sweep.runner import DevicePool, run_trials
 from mlproj.sweep.spec import (
     SweepSpec,
@@ -61,6 +62,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_trial_options(parser, "sweep", jobs_default=None, axis_example="key=[a,b]")
     parser.add_argument("--dry-run", action="store_true", help="print one command per trial and run nothing")
     parser.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, one trial per task")
+    parser.add_argument("--slurm-option", action="append", default=[], metavar="OPT",
+                        help="an sbatch option for the script, as an #SBATCH line (repeatable), "
+                        "e.g. --slurm-option=--partition=gpu --slurm-option=--gres=gpu:1 --slurm-option=--time=1:00:00")
+    parser.add_argument("--submit", action="store_true", help="write the SLURM script (--slurm FILE, else "
+                        "RUNS_DIR/_sweeps/NAME/NAME.sbatch) and submit it with sbatch; prints the job id")
+    parser.add_argument("--status", action="store_true", help="each trial's state: COMPLETED, PENDING or RUNNING "
+                        "in SLURM (squeue), FAILED, INTERRUPTED, NOT_RUN; runs nothing")
     parser.add_argument("--force", action="store_true", help="run every trial, even those already done")
     parser.add_argument("--minimize", action="store_true", help="a lower result is better (for the summary; default: "
                         "the direction of the benchmark the runs recorded, else higher)")
@@ -74,13 +82,20 @@ def run(args: argparse.Namespace) -> int:
     trials = expand(spec, args.random, args.sweep_seed, args.seeds)
     if args.trial is not None and not 1 <= args.trial <= len(trials):
         raise MLProjError(f"--trial {args.trial}: this sweep has trials 1..{len(trials)}")
+    slurm_options = slurm.check_options(args.slurm_option)
+    if slurm_options and not (args.slurm or args.submit or args.status):  # --status: the --submit line, edited
+        raise MLProjError("--slurm-option goes into a SLURM script: add --slurm FILE or --submit")
+    if args.status and (args.slurm or args.submit or args.dry_run):
+        raise MLProjError("--status only looks: leave out --slurm, --submit and --dry-run")
     effective_configs(spec, trials)  # every mistake in the spec shows here, before anything runs
     devices = trial_devices(args.devices, spec, trials)
     runs = runs_dir()
     if not args.force:
         mark_done(trials, recorded_runs(runs, name), ignored_keys(spec, trials))
-    if args.slurm:
-        return _write_slurm(args, spec, name, trials, runs)
+    if args.status:
+        return _print_status(name, trials, runs)
+    if args.slurm or args.submit:
+        return _write_slurm(args, spec, name, trials, runs, slurm_options)
     selected = trials if args.trial is None else [trials[args.trial - 1]]
     pool = DevicePool(devices)
 
@@ -162,32 +177,44 @@ def _print_summary(runs: str, name: str, keys: list[str], minimize: bool) -> Non
     print(render(rows, "table", ["run", "trial", "status", "result", *keys]), end="")
 
 
-def _write_slurm(args: argparse.Namespace, spec: SweepSpec, name: str, trials: list[Trial], runs: str) -> int:
+def _write_slurm(args: argparse.Namespace, spec: SweepSpec, name: str, trials: list[Trial], runs: str,
+                 options: list[str]) -> int:
+    """`--slurm FILE` / `--submit`: write the job-array script, and submit it with `--submit`."""
     log_dir = os.path.abspath(os.path.join(runs, "_sweeps", name))
     os.makedirs(log_dir, exist_ok=True)
-    options = ["--name", name, "--sweep-seed", str(args.sweep_seed)]
+    flags = ["--name", name, "--sweep-seed", str(args.sweep_seed)]
     for flag, value in (("--random", args.random), ("--seeds", args.seeds), ("--devices", args.devices)):
         if value is not None:
-            options += [flag, str(value)]
-    options += ["--force"] * args.force + ["--minimize"] * args.minimize
-    command = shlex.join([sys.executable, "-m", "mlproj.cli", "sweep", *args.spec, *options])
-    throttle = f"%{args.jobs}" if args.jobs else ""
+            flags += [flag, str(value)]
+    flags += ["--force"] * args.force + ["--minimize"] * args.minimize
+    command = [sys.executable, "-m", "mlproj.cli", "sweep", *args.spec, *flags]
+    path = args.slurm or slurm.default_script(runs, name)
+    text = slurm.script_text(name, trials, command, throttle=args.jobs, options=options, log_dir=log_dir,
+                             cwd=os.getcwd(), runs_dir=os.path.abspath(runs))
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
     done = sum(trial.done_in is not None for trial in trials)
-    script = f"""#!/bin/bash
-# SLURM job array for sweep {name}: {len(trials)} trials, one per array task ({done} done when written).
-# Each task runs the sweep command for its own trial only; a trial that already has a COMPLETED run
-# of this sweep is skipped, so resubmitting this script runs only what is missing.
-# Add your cluster's lines here, e.g. #SBATCH --partition=gpu, #SBATCH --gres=gpu:1, #SBATCH --time=02:00:00
-#SBATCH --job-name={name}
-#SBATCH --array=1-{len(trials)}{throttle}
-#SBATCH --output={log_dir}/slurm-%A_%a.log
-set -euo pipefail
-cd {shlex.quote(os.getcwd())}
-export MLPROJ_RUNS_DIR={shlex.quote(os.path.abspath(runs))}
-exec {command} --trial "$SLURM_ARRAY_TASK_ID"
-"""
-    with open(args.slurm, "w") as f:
-        f.write(script)
-    os.chmod(args.slurm, 0o755)
-    print(f"wrote {args.slurm}: {len(trials)} array tasks ({done} already done); submit it with `sbatch {args.slurm}`")
+    if not args.submit:
+        print(f"wrote {path}: {len(trials)} array tasks ({done} already done); submit it with `sbatch {path}`")
+        return 0
+    job = slurm.submit(path)
+    print(f"submitted {path} as job {job}: {len(trials)} array tasks ({done} already done, skipped by their task); "
+          f"logs in {log_dir}; progress: the same command with --status instead of --submit")
+    return 0
+
+
+def _print_status(name: str, trials: list[Trial], runs: str) -> int:
+    """`--status`: one row per trial (its state in SLURM or in the runs, its last run), then the counts."""
+    queued = slurm.queued_tasks(name)
+    states = slurm.trial_states(trials, recorded_runs(runs, name), queued)
+    keys = list(dict.fromkeys(key for trial in trials for key in trial.params))
+    rows = [{"trial": str(s.trial.index), "state": s.state, "run": "-" if s.run_id is None else str(s.run_id),
+             **{key: render_value(s.trial.params.get(key)) for key in keys}} for s in states]
+    print(render(rows, "table", ["trial", "state", "run", *keys]), end="")
+    counts = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    where = "" if queued is not None else " (no squeue here: states from the runs alone)"
+    print(f"sweep {name}: {len(trials)} trial(s): " + ", ".join(f"{n} {state}" for state, n in counts.items()) + where)
     return 0

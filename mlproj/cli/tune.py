@@ -30,6 +30,7 @@ from mlproj.sweep.runner import DevicePool, TrialOutcome, run_processes
 from mlproj.sweep.spec import Trial, describe, parse_spec
 from mlproj.sweep.tune import (
     DIRECTIONS,
+    GRACE_S,
     Tuner,
     check_configs,
     default_direction,
@@ -61,6 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "passes minimize")
     parser.add_argument("--storage", metavar="URL", help="an Optuna RDB URL, e.g. postgresql://user:PASSWORD@host/db "
                         "(default: sqlite under RUNS_DIR/_tune/NAME.db)")
+    parser.add_argument("--grace", type=int, default=GRACE_S, metavar="S", help="a trial of the study RUNNING "
+                        f"without a heartbeat for S seconds was left by a tuner that died: it is run again (default {GRACE_S})")
     parser.add_argument("--prune", action="store_true", help="stop hopeless trials early (Optuna's median pruner)")
     parser.add_argument("--prune-after", type=int, default=5, metavar="K",
                         help="with --prune: prune only once K trials have completed (default 5, Optuna's)")
@@ -72,6 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.prune_after < 0:
         raise MLProjError(f"--prune-after {args.prune_after}: give 0 or more completed trials, e.g. --prune-after 5")
+    if args.grace < 3:
+        raise MLProjError(f"--grace {args.grace}: give 3 seconds or more (tuners beat 3 times per grace), e.g. --grace 60")
     if args.trials < 1:
         raise MLProjError(f"--trials {args.trials}: ask for at least 1 trial, e.g. --trials 20")
     spec = parse_spec(args.spec)
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     runs = runs_dir()
     url = args.storage or default_storage(runs, name)
     shown = redact_uri(url)
-    storage = open_storage(url)
+    storage = open_storage(url, args.grace)
     study = open_study(storage, name, args.direction or default_direction(runs, name, spec.script), spec, space, args.seed, shown)
     stale = fail_stale_trials(study)
     if stale:
@@ -124,10 +129,24 @@ def _run_study(tuner: Tuner, spec: Any, jobs: int, pool: DevicePool, log_dir: st
 
     def on_poll(running: list[Trial]) -> None:
         tuner.heartbeat(running, time.monotonic())
+        stale = tuner.take_over_stale(time.monotonic())
+        if stale:
+            print(f"tune {name}: trial(s) {', '.join(map(str, stale))} of a tuner that stopped beating: marked FAILED, "
+                  "their slots run here", flush=True)
+
+    said: list[bool] = []
+
+    def waiting() -> bool:
+        wait = tuner.waiting()
+        if wait and not said:  # once: a tuner that waits says why it has not ended
+            said.append(True)
+            print(f"tune {name}: waiting for {tuner.running_elsewhere()} trial(s) of other tuners; a trial whose tuner "
+                  "stops beating runs here", flush=True)
+        return wait
 
     with stopped_by_signals():  # also while an interrupted study's trials are abandoned
         try:
-            run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll)
+            run_processes(next_trial, command, jobs, pool, log_dir, progress.started, progress.ended, on_poll, waiting)
         except KeyboardInterrupt:
             tuner.abandon()
             print(f"tune {name} interrupted: run the same command again to continue the study", flush=True)

@@ -233,8 +233,12 @@ class MLProjExperiment(Experiment):
         except SacredError as err:
             print(f"error: {one_line_sacred_error(err)}", file=sys.stderr)
             sys.exit(1)
-        except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree
-            # Sacred raises a plain RuntimeError, told apart only by its message:
+        except RuntimeError as err:  # Sacred's --enforce_clean refusing a dirty or unversioned tree, or a lost peer
+            lost = distributed.peer_failure(err)
+            if lost:
+                print(f"error: {lost}", file=sys.stderr)
+                sys.exit(1)
+            # Sacred raises a plain RuntimeError for --enforce_clean, told apart only by its message:
             # test_record_sacred_api.py fails if Sacred changes it.
             if not str(err).startswith(("EnforceClean", "No version control")):
                 raise

@@ -106,11 +106,14 @@ def run_processes(
     on_start: Callable[[Trial, str | None], None],
     on_end: Callable[[TrialOutcome], None],
     on_poll: Callable[[list[Trial]], None] | None = None,
+    waiting: Callable[[], bool] | None = None,
 ) -> list[TrialOutcome]:
     """`run_trials` for trials made on demand (a tuner asks its sampler for the next one only when
     a slot is free): `next_trial()` gives the next trial and its environment, or None when there
-    is none to start now; the runner ends when it gives None and nothing is running. `on_poll`
-    sees the running trials about once a second (a tuner's heartbeat)."""
+    is none to start now; the runner ends when it gives None and nothing is running, unless
+    `waiting()` says to stay (a tuner waits for other tuners' trials, which may go stale). `on_poll`
+    sees the running trials about once a second (a tuner's heartbeat), after which `next_trial` is
+    asked again."""
     os.makedirs(log_dir, exist_ok=True)
     running: dict[subprocess.Popen, tuple] = {}
     outcomes: list[TrialOutcome] = []
@@ -132,10 +135,13 @@ def run_processes(
                 on_end(outcome)
                 exhausted = False  # a trial ended: the source may have another now
             if exhausted and not running:
-                return outcomes
+                if waiting is None or not waiting():
+                    return outcomes
+                time.sleep(1.0)
             if on_poll is not None and time.monotonic() - polled >= 1.0:
                 on_poll([entry[0] for entry in running.values()])
                 polled = time.monotonic()
+                exhausted = False  # the poll may have given the source more (a dead tuner's slots)
             time.sleep(0.05)
     except KeyboardInterrupt:
         _interrupt(list(running))

@@ -10,7 +10,9 @@ told back (`study.tell`).
 The study lives in an Optuna RDB storage: by default an SQLite file under the runs dir, or any
 URL Optuna takes, so several machines can work on one study. The tuner records a heartbeat for
 each trial it runs, so a trial left RUNNING by a tuner that was killed is found stale (no
-heartbeat for GRACE_S) and marked FAILED by the next tuner of the study, and its slot runs again.
+heartbeat for the grace, GRACE_S by default) and marked FAILED by a tuner of the study, which
+runs its slot again: the next one started, or one still going, which waits while other tuners'
+trials run for that reason.
 """
 
 from __future__ import annotations
@@ -153,21 +155,49 @@ def default_storage(runs_dir: str, name: str) -> str:
     return f"sqlite:///{os.path.join(folder, name + '.db')}"
 
 
-def open_storage(url: str) -> Any:
-    """Optuna's RDB storage at `url`, with heartbeats.
+def open_storage(url: str, grace_s: int = GRACE_S) -> Any:
+    """Optuna's RDB storage at `url`, with heartbeats: a RUNNING trial without one for `grace_s`
+    seconds is stale (its tuner died).
 
     Raises:
-        MLProjError: one line, the password left out, when the storage cannot be opened.
+        MLProjError: one line, the password left out, when the storage cannot be opened; for a
+            missing database driver, the `pip install` line of the driver SQLAlchemy asks for.
     """
     optuna = _optuna()
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s(grace_s), grace_period=grace_s)
     except ImportError as err:
         raise MLProjError(f"--storage {redact_uri(url)}: no database driver for it ({_hide(url, err)}): install "
-                          "the driver (e.g. pip install psycopg2-binary for PostgreSQL, pymysql for MySQL)") from None
+                          f"{driver_install(url)}") from None
     except Exception as err:  # SQLAlchemy's errors for a bad URL, a server that does not answer, a bad file
         raise MLProjError(f"--storage {redact_uri(url)}: cannot open it: {_hide(url, err)}: check the URL, the server "
                           "and the credentials") from None
+
+
+def heartbeat_s(grace_s: int) -> int:
+    """How often a tuner beats for its trials: every HEARTBEAT_S, and at least 3 times per grace."""
+    return max(1, min(HEARTBEAT_S, grace_s // 3))
+
+
+# The pip package of each DB-API module SQLAlchemy's dialects import (`<dialect>+<driver>://`, or the
+# dialect's default driver, which SQLAlchemy's version decides: 2.1 reads postgresql:// as psycopg 3).
+_DRIVER_PACKAGES = {"psycopg": '"psycopg[binary]"', "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
+                    "asyncpg": "asyncpg", "mysqldb": "mysqlclient", "pymysql": "pymysql", "mysqlconnector":
+                    "mysql-connector-python", "mariadbconnector": "mariadb", "pyodbc": "pyodbc", "oracledb": "oracledb",
+                    "cx_oracle": "cx_Oracle"}
+
+
+def driver_install(url: str) -> str:
+    """The driver of `url`'s dialect as SQLAlchemy resolves it here, and the command that installs
+    it, last (`... pip install "psycopg[binary]"` for postgresql:// under SQLAlchemy 2.1)."""
+    from sqlalchemy.engine import make_url  # lazy: SQLAlchemy, as optuna in _optuna
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except Exception:  # an unknown dialect: Optuna said what it could not import
+        return "the driver of your database (SQLAlchemy's documentation lists them by dialect)"
+    package = _DRIVER_PACKAGES.get(dialect.driver, dialect.driver)
+    return f"{dialect.driver}, the driver SQLAlchemy uses for {dialect.name}://: pip install {package}"
 
 
 def _hide(url: str, err: BaseException) -> str:
@@ -260,7 +290,8 @@ class Tuner:
         self.running: dict[int, Any] = {}  # trial number -> optuna Trial
         self.started = 0
         self.budget = max(0, n_trials - self.finished() - self.running_elsewhere())
-        self._beaten = 0.0
+        self._interval = storage.get_heartbeat_interval() or HEARTBEAT_S
+        self._beaten = self._checked = 0.0
 
     def finished(self) -> int:
         """Trials of the study that count towards N: COMPLETE and PRUNED."""
@@ -288,9 +319,24 @@ class Tuner:
             env[TUNE_PRUNE_ENV] = json.dumps(self.prune)
         return Trial(trial.number, params), env
 
+    def waiting(self) -> bool:
+        """Whether to stay with nothing of ours running: other tuners run trials of a study still
+        short of N, and a trial of a tuner that dies is ours to run once it goes stale."""
+        return self.finished() < self.n_trials and self.running_elsewhere() > 0
+
+    def take_over_stale(self, now: float) -> list[int]:
+        """Every heartbeat interval, mark FAILED the trials whose tuner stopped beating; their slots
+        are added to this tuner's budget. Returns their numbers."""
+        if now - self._checked < self._interval:
+            return []
+        self._checked = now
+        stale = fail_stale_trials(self.study)
+        self.budget += len(stale)
+        return stale
+
     def heartbeat(self, trials: list[Trial], now: float) -> None:
-        """Record that the running trials are alive, every HEARTBEAT_S."""
-        if now - self._beaten < HEARTBEAT_S:
+        """Record that the running trials are alive, every heartbeat interval (HEARTBEAT_S at most)."""
+        if now - self._beaten < self._interval:
             return
         self._beaten = now
         for trial in trials:

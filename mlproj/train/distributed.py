@@ -8,6 +8,11 @@ are logged. Only rank 0 records: the Sacred run of the other ranks is unobserved
 TensorBoard events and no checkpoints, so a job leaves exactly one run.
 
 Reading the rank needs no torch import (`rank()` is called while Sacred builds the run).
+
+A process that waits for another one in a collective (a gradient or metric all-reduce) gives up
+after `MLPROJ_DIST_TIMEOUT` seconds (default 600: above a slow checkpoint write on rank 0); one
+whose peer was killed fails as soon as the connection drops. Either way it ends with one line
+(`peer_failure`) and a non-zero exit, and torchrun stops the job.
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import re
 from typing import Any
+
+from mlproj.errors import MLProjError
+
+TIMEOUT_ENV = "MLPROJ_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600
 
 
 def rank() -> int:
@@ -45,12 +56,45 @@ def setup(device: Any) -> None:
 
     if not is_distributed() or dist.is_initialized():
         return
+    from datetime import timedelta
+
+    timeout = timedelta(seconds=timeout_s())
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(torch.device(device))
-        dist.init_process_group("nccl", device_id=torch.device(device))
+        dist.init_process_group("nccl", device_id=torch.device(device), timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     atexit.register(_teardown)
+
+
+def timeout_s() -> int:
+    """How long a process waits for the others in a collective: `$MLPROJ_DIST_TIMEOUT` seconds, else 600.
+
+    Raises:
+        MLProjError: when the variable is not a positive whole number.
+    """
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    if not text.isdigit() or int(text) < 1:
+        raise MLProjError(f"{TIMEOUT_ENV}={text}: give whole seconds, e.g. {TIMEOUT_ENV}=600")
+    return int(text)
+
+
+def peer_failure(err: BaseException) -> str | None:
+    """One line for a collective that failed because another process of the job went away (killed,
+    or silent for `timeout_s()`): what happened and what to do. None for any other error."""
+    if not is_distributed():
+        return None
+    import torch.distributed as dist  # lazy: torch, as in setup
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if not (isinstance(err, dist.DistError) or re.search(r"gloo|nccl|connection (reset|closed)|timed out", text, re.I)):
+        return None
+    reason = re.sub(r"^\[[^\]]*\] ", "", text).split(". ", 1)[0].rstrip(".")  # gloo's "[file.cc:545] " off
+    return (f"rank {rank()} of {world_size()} lost another process of the torchrun job ({reason}): a node stopped, "
+            f"or was silent for {TIMEOUT_ENV}={timeout_s()}s. Start the job again on every node with resume=<the run> "
+            "to continue from its last checkpoint")
 
 
 def _teardown() -> None:
