@@ -242,3 +242,35 @@ def test_run_checkpoints_writing_body_raising_still_waits_for_the_write_and_repo
         1 / 0  # noqa: B018
     (line,) = capsys.readouterr().err.splitlines()  # the training error goes on; the failed write gets its line
     assert line.startswith(f"error: writing checkpoint {folder / 'last.pt'} failed at step 3 (")
+
+
+def test_run_checkpoints_flush_interrupted_while_a_failing_write_runs_still_reports_that_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import errno
+    import signal
+
+    from mlproj.train import checkpoint
+
+    interrupted = threading.Event()
+
+    def full_disk(obj, path):  # fails only once the flush waiting for it was interrupted
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted.wait(30)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def second_ctrl_c(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "atomic_save", full_disk)
+    checkpoints, sink = run_checkpoints(tmp_path)
+    before = signal.signal(signal.SIGINT, second_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt), checkpoints.writing(background=True):
+            checkpoints.save(small_checkpoint, best=False, step=3)
+            checkpoints.flush()  # interrupted while it waits
+    finally:
+        signal.signal(signal.SIGINT, before)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: writing checkpoint {tmp_path / 'last.pt'} failed at step 3 (")
+    assert "space" in line and sink.artifacts == []

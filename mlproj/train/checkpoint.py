@@ -199,9 +199,15 @@ class RunCheckpoints:
         Raises:
             MLProjError: naming the file whose write failed (the previous one is kept).
         """
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._record(pending.result())
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            written = pending.result()
+        finally:  # kept while still running: an interrupted wait (Ctrl-C) is waited for again
+            if pending.done():
+                self._pending = None
+        self._record(written)
 
     def _record(self, written: list[str]) -> None:
         for path in written:  # on the training thread, as every other call into the run's record
