@@ -274,3 +274,16 @@ def test_run_checkpoints_flush_interrupted_while_a_failing_write_runs_still_repo
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: writing checkpoint {tmp_path / 'last.pt'} failed at step 3 (")
     assert "space" in line and sink.artifacts == []
+
+
+def test_run_checkpoints_writing_body_mistake_and_failed_write_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "checkpoints"
+    checkpoints, _ = run_checkpoints(folder)
+    folder.write_text("a file where the folder was")
+    with pytest.raises(MLProjError) as err, checkpoints.writing(background=True):
+        checkpoints.save(small_checkpoint, best=False, step=3)
+        raise MLProjError("config lr=x is not a number: pass lr=0.1.")
+    assert capsys.readouterr().err == ""  # the command line prints the one error it is given
+    message = str(err.value)
+    assert message.startswith("config lr=x is not a number: pass lr=0.1. Also: writing checkpoint ")
+    assert f"{folder / 'last.pt'} failed at step 3 (" in message and "\n" not in message

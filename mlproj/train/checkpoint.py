@@ -217,10 +217,11 @@ class RunCheckpoints:
     def writing(self, background: bool) -> Iterator[None]:
         """In the body, saves write in the background when `background` (see the class); leaving it
         waits for the last write. When the body raises, a failed last write is reported as one line
-        on stderr and the body's exception goes on.
+        on stderr and the body's exception goes on; an `MLProjError` from the body instead comes
+        back as one `MLProjError` saying both.
 
         Raises:
-            MLProjError: when the last write failed (the body ended normally).
+            MLProjError: when the last write failed (the body ended normally or with an MLProjError).
         """
         if not (background and self.writes and self.folder is not None):
             yield
@@ -229,10 +230,13 @@ class RunCheckpoints:
             self._writer = writer
             try:
                 yield
-            except BaseException:
+            except BaseException as body_error:
                 try:
                     self.flush()
-                except MLProjError as err:  # the body's error is the one to raise; this one still gets its line
+                except MLProjError as err:
+                    if isinstance(body_error, MLProjError):  # one line for the user: both mistakes in it
+                        raise MLProjError(f"{body_error} Also: {err}") from None
+                    # the body's error is the one to raise; this one still gets its line
                     print(f"error: {err}", file=sys.stderr, flush=True)
                 raise
             finally:
