@@ -251,9 +251,10 @@ def test_run_checkpoints_flush_interrupted_while_a_failing_write_runs_still_repo
 
     from mlproj.train import checkpoint
 
-    interrupted = threading.Event()
+    flushing, interrupted = threading.Event(), threading.Event()
 
     def full_disk(obj, path):  # fails only once the flush waiting for it was interrupted
+        assert flushing.wait(30)
         os.kill(os.getpid(), signal.SIGINT)
         assert interrupted.wait(30)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -268,6 +269,7 @@ def test_run_checkpoints_flush_interrupted_while_a_failing_write_runs_still_repo
     try:
         with pytest.raises(KeyboardInterrupt), checkpoints.writing(background=True):
             checkpoints.save(small_checkpoint, best=False, step=3)
+            flushing.set()
             checkpoints.flush()  # interrupted while it waits
     finally:
         signal.signal(signal.SIGINT, before)
