@@ -289,3 +289,19 @@ def test_run_checkpoints_writing_body_mistake_and_failed_write_are_one_line(tmp_
     message = str(err.value)
     assert message.startswith("config lr=x is not a number: pass lr=0.1. Also: writing checkpoint ")
     assert f"{folder / 'last.pt'} failed at step 3 (" in message and "\n" not in message
+
+
+def test_host_copy_tied_weights_stay_one_tensor_in_the_copy_and_the_file(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import host_copy
+
+    net = torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.Linear(64, 1000, bias=False))
+    net[1].weight = net[0].weight  # tied input and output embeddings
+    snapshot = host_copy({"model": net.state_dict()})["model"]
+    assert snapshot["0.weight"].data_ptr() == snapshot["1.weight"].data_ptr()
+    assert snapshot["0.weight"].data_ptr() != net[0].weight.data_ptr()  # still a copy
+    atomic_save(snapshot, tmp_path / "tied.pt")
+    atomic_save({"0.weight": net[0].weight.detach()}, tmp_path / "once.pt")
+    assert os.path.getsize(tmp_path / "tied.pt") < 1.1 * os.path.getsize(tmp_path / "once.pt")
+    loaded = torch.load(tmp_path / "tied.pt", weights_only=True)
+    assert loaded["0.weight"].data_ptr() == loaded["1.weight"].data_ptr()
+    assert torch.equal(loaded["1.weight"], net[1].weight)

@@ -36,15 +36,30 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 def host_copy(obj: Any) -> Any:
     """A snapshot of `obj` (a checkpoint dict) that training may go on changing under: every tensor
     copied to host memory, every dict and list copied (a dict keeps its type and attributes: a
-    state_dict's `_metadata`). Copies from a GPU are started together and waited for once."""
+    state_dict's `_metadata`). Tensors sharing memory (tied weights) share it in the copy too, as
+    `torch.save` would keep them, so the file holds them once. Copies from a GPU are started together
+    and waited for once."""
     devices: set[torch.device] = set()
+    storages: dict[tuple[torch.device, int], torch.Tensor] = {}  # each storage copied once, as bytes
+
+    def host_tensor(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.layout != torch.strided:  # sparse and other layouts have no one storage to share
+            return tensor.to("cpu", copy=True)
+        storage = tensor.untyped_storage()
+        key = (tensor.device, storage.data_ptr())
+        if key not in storages:
+            whole = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(storage)
+            if tensor.device.type == "cuda":  # into pinned memory, without a sync per tensor
+                devices.add(tensor.device)
+                storages[key] = whole.to("cpu", non_blocking=True)
+            else:
+                storages[key] = whole.to("cpu", copy=True)
+        copied = storages[key].untyped_storage()
+        return torch.empty(0, dtype=tensor.dtype).set_(copied, tensor.storage_offset(), tensor.size(), tensor.stride())
 
     def snapshot(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
-            if value.device.type == "cuda":  # into pinned memory, without a sync per tensor
-                devices.add(value.device)
-                return value.detach().to("cpu", non_blocking=True)
-            return value.detach().to("cpu", copy=True)
+            return host_tensor(value.detach())
         if isinstance(value, dict):
             copied = copy.copy(value)
             for key, item in value.items():
