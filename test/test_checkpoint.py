@@ -305,3 +305,20 @@ def test_host_copy_tied_weights_stay_one_tensor_in_the_copy_and_the_file(tmp_pat
     loaded = torch.load(tmp_path / "tied.pt", weights_only=True)
     assert loaded["0.weight"].data_ptr() == loaded["1.weight"].data_ptr()
     assert torch.equal(loaded["1.weight"], net[1].weight)
+
+
+def test_run_checkpoints_save_outside_background_writes_the_same_host_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlproj.train import checkpoint
+
+    live = torch.nn.Linear(3, 2)
+    written: list[dict] = []
+    real_save = checkpoint.atomic_save
+    monkeypatch.setattr(checkpoint, "atomic_save", lambda obj, path: (written.append(obj), real_save(obj, path)))
+    checkpoints, _ = run_checkpoints(tmp_path)
+    for background in (False, True):
+        with checkpoints.writing(background=background):
+            checkpoints.save(lambda: {**small_checkpoint(), "model": live.state_dict()}, best=False, step=1)
+    synchronous, behind = (saved["model"]["weight"] for saved in written)
+    for saved in (synchronous, behind):  # the host snapshot, not the parameter training goes on changing
+        assert saved.data_ptr() != live.weight.data_ptr() and saved.device.type == "cpu"
+        assert torch.equal(saved, live.weight)

@@ -202,8 +202,8 @@ class RunCheckpoints:
             return os.path.join(self.folder, "last.pt")
         self.flush()
         fix = f"Free space or pass model_dir=<another folder>, then continue with {self.continue_with()}."
-        if self._writer is None:
-            self._record(write_checkpoint(content(), self.folder, best, step, fix))
+        if self._writer is None:  # host tensors too, so a checkpoint's devices do not depend on when it was saved
+            self._record(write_checkpoint(host_copy(content()), self.folder, best, step, fix))
         else:  # a snapshot now (training changes the tensors next step), the write in the thread
             self._pending = self._writer.submit(write_checkpoint, host_copy(content()), self.folder, best, step, fix)
         return os.path.join(self.folder, "last.pt")
