@@ -322,3 +322,17 @@ def test_run_checkpoints_save_outside_background_writes_the_same_host_copy(tmp_p
     for saved in (synchronous, behind):  # the host snapshot, not the parameter training goes on changing
         assert saved.data_ptr() != live.weight.data_ptr() and saved.device.type == "cpu"
         assert torch.equal(saved, live.weight)
+
+
+def test_fit_keys_renames_the_module_versions_in_metadata_as_the_weights() -> None:
+    from mlproj.train.checkpoint import fit_keys
+
+    wrapped = torch.nn.Sequential(torch.nn.Sequential(torch.nn.BatchNorm1d(3)))  # [0] stands where DDP's `module` is
+    saved = wrapped.state_dict()
+    saved = collections.OrderedDict((key.replace("0.", "module.", 1), value) for key, value in saved.items())
+    saved._metadata = collections.OrderedDict(
+        (key.replace("0", "module", 1), {"version": 1}) for key in wrapped.state_dict()._metadata)
+    plain = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    fitted = fit_keys(saved, plain.state_dict())
+    assert list(fitted) == list(plain.state_dict())
+    assert fitted._metadata == {key: {"version": 1} for key in plain.state_dict()._metadata}
