@@ -242,3 +242,97 @@ def test_run_checkpoints_writing_body_raising_still_waits_for_the_write_and_repo
         1 / 0  # noqa: B018
     (line,) = capsys.readouterr().err.splitlines()  # the training error goes on; the failed write gets its line
     assert line.startswith(f"error: writing checkpoint {folder / 'last.pt'} failed at step 3 (")
+
+
+def test_run_checkpoints_flush_interrupted_while_a_failing_write_runs_still_reports_that_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import errno
+    import signal
+
+    from mlproj.train import checkpoint
+
+    flushing, interrupted = threading.Event(), threading.Event()
+
+    def full_disk(obj, path):  # fails only once the flush waiting for it was interrupted
+        assert flushing.wait(30)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted.wait(30)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def second_ctrl_c(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "atomic_save", full_disk)
+    checkpoints, sink = run_checkpoints(tmp_path)
+    before = signal.signal(signal.SIGINT, second_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt), checkpoints.writing(background=True):
+            checkpoints.save(small_checkpoint, best=False, step=3)
+            flushing.set()
+            checkpoints.flush()  # interrupted while it waits
+    finally:
+        signal.signal(signal.SIGINT, before)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: writing checkpoint {tmp_path / 'last.pt'} failed at step 3 (")
+    assert "space" in line and sink.artifacts == []
+
+
+def test_run_checkpoints_writing_body_mistake_and_failed_write_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "checkpoints"
+    checkpoints, _ = run_checkpoints(folder)
+    folder.write_text("a file where the folder was")
+    with pytest.raises(MLProjError) as err, checkpoints.writing(background=True):
+        checkpoints.save(small_checkpoint, best=False, step=3)
+        raise MLProjError("config lr=x is not a number: pass lr=0.1.")
+    assert capsys.readouterr().err == ""  # the command line prints the one error it is given
+    message = str(err.value)
+    assert message.startswith("config lr=x is not a number: pass lr=0.1. Also: writing checkpoint ")
+    assert f"{folder / 'last.pt'} failed at step 3 (" in message and "\n" not in message
+
+
+def test_host_copy_tied_weights_stay_one_tensor_in_the_copy_and_the_file(tmp_path: Path) -> None:
+    from mlproj.train.checkpoint import host_copy
+
+    net = torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.Linear(64, 1000, bias=False))
+    net[1].weight = net[0].weight  # tied input and output embeddings
+    snapshot = host_copy({"model": net.state_dict()})["model"]
+    assert snapshot["0.weight"].data_ptr() == snapshot["1.weight"].data_ptr()
+    assert snapshot["0.weight"].data_ptr() != net[0].weight.data_ptr()  # still a copy
+    atomic_save(snapshot, tmp_path / "tied.pt")
+    atomic_save({"0.weight": net[0].weight.detach()}, tmp_path / "once.pt")
+    assert os.path.getsize(tmp_path / "tied.pt") < 1.1 * os.path.getsize(tmp_path / "once.pt")
+    loaded = torch.load(tmp_path / "tied.pt", weights_only=True)
+    assert loaded["0.weight"].data_ptr() == loaded["1.weight"].data_ptr()
+    assert torch.equal(loaded["1.weight"], net[1].weight)
+
+
+def test_run_checkpoints_save_outside_background_writes_the_same_host_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlproj.train import checkpoint
+
+    live = torch.nn.Linear(3, 2)
+    written: list[dict] = []
+    real_save = checkpoint.atomic_save
+    monkeypatch.setattr(checkpoint, "atomic_save", lambda obj, path: (written.append(obj), real_save(obj, path)))
+    checkpoints, _ = run_checkpoints(tmp_path)
+    for background in (False, True):
+        with checkpoints.writing(background=background):
+            checkpoints.save(lambda: {**small_checkpoint(), "model": live.state_dict()}, best=False, step=1)
+    synchronous, behind = (saved["model"]["weight"] for saved in written)
+    for saved in (synchronous, behind):  # the host snapshot, not the parameter training goes on changing
+        assert saved.data_ptr() != live.weight.data_ptr() and saved.device.type == "cpu"
+        assert torch.equal(saved, live.weight)
+
+
+def test_fit_keys_renames_the_module_versions_in_metadata_as_the_weights() -> None:
+    from mlproj.train.checkpoint import fit_keys
+
+    wrapped = torch.nn.Sequential(torch.nn.Sequential(torch.nn.BatchNorm1d(3)))  # [0] stands where DDP's `module` is
+    saved = wrapped.state_dict()
+    saved = collections.OrderedDict((key.replace("0.", "module.", 1), value) for key, value in saved.items())
+    saved._metadata = collections.OrderedDict(
+        (key.replace("0", "module", 1), {"version": 1}) for key in wrapped.state_dict()._metadata)
+    plain = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    fitted = fit_keys(saved, plain.state_dict())
+    assert list(fitted) == list(plain.state_dict())
+    assert fitted._metadata == {key: {"version": 1} for key in plain.state_dict()._metadata}

@@ -240,6 +240,39 @@ def test_project_train_ended_by_an_error_has_written_and_recorded_the_epoch_chec
     assert run.artifacts == ["last.pt", "best.pt"]
 
 
+def test_project_sigterm_while_the_final_checkpoint_is_written_still_completes_that_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import time
+
+    from mlproj.train import checkpoint
+    from mlproj.train.checkpoint import load_checkpoint
+
+    proj = MyProject({"batch_size": 5, "tensorboard_dir": None, "model_dir": str(tmp_path), "device": "cpu", "n_epochs": 2})
+    real_save = checkpoint.atomic_save
+
+    def signalled_save(obj, path):
+        if obj["state"]["global_step"] == 16:  # the final epoch-end write, waited for as training ends
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while proj.state.stop_reason is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        real_save(obj, path)
+
+    def outside(signum, frame):  # stands for the default handler, which would end the process here
+        raise RuntimeError("SIGTERM reached the handler outside training")
+
+    monkeypatch.setattr(checkpoint, "atomic_save", signalled_save)
+    before = signal.signal(signal.SIGTERM, outside)
+    try:
+        proj.train()  # training was over: the stop it asks for has nothing left to stop
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert proj.state.stop_reason == "SIGTERM"
+    assert load_checkpoint(os.path.join(proj.checkpoint_dir, "last.pt"))["state"]["global_step"] == 16
+
+
 class HookModel(ClassificationModel):
     def __init__(self, calls: list) -> None:
         net = LinearModel()

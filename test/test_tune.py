@@ -303,30 +303,18 @@ def test_tuner_records_a_heartbeat_for_the_trials_it_runs(toy: str, tmp_path: Pa
     assert age < 60  # the old beat was replaced by a fresh one
 
 
-def test_tune_default_direction_the_studys_recorded_benchmark_decides(toy: str, tmp_path: Path) -> None:
+def test_tune_default_direction_the_studys_recorded_benchmark_decides_else_maximize(tmp_path: Path) -> None:
     from conftest import write_run
 
     from mlproj.sweep.tune import default_direction
 
     runs = tmp_path / "runs"
+    assert default_direction(str(runs), "toy") == "maximize"  # a first study: no runs folder yet
     loss = {"metric": "validation.loss", "lower_is_better": True}
     write_run(runs, 1, {"lr": 0.1}, {}, info={"run_key": "k1", "tune": {"study": "other"}, "benchmark": loss})
-    assert default_direction(str(runs), "toy", toy) == "maximize"  # another study's runs: the project class's
+    assert default_direction(str(runs), "toy") == "maximize"  # another study's runs do not count
     write_run(runs, 2, {"lr": 0.1}, {}, info={"run_key": "k2", "tune": {"study": "toy"}, "benchmark": loss})
-    assert default_direction(str(runs), "toy", toy) == "minimize"
-
-
-def test_declared_benchmark_built_in_model_declares_own_get_model_does_not() -> None:
-    from mlproj import MLProject
-    from mlproj.train.builtin import declared_benchmark
-
-    class Own(MLProject):
-        @staticmethod
-        def get_model(config):
-            raise AssertionError("not built to declare")
-
-    assert declared_benchmark(MLProject) == {"metric": "accuracy", "lower_is_better": False}
-    assert declared_benchmark(Own) is None
+    assert default_direction(str(runs), "toy") == "minimize"
 
 
 def test_tuner_run_recording_the_other_direction_fails_naming_the_fix(toy: str, tmp_path: Path) -> None:

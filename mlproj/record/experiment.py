@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import sys
 import time
 import uuid
@@ -50,7 +49,6 @@ from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_o
 from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 from mlproj.train.main_file import project_class  # noqa: E402
-from mlproj.util.files import shown_python  # noqa: E402
 from mlproj.util.git import repository_root  # noqa: E402
 from mlproj.util.refs import CHECKPOINT_OF  # noqa: E402
 
@@ -369,7 +367,7 @@ def _resume_command() -> str | None:
     script = sys.argv[0] if sys.argv else ""
     if not script.endswith(".py") or not os.path.isfile(script):
         return None
-    return "`" + shlex.join([shown_python(), script, "with"]) + " resume={}`"
+    return f"`{main_command()} with resume={{}}`"
 
 
 def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> dict[str, float]:

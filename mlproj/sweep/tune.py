@@ -27,7 +27,7 @@ from typing import Any
 
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import read_run, read_runs
-from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs, load_experiment
+from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs
 from mlproj.util.goals import benchmark_goal, direction, recorded_benchmark
 from mlproj.util.uri import redact_uri, uri_password
 from mlproj.util.values import render_value
@@ -123,19 +123,12 @@ def check_configs(spec: SweepSpec) -> list[Trial]:
     return trials
 
 
-def default_direction(runs_dir: str, study: str, script: str) -> str:
+def default_direction(runs_dir: str, study: str) -> str:
     """`--direction`'s default, by the one rule for "better" (`mlproj.util.goals`): the benchmark the
-    study's recorded runs hold (`info.tune.study`), else the one the script's project class declares
-    (`declared_benchmark`: the built-in model's), else `maximize`. A trial whose run then records
-    the other direction fails, saying which `--direction` to pass (`Tuner`)."""
-    goal_ = benchmark_goal(run.info for run in study_runs(runs_dir, study))
-    if goal_ is None:
-        # lazy: imports torch; every mlproj command imports this module
-        from mlproj.train.builtin import declared_benchmark
-
-        cls = getattr(load_experiment(script), "project_class", None)  # a plain Sacred experiment has none
-        goal_ = benchmark_goal([{"benchmark": declared_benchmark(cls)}]) if cls is not None else None
-    return direction(goal_)
+    study's recorded runs hold (`info.tune.study`), else `maximize` (the built-in model's accuracy).
+    A trial whose run then records the other direction fails, saying which `--direction` to pass
+    (`Tuner`)."""
+    return direction(benchmark_goal(run.info for run in study_runs(runs_dir, study)))
 
 
 def study_runs(runs_dir: str, study: str) -> list[Any]:

@@ -15,8 +15,7 @@ from mlproj.data import check_data_config, create_dataset_factory, prepare_datas
 from mlproj.data.factory import DatasetFactory
 from mlproj.train.callbacks import Callback, EarlyStopping
 from mlproj.train.config import validate_config
-from mlproj.train.model import ClassificationModel, Model, check_model_config, create_model
-from mlproj.util.goals import benchmark
+from mlproj.train.model import Model, check_model_config, create_model
 
 
 def get_dataset_factory(config: dict[str, Any]) -> DatasetFactory:
@@ -61,12 +60,3 @@ def prepare_data(cls: type, config: dict[str, Any]) -> None:
     """
     if cls.get_dataset_factory is get_dataset_factory and "dataset" in config:
         prepare_dataset(config)
-
-
-def declared_benchmark(cls: type) -> dict[str, Any] | None:
-    """The benchmark (`mlproj.util.goals.benchmark`) the runs of project class `cls` will record,
-    when the class says it before any model is built: the built-in classifier's while `cls` keeps
-    the built-in `get_model`; None for a `get_model` of its own (its model says, once built)."""
-    if cls.get_model is get_model:
-        return benchmark(ClassificationModel.benchmark_metric, ClassificationModel.benchmark_lower_is_better)
-    return None

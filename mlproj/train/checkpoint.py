@@ -6,6 +6,7 @@ strings, lists and dicts only, so loading one never runs code from the file.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import json
@@ -36,15 +37,30 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 def host_copy(obj: Any) -> Any:
     """A snapshot of `obj` (a checkpoint dict) that training may go on changing under: every tensor
     copied to host memory, every dict and list copied (a dict keeps its type and attributes: a
-    state_dict's `_metadata`). Copies from a GPU are started together and waited for once."""
+    state_dict's `_metadata`). Tensors sharing memory (tied weights) share it in the copy too, as
+    `torch.save` would keep them, so the file holds them once. Copies from a GPU are started together
+    and waited for once."""
     devices: set[torch.device] = set()
+    storages: dict[tuple[torch.device, int], torch.Tensor] = {}  # each storage copied once, as bytes
+
+    def host_tensor(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.layout != torch.strided:  # sparse and other layouts have no one storage to share
+            return tensor.to("cpu", copy=True)
+        storage = tensor.untyped_storage()
+        key = (tensor.device, storage.data_ptr())
+        if key not in storages:
+            whole = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(storage)
+            if tensor.device.type == "cuda":  # into pinned memory, without a sync per tensor
+                devices.add(tensor.device)
+                storages[key] = whole.to("cpu", non_blocking=True)
+            else:
+                storages[key] = whole.to("cpu", copy=True)
+        copied = storages[key].untyped_storage()
+        return torch.empty(0, dtype=tensor.dtype).set_(copied, tensor.storage_offset(), tensor.size(), tensor.stride())
 
     def snapshot(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
-            if value.device.type == "cuda":  # into pinned memory, without a sync per tensor
-                devices.add(value.device)
-                return value.detach().to("cpu", non_blocking=True)
-            return value.detach().to("cpu", copy=True)
+            return host_tensor(value.detach())
         if isinstance(value, dict):
             copied = copy.copy(value)
             for key, item in value.items():
@@ -97,12 +113,18 @@ def load_into(model: Any, checkpoint: dict[str, Any], path: str, *, weights_only
 def fit_keys(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """`state` with each parameter named as `expected` (a model's `state_dict`) names it, where the
     two differ only by DDP's `module.` level (`net.module.0.weight` and `net.0.weight`), so weights
-    saved with or without torchrun load into a model with or without it; other names are kept."""
+    saved with or without torchrun load into a model with or without it; other names are kept. The
+    module versions in `state._metadata` (which `load_state_dict` reads) are renamed the same way."""
     def plain(key: str) -> str:
         return ".".join(part for part in key.split(".") if part != "module")
 
     names = {plain(key): key for key in expected}
-    return {names.get(plain(key), key): value for key, value in state.items()}
+    fitted = collections.OrderedDict((names.get(plain(key), key), value) for key, value in state.items())
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        modules = {plain(key): key for key in getattr(expected, "_metadata", {})}
+        fitted._metadata = type(metadata)((modules.get(plain(key), key), value) for key, value in metadata.items())  # type: ignore[attr-defined]
+    return fitted
 
 
 def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fix: str) -> list[str]:
@@ -187,8 +209,8 @@ class RunCheckpoints:
             return os.path.join(self.folder, "last.pt")
         self.flush()
         fix = f"Free space or pass model_dir=<another folder>, then continue with {self.continue_with()}."
-        if self._writer is None:
-            self._record(write_checkpoint(content(), self.folder, best, step, fix))
+        if self._writer is None:  # host tensors too, so a checkpoint's devices do not depend on when it was saved
+            self._record(write_checkpoint(host_copy(content()), self.folder, best, step, fix))
         else:  # a snapshot now (training changes the tensors next step), the write in the thread
             self._pending = self._writer.submit(write_checkpoint, host_copy(content()), self.folder, best, step, fix)
         return os.path.join(self.folder, "last.pt")
@@ -199,9 +221,15 @@ class RunCheckpoints:
         Raises:
             MLProjError: naming the file whose write failed (the previous one is kept).
         """
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._record(pending.result())
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            written = pending.result()
+        finally:  # kept while still running: an interrupted wait (Ctrl-C) is waited for again
+            if pending.done():
+                self._pending = None
+        self._record(written)
 
     def _record(self, written: list[str]) -> None:
         for path in written:  # on the training thread, as every other call into the run's record
@@ -211,10 +239,11 @@ class RunCheckpoints:
     def writing(self, background: bool) -> Iterator[None]:
         """In the body, saves write in the background when `background` (see the class); leaving it
         waits for the last write. When the body raises, a failed last write is reported as one line
-        on stderr and the body's exception goes on.
+        on stderr and the body's exception goes on; an `MLProjError` from the body instead comes
+        back as one `MLProjError` saying both.
 
         Raises:
-            MLProjError: when the last write failed (the body ended normally).
+            MLProjError: when the last write failed (the body ended normally or with an MLProjError).
         """
         if not (background and self.writes and self.folder is not None):
             yield
@@ -223,10 +252,13 @@ class RunCheckpoints:
             self._writer = writer
             try:
                 yield
-            except BaseException:
+            except BaseException as body_error:
                 try:
                     self.flush()
-                except MLProjError as err:  # the body's error is the one to raise; this one still gets its line
+                except MLProjError as err:
+                    if isinstance(body_error, MLProjError):  # one line for the user: both mistakes in it
+                        raise MLProjError(f"{body_error} Also: {err}") from None
+                    # the body's error is the one to raise; this one still gets its line
                     print(f"error: {err}", file=sys.stderr, flush=True)
                 raise
             finally:

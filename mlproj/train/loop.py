@@ -138,9 +138,10 @@ class MLProject:
             call_hooks(self.callbacks, "on_train_begin", self)
             # Epoch-end checkpoints are written while the next epoch trains; with a step interval
             # (save_iterations=N) each save is on disk before training goes on, so a kill -9 loses
-            # at most N steps. Leaving the block waits for the last write.
-            with (self.checkpoints.writing(background=self.config["save_iterations"] == "epoch"),
-                  stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason))):
+            # at most N steps. Leaving the block waits for the last write, still under our signal
+            # handlers: a SIGTERM then asks for a stop instead of ending the process mid-write.
+            with (stop_on_signals(self._stop_requested, lambda: is_signal_name(self.state.stop_reason)),
+                  self.checkpoints.writing(background=self.config["save_iterations"] == "epoch")):
                 while not self._should_stop():
                     if self._train_epoch():  # False: stopped mid-epoch
                         s.epoch, s.epoch_step = s.epoch + 1, 0

@@ -23,7 +23,7 @@ from mlproj.errors import invalid_config
 from mlproj.nets import check_net_name, create_net
 from mlproj.train.config import check_number
 from mlproj.train.metrics import benchmark_item
-from mlproj.train.schedules import LRSchedule, check_schedule_config
+from mlproj.train.schedules import LRSchedule, check_schedule_config, start_run, step_after_optimizer_step
 from mlproj.train.strategy import Strategy
 
 Metrics = dict[str, Any]
@@ -121,6 +121,47 @@ class Model(nn.Module):
         `zero_grad()` of your own before `backward` would drop the group's earlier batches.
         """
         self._strategy.step(optimizer)
+
+    # ----------------------------------------------------------------- set up outside a project
+    def setup(
+        self,
+        device: str | torch.device,
+        amp: str = "off",
+        *,
+        compile: bool = False,
+        channels_last: bool = False,
+        distributed: bool = False,
+        grad_clip_norm: float | None = None,
+    ) -> None:
+        """Move the model to `device` and choose its precision (`off`, `bf16` or `fp16`), as a
+        project does from its config (a `Strategy` of these arguments; see its docs for each)."""
+        Strategy(device, amp, compile=compile, channels_last=channels_last,
+                 grad_clip_norm=grad_clip_norm).setup(self, distributed=distributed)
+
+    def distribute(self) -> None:
+        """Wrap each network in `DistributedDataParallel` (under torchrun); see `Strategy.distribute`."""
+        self._strategy.distribute(self)
+
+    scaler = property(lambda self: self._strategy.scaler, doc="The fp16 `GradScaler` (None in fp32 and bf16).")
+    amp_dtype = property(lambda self: self._strategy.amp_dtype, doc="The autocast dtype (None in fp32).")
+    memory_format = property(lambda self: self._strategy.memory_format, doc="How 4-D weights and images are stored.")
+    grad_clip_norm = property(lambda self: self._strategy.grad_clip_norm, doc="The gradient norm `step` clips to (None: no clipping).")
+
+    def micro_batch(self, group_size: int = 1, ends_group: bool = True) -> contextlib.AbstractContextManager:
+        """The context of one `train_batch` (and `after_batch`) in a gradient-accumulation group of
+        `group_size` batches, `ends_group` on its last (see `Strategy.micro_batch`)."""
+        return self._strategy.micro_batch(self, group_size, ends_group)
+
+    def after_batch(self) -> None:
+        """After a `train_batch` driven outside a project, as the loop does after each: at a
+        group's end, update the fp16 loss scale once and advance the `LRSchedule`s by one step."""
+        if self._strategy.group[1]:
+            self._strategy.after_step()
+            step_after_optimizer_step(self.schedulers)
+
+    def set_run_length(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Tell the `LRSchedule`s the run's length in optimizer steps, as the loop does before training."""
+        start_run(self.schedulers, total_steps, steps_per_epoch)
 
     # ----------------------------------------------------------------- checkpoint state
     def training_state(self) -> dict[str, Any]:
