@@ -15,7 +15,6 @@ from typing import Any
 # Sacred's own pattern of its `-m` option, not exported: test_record_sacred_api.py checks what it accepts.
 from sacred.observers.mongo import get_pattern
 
-from mlproj.data.image_folder import SPLIT_FOLDERS
 from mlproj.errors import MLProjError
 from mlproj.record.context import runs_root
 from mlproj.util.files import check_writable, shown_mlproj, shown_python
@@ -105,6 +104,9 @@ def no_test_set(config: dict[str, Any], read: tuple[str, dict[str, Any]] | None)
     line = f"dataset={dataset} has no test set, so the test command has nothing to evaluate"
     fixes = []
     if dataset == "image_folder":
+        # lazy: mlproj.data imports every dataset module, which print_config must not
+        from mlproj.data.image_folder import SPLIT_FOLDERS
+
         line = f"dataset=image_folder has no test set in {data_dir} (no {SPLIT_FOLDERS['test']}/ folder), so the test command has nothing to evaluate"
         fixes.append(f"add test images as {os.path.join(data_dir, SPLIT_FOLDERS['test'], '<class>', '')}")
     run = _training_run(read)
