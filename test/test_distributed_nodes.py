@@ -119,7 +119,8 @@ def test_nodes_recorded_metric_is_mean_over_both_processes(job: Path) -> None:
         per_node.append(project.evaluate("validation")["validation.accuracy"])
     recorded = json.loads((job / "1" / "metrics.json").read_text())["validation.accuracy"]["values"][-1]
     assert per_node[0] != per_node[1]  # the shards differ, so the mean is not either one
-    assert recorded == pytest.approx(sum(per_node) / 2, abs=1e-9)
+    # Metrics are recorded at float32 precision (train/metrics.py), so the mean agrees to float32's digits.
+    assert recorded == pytest.approx(sum(per_node) / 2, rel=1e-6)
 
 
 def test_nodes_checkpoint_resumes_in_one_process_and_one_process_checkpoint_in_two(job: Path, tmp_path: Path) -> None:
