@@ -357,3 +357,21 @@ def test_sweep_status_without_squeue_states_from_the_runs(toy: str, runs_dir: Pa
     assert [line.split()[:3] for line in out[1:4]] == [["1", "NOT_RUN", "-"], ["2", "COMPLETED", "1"], ["3", "FAILED", "2"]]
     assert out[-1] == ("sweep toy: 3 trial(s): 1 NOT_RUN, 1 COMPLETED, 1 FAILED (no squeue here: states from the runs "
                        "alone)")
+
+
+def test_sweep_status_squeue_failing_states_from_the_runs_with_its_reason(toy: str, runs_dir: Path, tmp_path: Path,
+                                                                         monkeypatch, capsys) -> None:
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2]", "--trial", "1"]) == 0
+    # A stand-in squeue that fails as Debian's does when no slurmctld answers: no controller can be
+    # reached under `make test` (make test-cluster runs the real one).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 'squeue: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host' >&2\nexit 1\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    capsys.readouterr()
+    assert mlproj(["sweep", toy, "with", "lr=[0.1,0.2]", "--status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:3]] == [["1", "COMPLETED"], ["2", "NOT_RUN"]]
+    assert out[-1] == ("sweep toy: 2 trial(s): 1 COMPLETED, 1 NOT_RUN (squeue failed: squeue: error: "
+                       "resolve_ctls_from_dns_srv: res_nsearch error: Unknown host: states from the runs alone)")

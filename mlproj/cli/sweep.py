@@ -206,7 +206,7 @@ def _write_slurm(args: argparse.Namespace, spec: SweepSpec, name: str, trials: l
 
 def _print_status(name: str, trials: list[Trial], runs: str) -> int:
     """`--status`: one row per trial (its state in SLURM or in the runs, its last run), then the counts."""
-    queued = slurm.queued_tasks(name)
+    queued, unasked = slurm.queued_tasks(name)
     states = slurm.trial_states(trials, recorded_runs(runs, name), queued)
     keys = list(dict.fromkeys(key for trial in trials for key in trial.params))
     rows = [{"trial": str(s.trial.index), "state": s.state, "run": "-" if s.run_id is None else str(s.run_id),
@@ -215,6 +215,6 @@ def _print_status(name: str, trials: list[Trial], runs: str) -> int:
     counts = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
-    where = "" if queued is not None else " (no squeue here: states from the runs alone)"
+    where = f" ({unasked}: states from the runs alone)" if unasked else ""
     print(f"sweep {name}: {len(trials)} trial(s): " + ", ".join(f"{n} {state}" for state, n in counts.items()) + where)
     return 0

@@ -78,22 +78,25 @@ def submit(script: str) -> str:
     return result.stdout.strip().split(";")[0]  # --parsable prints "id" or "id;cluster"
 
 
-def queued_tasks(name: str) -> dict[int, str] | None:
+def queued_tasks(name: str) -> tuple[dict[int, str] | None, str | None]:
     """The array tasks of job name `name` that SLURM still holds (task id -> PENDING, RUNNING, ...),
-    as `squeue` lists them for this user; None when there is no `squeue` here."""
+    as `squeue` lists them for this user, and None; or None and why SLURM could not be asked (no
+    `squeue` here, or it failed, e.g. no controller answers), so the states come from the runs alone."""
     try:
         result = subprocess.run(["squeue", "--me", "--noheader", "--array", f"--name={name}", "--format=%K %T"],
                                 capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
-        return None
+        return None, "no squeue here"
+    except subprocess.TimeoutExpired:
+        return None, "squeue did not answer in 60 s"
     if result.returncode != 0:
-        raise MLProjError(f"--status: squeue failed: {(result.stderr.strip() or 'no output').splitlines()[0]}")
+        return None, f"squeue failed: {(result.stderr.strip() or 'no output').splitlines()[0]}"
     tasks = {}
     for line in result.stdout.splitlines():
         task, _, state = line.strip().partition(" ")
         if task.isdigit():
             tasks[int(task)] = state
-    return tasks
+    return tasks, None
 
 
 @dataclass
