@@ -42,6 +42,7 @@ run: install
 	echo "Recorded in $(RUNS_DIR)/$$id/: config.json, metrics.json, cout.txt, best.pt, last.pt."; \
 	echo "Look at it:"; \
 	echo "  make tensorboard                                   # curves in TensorBoard"; \
+	echo "  make board                                         # the runs in a browser (mlproj board)"; \
 	echo "  .venv/bin/python main.py test with checkpoint=$(RUNS_DIR)/$$id/best.pt   # test-set metrics"
 
 test: install

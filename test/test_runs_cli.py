@@ -173,6 +173,12 @@ def test_compare_plot_png_one_curve_per_run(runs: Path, tmp_path: Path, capsys) 
     assert image.text["Description"].splitlines() == ["run 1, lr=0.001, seed=1", "run 2, lr=0.001, seed=2", "run 3, lr=0.003, seed=1"]
 
 
+def test_compare_plot_into_a_folder_not_there_yet_makes_it(runs: Path, tmp_path: Path, capsys) -> None:
+    png = tmp_path / "plots" / "curves.png"  # as the README's `--plot runs/plots/curves.png`
+    code, out, _ = mlproj("compare", "1", "2", "--runs-dir", str(runs), "--plot", str(png), "--metric", "train.loss", capsys=capsys)
+    assert code == 0 and png.is_file() and f"wrote {png}: train.loss, 2 curves" in out
+
+
 def test_compare_plot_group_by_one_curve_per_group(runs: Path, tmp_path: Path, capsys) -> None:
     from PIL import Image
 

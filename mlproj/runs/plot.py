@@ -3,6 +3,7 @@ points a chart needs (`downsampled_metrics`, what `mlproj board` sends to the br
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from mlproj.errors import MLProjError
@@ -52,6 +53,7 @@ def plot_metric(runs: list[Run], metric: str, path: str, group_by: str | None = 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # e.g. runs/plots/, as tune's --plot DIR
     fig.savefig(path, format="png", metadata={"Title": metric, "Description": "\n".join(labels)})
     plt.close(fig)
     return len(labels)
