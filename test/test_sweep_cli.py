@@ -224,6 +224,8 @@ def test_sweep_slurm_script_one_task_per_trial_with_skip_rule(toy: str, runs_dir
     assert "#SBATCH --array=1-3%2" in text
     assert f"export MLPROJ_RUNS_DIR={runs_dir}" in text
     assert '--name toy --sweep-seed 0 --trial "$SLURM_ARRAY_TASK_ID"' in text
+    from mlproj.util.files import plain_python  # the interpreter by the name the README shows, absolute
+    assert f"exec {plain_python()} -m mlproj.cli sweep" in text and os.path.isabs(plain_python())
     assert not [p for p in runs_dir.iterdir() if p.name.isdigit()]  # writing it ran nothing
     # Run array task 2 as SLURM would (bash, with the task id set), twice: the second is skipped.
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2"}

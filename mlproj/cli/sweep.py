@@ -39,7 +39,7 @@ from mlproj.sweep.spec import (
     recorded_runs,
 )
 from mlproj.train.config import runs_dir
-from mlproj.util.files import shown_python
+from mlproj.util.files import plain_python, shown_python
 from mlproj.util.goals import benchmark_goal
 from mlproj.util.table import render
 from mlproj.util.values import render_value
@@ -187,7 +187,7 @@ def _write_slurm(args: argparse.Namespace, spec: SweepSpec, name: str, trials: l
         if value is not None:
             flags += [flag, str(value)]
     flags += ["--force"] * args.force + ["--minimize"] * args.minimize
-    command = [sys.executable, "-m", "mlproj.cli", "sweep", *args.spec, *flags]
+    command = [plain_python(), "-m", "mlproj.cli", "sweep", *args.spec, *flags]  # absolute: tasks start elsewhere
     path = args.slurm or slurm.default_script(runs, name)
     text = slurm.script_text(name, trials, command, throttle=args.jobs, options=options, log_dir=log_dir,
                              cwd=os.getcwd(), runs_dir=os.path.abspath(runs))

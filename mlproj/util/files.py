@@ -81,15 +81,20 @@ def shown_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def shown_python(executable: str | None = None) -> str:
-    """The interpreter running mlproj (`sys.executable`) as printed commands name it: `python`
-    rather than `python3`/`python3.11` when that sibling is the same interpreter (a venv's
-    `.venv/bin/python`), relative to here when it lies below (see `shown_path`)."""
+def plain_python(executable: str | None = None) -> str:
+    """The interpreter running mlproj (`sys.executable`) named `python` rather than
+    `python3`/`python3.11` when that sibling is the same interpreter (a venv's `.venv/bin/python`)."""
     path = executable or sys.executable
     sibling = os.path.join(os.path.dirname(path), "python")
     if os.path.basename(path) != "python" and os.path.exists(sibling) and os.path.realpath(sibling) == os.path.realpath(path):
-        path = sibling
-    return shown_path(path)
+        return sibling
+    return path
+
+
+def shown_python(executable: str | None = None) -> str:
+    """The interpreter running mlproj as printed commands name it: `plain_python`, relative to here
+    when it lies below (see `shown_path`)."""
+    return shown_path(plain_python(executable))
 
 
 def shown_mlproj() -> str:
