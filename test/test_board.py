@@ -71,6 +71,14 @@ def test_board_runs_table_has_the_columns_of_mlproj_runs(client, runs: Path) -> 
     assert "validation.loss best" in table_header(page) and "lr" in table_header(page)
 
 
+def test_board_runs_table_with_a_test_run_has_its_test_columns(runs: Path) -> None:
+    write_run(runs, 7, {"lr": 0.1, "seed": 0, "model": "mlp"}, {"test.loss": [0.25]},
+              info={"run_key": "key-7", "benchmark": BENCHMARK})
+    header = table_header(create_app(runs).test_client().get("/").data)
+    assert "test.loss best" in header and "test.loss last" in header  # as `mlproj runs` lists them (listed_metrics)
+    assert header == list(run_rows(read_runs(str(runs)), metrics=["validation.loss", "test.loss"])[0])
+
+
 def test_board_runs_table_best_column_sorted_best_first_as_the_record_says(client) -> None:
     # validation.loss is lower-is-better by its record: the best first is the lowest (run 6).
     page = client.get("/", query_string={"sort": "validation.loss best", "desc": "1"}).data

@@ -25,7 +25,7 @@ from mlproj.errors import MLProjError
 from mlproj.runs.query import filter_runs, sort_runs
 from mlproj.runs.reader import metrics_key, read_run, read_runs
 from mlproj.runs.record import Run
-from mlproj.runs.rows import benchmark_metric, run_rows
+from mlproj.runs.rows import listed_metrics, run_rows
 from mlproj.util.goals import runs_goal
 from mlproj.util.table import cell
 
@@ -167,7 +167,7 @@ def _stamp(folder: str | None) -> tuple[Any, ...]:
 def _make_table(runs: list[Run], query: Query) -> Table:
     total = len(runs)
     chosen = filter_runs(runs, query.where, query.status or None)
-    names = None if query.all_metrics else [m for m in [benchmark_metric(chosen)] if m]
+    names = None if query.all_metrics else listed_metrics(chosen)
     rows = run_rows(chosen, metrics=names)
     columns = list(rows[0]) if rows else ["id", "status", "start", "duration", "git"]
     if query.text:
