@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from mlproj.board.catalog import Catalog, Query
 from mlproj.errors import MLProjError
 from mlproj.runs.arrays import read_metric_arrays
 from mlproj.runs.reader import read_metric_values, read_output_tail, read_runs
+from mlproj.runs.record import STALE_HEARTBEAT
 from mlproj.runs.rows import run_rows
 from mlproj.util.series import downsample
 
@@ -272,6 +273,20 @@ def test_catalog_sees_new_gone_and_finished_runs_without_rereading_all(runs: Pat
     now[0] = 30.0
     assert {r.id: r.status for r in catalog.runs()}[8] == "RUNNING"
 
+
+
+def test_catalog_table_running_run_whose_heartbeat_stops_turns_probably_dead(runs: Path) -> None:
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    run_json = runs / "2" / "run.json"
+    # The heartbeat goes stale (runs/record.py STALE_HEARTBEAT) 2 s from now, with no file changing.
+    beat = datetime.now(timezone.utc).replace(tzinfo=None) - STALE_HEARTBEAT + timedelta(seconds=2)
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "RUNNING", "stop_time": None,
+                                    "heartbeat": beat.isoformat()}))
+    assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[2] == "RUNNING"
+    time.sleep(max(0.0, (beat + STALE_HEARTBEAT - datetime.now(timezone.utc).replace(tzinfo=None)).total_seconds()) + 0.2)
+    now[0] = 10.0
+    assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[2] == "PROBABLY_DEAD"
 
 # ------------------------------------------------------------------------------ compare
 def test_board_compare_shows_only_the_config_keys_that_differ(client) -> None:

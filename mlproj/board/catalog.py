@@ -7,7 +7,9 @@ whose record said RUNNING (their run.json or metrics.json changed since). A fini
 does not change, so ten thousand runs cost one directory listing and a few `stat`s per check.
 
 The runs table's rows (`mlproj.runs.rows.run_rows`) of a query (filter and sort) are kept for the
-snapshot they were made from, so paging through a large table does not build them again.
+snapshot they were made from, so paging through a large table does not build them again; a table
+that shows a RUNNING run is made again after CHECK_S, as that run turns PROBABLY_DEAD when its
+heartbeat stops, without any file changing.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Catalog:
         self._stamps: dict[int, tuple[Any, ...]] = {}  # a RUNNING run's files as last read
         self._checked: float | None = None
         self.version = 0  # counts the snapshots; tables made from an older one are dropped
-        self._tables: OrderedDict[tuple[int, Query], Table] = OrderedDict()
+        self._tables: OrderedDict[tuple[int, Query], tuple[float | None, Table]] = OrderedDict()  # (expiry, table)
 
     # ------------------------------------------------------------------ the runs
     def runs(self) -> list[Run]:
@@ -143,12 +145,15 @@ class Catalog:
         runs = self.runs()
         key = (self.version, query)
         with self._lock:
-            if key in self._tables:
+            expires, table = self._tables.get(key, (0.0, None))
+            if table is not None and (expires is None or self._clock() < expires):
                 self._tables.move_to_end(key)
-                return self._tables[key]
+                return table
         table = _make_table(runs, query)
+        # Its RUNNING runs' status is judged again after CHECK_S (see the module's docstring).
+        live = any(row["status"] == "RUNNING" for row in table.rows)
         with self._lock:
-            self._tables[key] = table
+            self._tables[key] = (self._clock() + CHECK_S if live else None, table)
             while len(self._tables) > QUERIES_KEPT:
                 self._tables.popitem(last=False)
         return table
