@@ -275,6 +275,24 @@ def test_catalog_sees_new_gone_and_finished_runs_without_rereading_all(runs: Pat
 
 
 
+def test_catalog_reused_id_and_rewritten_queued_record_are_read_again(runs: Path) -> None:
+    import shutil
+
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    run_json = runs / "4" / "run.json"
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "QUEUED"}))  # plain Sacred's queued run
+    seen = {run.id: run for run in catalog.runs()}
+    assert seen[3].config["model"] != "cnn" and seen[4].status == "QUEUED"
+    shutil.rmtree(runs / "3")
+    write_run(runs, 3, {"lr": 0.1, "seed": 9, "model": "cnn"}, {"validation.loss": [0.05]})  # a new run got id 3
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "COMPLETED"}))
+    now[0] = 10.0
+    seen = {run.id: run for run in catalog.runs()}
+    assert seen[3].config["model"] == "cnn" and seen[4].status == "COMPLETED"
+    assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[4] == "COMPLETED"
+
+
 def test_catalog_table_running_run_whose_heartbeat_stops_turns_probably_dead(runs: Path) -> None:
     now = [0.0]
     catalog = Catalog(str(runs), clock=lambda: now[0])
