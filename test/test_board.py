@@ -343,6 +343,12 @@ def test_board_sweep_page_lists_its_trials(client) -> None:
     assert row_ids(page) == [1, 2, 3, 4, 5, 6]
 
 
+def test_board_sweep_page_lists_only_the_keys_the_sweep_varied(client) -> None:
+    # The trials' command lines set lr (meta.config_updates); seed and model differ but were not set.
+    header = table_header(client.get("/sweeps/lr-sweep").data)
+    assert header[:3] == ["trial", "id", "lr"] and "seed" not in header and "model" not in header
+
+
 def test_board_study_page_shows_params_state_and_value(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for trial, (lr, value, pruned) in enumerate([(0.01, 0.8, False), (0.1, 0.9, False), (0.5, None, True)]):
