@@ -256,7 +256,8 @@ def study_page(name: str) -> str:
         tune = run.info["tune"]
         values = tune.get("params") or {}
         value = run.result if run.shown_status == "COMPLETED" else None  # what the study was told (none when pruned or failed)
-        rows.append({"trial": tune.get("trial"), "id": run.id, "state": run.shown_status, "value": value,
+        # The run's status (PRUNED included), not the study's trial state: the run does not record that.
+        rows.append({"trial": tune.get("trial"), "id": run.id, "run status": run.shown_status, "value": value,
                      **{key: values.get(key) for key in params},
                      **{k: v for k, v in row.items() if k.endswith((" best", " last"))}, "start": run.start, "duration": run.duration})
     columns = list(rows[0])
