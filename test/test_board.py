@@ -442,6 +442,12 @@ def test_board_command_serves_the_runs_dir_on_loopback(runs: Path) -> None:
         process.wait(timeout=10)
 
 
+def test_board_command_runs_dir_a_file_is_one_line_saying_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# not runs\n")
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "board", str(tmp_path / "README.md")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "README.md is not a folder" in result.stderr
+
+
 def test_board_command_missing_runs_dir_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "mlproj.cli", "board", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
