@@ -30,11 +30,15 @@ BENCHMARK = {"metric": "validation.loss", "lower_is_better": True}
 
 
 def make_runs(runs: Path) -> Path:
-    """Six runs of a sweep over lr and seed; run 3's model is `<script>`, run 1 has output and an artifact."""
+    """Six runs of a sweep over lr (each drew its seed); run 3's command line set its model to `<script>`,
+    run 1 has output and an artifact."""
     for i in range(1, 7):
         write_run(runs, i, {"lr": [0.1, 0.01][i % 2], "seed": (i - 1) // 2, "model": "<script>alert(1)</script>" if i == 3 else "mlp"},
                   {"train.loss": [1.0 / (j + 1) + 0.01 * i for j in range(50)], "validation.loss": [0.9 - 0.1 * i + 0.001 * j for j in range(5)]},
                   info={"run_key": f"key-{i}", "sweep": {"name": "lr-sweep", "trial": i, "of": 6}, "benchmark": BENCHMARK})
+    record = json.loads((runs / "3" / "run.json").read_text())
+    record["meta"]["config_updates"]["model"] = "<script>alert(1)</script>"
+    (runs / "3" / "run.json").write_text(json.dumps(record))
     (runs / "1" / "cout.txt").write_text("epoch 1 <b>not bold</b>\nepoch 2\n")
     (runs / "1" / "last.pt").write_bytes(b"weights" * 10)
     return runs
@@ -344,9 +348,9 @@ def test_board_sweep_page_lists_its_trials(client) -> None:
 
 
 def test_board_sweep_page_lists_only_the_keys_the_sweep_varied(client) -> None:
-    # The trials' command lines set lr (meta.config_updates); seed and model differ but were not set.
+    # The trials' command lines set lr and model (meta.config_updates); seed differs but was not set.
     header = table_header(client.get("/sweeps/lr-sweep").data)
-    assert header[:3] == ["trial", "id", "lr"] and "seed" not in header and "model" not in header
+    assert header[:4] == ["trial", "id", "lr", "model"] and "seed" not in header
 
 
 def test_board_study_page_shows_params_run_status_and_value(tmp_path: Path) -> None:
