@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from mlproj.board.catalog import Catalog, Query
 from mlproj.errors import MLProjError
 from mlproj.runs.arrays import read_metric_arrays
 from mlproj.runs.reader import read_metric_values, read_output_tail, read_runs
+from mlproj.runs.record import STALE_HEARTBEAT
 from mlproj.runs.rows import run_rows
 from mlproj.util.series import downsample
 
@@ -29,11 +30,15 @@ BENCHMARK = {"metric": "validation.loss", "lower_is_better": True}
 
 
 def make_runs(runs: Path) -> Path:
-    """Six runs of a sweep over lr and seed; run 3's model is `<script>`, run 1 has output and an artifact."""
+    """Six runs of a sweep over lr (each drew its seed); run 3's command line set its model to `<script>`,
+    run 1 has output and an artifact."""
     for i in range(1, 7):
         write_run(runs, i, {"lr": [0.1, 0.01][i % 2], "seed": (i - 1) // 2, "model": "<script>alert(1)</script>" if i == 3 else "mlp"},
                   {"train.loss": [1.0 / (j + 1) + 0.01 * i for j in range(50)], "validation.loss": [0.9 - 0.1 * i + 0.001 * j for j in range(5)]},
                   info={"run_key": f"key-{i}", "sweep": {"name": "lr-sweep", "trial": i, "of": 6}, "benchmark": BENCHMARK})
+    record = json.loads((runs / "3" / "run.json").read_text())
+    record["meta"]["config_updates"]["model"] = "<script>alert(1)</script>"
+    (runs / "3" / "run.json").write_text(json.dumps(record))
     (runs / "1" / "cout.txt").write_text("epoch 1 <b>not bold</b>\nepoch 2\n")
     (runs / "1" / "last.pt").write_bytes(b"weights" * 10)
     return runs
@@ -69,6 +74,14 @@ def test_board_runs_table_has_the_columns_of_mlproj_runs(client, runs: Path) -> 
     all_runs = read_runs(str(runs))
     assert table_header(page) == list(run_rows(all_runs, metrics=["validation.loss"])[0])
     assert "validation.loss best" in table_header(page) and "lr" in table_header(page)
+
+
+def test_board_runs_table_with_a_test_run_has_its_test_columns(runs: Path) -> None:
+    write_run(runs, 7, {"lr": 0.1, "seed": 0, "model": "mlp"}, {"test.loss": [0.25]},
+              info={"run_key": "key-7", "benchmark": BENCHMARK})
+    header = table_header(create_app(runs).test_client().get("/").data)
+    assert "test.loss best" in header and "test.loss last" in header  # as `mlproj runs` lists them (listed_metrics)
+    assert header == list(run_rows(read_runs(str(runs)), metrics=["validation.loss", "test.loss"])[0])
 
 
 def test_board_runs_table_best_column_sorted_best_first_as_the_record_says(client) -> None:
@@ -265,6 +278,38 @@ def test_catalog_sees_new_gone_and_finished_runs_without_rereading_all(runs: Pat
     assert {r.id: r.status for r in catalog.runs()}[8] == "RUNNING"
 
 
+
+def test_catalog_reused_id_and_rewritten_queued_record_are_read_again(runs: Path) -> None:
+    import shutil
+
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    run_json = runs / "4" / "run.json"
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "QUEUED"}))  # plain Sacred's queued run
+    seen = {run.id: run for run in catalog.runs()}
+    assert seen[3].config["model"] != "cnn" and seen[4].status == "QUEUED"
+    shutil.rmtree(runs / "3")
+    write_run(runs, 3, {"lr": 0.1, "seed": 9, "model": "cnn"}, {"validation.loss": [0.05]})  # a new run got id 3
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "COMPLETED"}))
+    now[0] = 10.0
+    seen = {run.id: run for run in catalog.runs()}
+    assert seen[3].config["model"] == "cnn" and seen[4].status == "COMPLETED"
+    assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[4] == "COMPLETED"
+
+
+def test_catalog_table_running_run_whose_heartbeat_stops_turns_probably_dead(runs: Path) -> None:
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    run_json = runs / "2" / "run.json"
+    # The heartbeat goes stale (runs/record.py STALE_HEARTBEAT) 2 s from now, with no file changing.
+    beat = datetime.now(timezone.utc).replace(tzinfo=None) - STALE_HEARTBEAT + timedelta(seconds=2)
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "RUNNING", "stop_time": None,
+                                    "heartbeat": beat.isoformat()}))
+    assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[2] == "RUNNING"
+    time.sleep(max(0.0, (beat + STALE_HEARTBEAT - datetime.now(timezone.utc).replace(tzinfo=None)).total_seconds()) + 0.2)
+    now[0] = 10.0
+    assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[2] == "PROBABLY_DEAD"
+
 # ------------------------------------------------------------------------------ compare
 def test_board_compare_shows_only_the_config_keys_that_differ(client) -> None:
     page = client.get("/compare?run=1&run=3").data
@@ -302,7 +347,13 @@ def test_board_sweep_page_lists_its_trials(client) -> None:
     assert row_ids(page) == [1, 2, 3, 4, 5, 6]
 
 
-def test_board_study_page_shows_params_state_and_value(tmp_path: Path) -> None:
+def test_board_sweep_page_lists_only_the_keys_the_sweep_varied(client) -> None:
+    # The trials' command lines set lr and model (meta.config_updates); seed differs but was not set.
+    header = table_header(client.get("/sweeps/lr-sweep").data)
+    assert header[:4] == ["trial", "id", "lr", "model"] and "seed" not in header
+
+
+def test_board_study_page_shows_params_run_status_and_value(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for trial, (lr, value, pruned) in enumerate([(0.01, 0.8, False), (0.1, 0.9, False), (0.5, None, True)]):
         folder = write_run(runs, trial + 1, {"lr": lr}, {"validation.accuracy": [0.5, value or 0.1]},
@@ -312,7 +363,8 @@ def test_board_study_page_shows_params_state_and_value(tmp_path: Path) -> None:
     client = create_app(runs).test_client()
     assert "s1" in text_of(client.get("/sweeps").data)
     page = client.get("/studies/s1").data
-    assert table_header(page)[:5] == ["trial", "id", "state", "value", "lr"]
+    # the run's status, named so: Optuna's state (COMPLETE) is not recorded in the run
+    assert table_header(page)[:5] == ["trial", "id", "run status", "value", "lr"]
     assert "PRUNED" in text_of(page) and re.search(rb'class="num best"[^>]*>0.9<', page)
 
 
@@ -392,6 +444,12 @@ def test_board_command_serves_the_runs_dir_on_loopback(runs: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_board_command_runs_dir_a_file_is_one_line_saying_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# not runs\n")
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "board", str(tmp_path / "README.md")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "README.md is not a folder" in result.stderr
 
 
 def test_board_command_missing_runs_dir_is_one_line(tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ def create_app(runs_dir: str | os.PathLike) -> Flask:
     """
     runs_dir = os.path.abspath(os.fspath(runs_dir))
     if not os.path.isdir(runs_dir):
-        raise MLProjError(f"runs dir {runs_dir} does not exist: pass the folder your runs were recorded in (default $MLPROJ_RUNS_DIR or ./runs).")
+        what = "is not a folder" if os.path.exists(runs_dir) else "does not exist"
+        raise MLProjError(f"runs dir {runs_dir} {what}: pass the folder your runs were recorded in (default $MLPROJ_RUNS_DIR or ./runs).")
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.url_map.merge_slashes = False  # `//x` in a path is a bad request here, not a redirect elsewhere

@@ -2,12 +2,15 @@
 
 The first look reads every run through `mlproj.runs.reader.read_runs` (its summary cache makes a
 second start fast). After that, at most every `CHECK_S` seconds, a look lists the runs dir and
-re-reads only what can have changed: run folders that are new, those that are gone, and the runs
-whose record said RUNNING (their run.json or metrics.json changed since). A finished run's record
-does not change, so ten thousand runs cost one directory listing and a few `stat`s per check.
+re-reads only what can have changed: run folders that are new, those that are gone, runs whose
+run.json changed since (its mtime or size: a reused id, a plain-Sacred QUEUED record rewritten), and
+runs whose record said RUNNING whose metrics.json changed. Ten thousand runs cost one directory
+listing and a `stat` per run (two per running run) per check.
 
 The runs table's rows (`mlproj.runs.rows.run_rows`) of a query (filter and sort) are kept for the
-snapshot they were made from, so paging through a large table does not build them again.
+snapshot they were made from, so paging through a large table does not build them again; a table
+that shows a RUNNING run is made again after CHECK_S, as that run turns PROBABLY_DEAD when its
+heartbeat stops, without any file changing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from mlproj.errors import MLProjError
 from mlproj.runs.query import filter_runs, sort_runs
 from mlproj.runs.reader import metrics_key, read_run, read_runs
 from mlproj.runs.record import Run
-from mlproj.runs.rows import benchmark_metric, run_rows
+from mlproj.runs.rows import listed_metrics, run_rows
 from mlproj.util.goals import runs_goal
 from mlproj.util.table import cell
 
@@ -69,10 +72,10 @@ class Catalog:
         self._clock = clock
         self._lock = threading.Lock()
         self._runs: dict[int, Run] = {}
-        self._stamps: dict[int, tuple[Any, ...]] = {}  # a RUNNING run's files as last read
+        self._stamps: dict[int, tuple[Any, ...]] = {}  # each run's files as last read (`_stamp`)
         self._checked: float | None = None
         self.version = 0  # counts the snapshots; tables made from an older one are dropped
-        self._tables: OrderedDict[tuple[int, Query], Table] = OrderedDict()
+        self._tables: OrderedDict[tuple[int, Query], tuple[float | None, Table]] = OrderedDict()  # (expiry, table)
 
     # ------------------------------------------------------------------ the runs
     def runs(self) -> list[Run]:
@@ -85,7 +88,7 @@ class Catalog:
             now = self._clock()
             if self._checked is None:
                 self._runs = {run.id: run for run in read_runs(self.runs_dir)}
-                self._stamps = {i: _stamp(run.path) for i, run in self._runs.items() if run.status == "RUNNING"}
+                self._stamps = {i: _stamp(run.path, metrics=run.status == "RUNNING") for i, run in self._runs.items()}
                 self.version += 1
             elif now - self._checked >= CHECK_S:
                 self._refresh()
@@ -113,20 +116,18 @@ class Catalog:
             del self._runs[run_id]
             self._stamps.pop(run_id, None)
             changed = True
-        for run_id in sorted(present - self._runs.keys()) + [i for i in self._stamps if i in present]:
+        for run_id in sorted(present):
             folder = os.path.join(self.runs_dir, str(run_id))
-            stamp = _stamp(folder)
-            if stamp[0] is None or (run_id in self._stamps and self._stamps[run_id] == stamp):
-                continue  # no run.json yet (a run starting), or a running run that wrote nothing new
+            known = self._runs.get(run_id)
+            stamp = _stamp(folder, metrics=known is None or known.status == "RUNNING")
+            if stamp[0] is None or self._stamps.get(run_id) == stamp:
+                continue  # no run.json yet (a run starting), or a run that wrote nothing new
             try:
                 run = read_run(folder)
             except MLProjError:
                 continue  # caught mid-write (plain Sacred rewrites its JSON in place): read it at the next check
             self._runs[run_id] = run
-            if run.status == "RUNNING":
-                self._stamps[run_id] = stamp
-            else:
-                self._stamps.pop(run_id, None)
+            self._stamps[run_id] = stamp if run.status == "RUNNING" else (stamp[0], None)
             changed = True
         if changed:
             self._runs = dict(sorted(self._runs.items()))
@@ -143,31 +144,36 @@ class Catalog:
         runs = self.runs()
         key = (self.version, query)
         with self._lock:
-            if key in self._tables:
+            expires, table = self._tables.get(key, (0.0, None))
+            if table is not None and (expires is None or self._clock() < expires):
                 self._tables.move_to_end(key)
-                return self._tables[key]
+                return table
         table = _make_table(runs, query)
+        # Its RUNNING runs' status is judged again after CHECK_S (see the module's docstring).
+        live = any(row["status"] == "RUNNING" for row in table.rows)
         with self._lock:
-            self._tables[key] = table
+            self._tables[key] = (self._clock() + CHECK_S if live else None, table)
             while len(self._tables) > QUERIES_KEPT:
                 self._tables.popitem(last=False)
         return table
 
 
-def _stamp(folder: str | None) -> tuple[Any, ...]:
-    """What changes when a run writes its record: run.json's mtime and metrics.json's size and mtime."""
+def _stamp(folder: str | None, *, metrics: bool) -> tuple[Any, ...]:
+    """What changes when a run writes its record: run.json's mtime and size, and with `metrics`
+    (a running run's) metrics.json's size and mtime."""
     try:
-        record = os.stat(os.path.join(folder or "", "run.json")).st_mtime_ns
+        st = os.stat(os.path.join(folder or "", "run.json"))
+        record: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
     except FileNotFoundError:
         record = None
-    metrics = metrics_key(folder or "")
-    return record, None if metrics is None else tuple(metrics.values())
+    key = metrics_key(folder or "") if metrics else None
+    return record, None if key is None else tuple(key.values())
 
 
 def _make_table(runs: list[Run], query: Query) -> Table:
     total = len(runs)
     chosen = filter_runs(runs, query.where, query.status or None)
-    names = None if query.all_metrics else [m for m in [benchmark_metric(chosen)] if m]
+    names = None if query.all_metrics else listed_metrics(chosen)
     rows = run_rows(chosen, metrics=names)
     columns = list(rows[0]) if rows else ["id", "status", "start", "duration", "git"]
     if query.text:

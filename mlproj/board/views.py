@@ -26,6 +26,7 @@ from mlproj.runs.record import Run
 from mlproj.runs.rows import benchmark_metric, config_rows, git_line, group_rows, metric_rows, rerun_command, run_rows
 from mlproj.util.goals import benchmark_goal, runs_goal
 from mlproj.util.table import cell
+from mlproj.util.values import flatten_config
 
 pages = Blueprint("pages", __name__)
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -224,8 +225,11 @@ def sweep_page(name: str) -> str:
     if not runs:
         abort(404, f"no run belongs to a sweep named {name[:80]!r}")
     runs.sort(key=lambda r: (r.sweep.get("trial") or 0, r.id))
-    params = differing_keys(runs)
-    rows = [_params_first(row, {"trial": run.sweep.get("trial")}, params)
+    differing = differing_keys(runs)
+    # What the sweep varied: keys its trials' command lines set (a seed each run drew is no axis).
+    given = {key for run in runs for key in flatten_config(run.meta.get("config_updates") or {})}
+    params = [key for key in differing if key in given]
+    rows = [_params_first({k: v for k, v in row.items() if k not in differing or k in given}, {"trial": run.sweep.get("trial")}, params)
             for run, row in zip(runs, run_rows(runs, metrics=[m for m in [benchmark_metric(runs)] if m]), strict=True)]
     columns = list(rows[0])
     of = max((run.sweep.get("of") or 0 for run in runs), default=0)
@@ -252,7 +256,8 @@ def study_page(name: str) -> str:
         tune = run.info["tune"]
         values = tune.get("params") or {}
         value = run.result if run.shown_status == "COMPLETED" else None  # what the study was told (none when pruned or failed)
-        rows.append({"trial": tune.get("trial"), "id": run.id, "state": run.shown_status, "value": value,
+        # The run's status (PRUNED included), not the study's trial state: the run does not record that.
+        rows.append({"trial": tune.get("trial"), "id": run.id, "run status": run.shown_status, "value": value,
                      **{key: values.get(key) for key in params},
                      **{k: v for k, v in row.items() if k.endswith((" best", " last"))}, "start": run.start, "duration": run.duration})
     columns = list(rows[0])
