@@ -56,20 +56,24 @@ def _metric_steps(run_dir: Path, name: str) -> list[int]:
     return json.loads((run_dir / "metrics.json").read_text()).get(name, {"steps": []})["steps"]
 
 
+def _calibrate(warm: WarmMain, args: list[str], tmp_path: Path, env: dict[str, str]) -> tuple[float, float]:
+    """One run unkilled, to learn how long a run and its training take (seconds): the kills spread over that."""
+    started = time.monotonic()
+    progress = tmp_path / "progress-calibration"
+    pid = warm.start(*args, log=tmp_path / "calibration.log", progress=progress, env=env)
+    while _steps(progress) == 0:
+        time.sleep(0.005)
+    first_step = time.monotonic()
+    assert warm.wait(pid) == 0
+    return time.monotonic() - started, time.monotonic() - first_step
+
+
 @pytest.mark.slow
 def test_reliability_kill_9_at_random_moments_loses_at_most_one_save_interval(warm: WarmMain, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     env = {"MLPROJ_RUNS_DIR": str(runs)}
     rng = random.Random(7)
-    # One run unkilled, to learn how long a run and its training take: the kills spread over that.
-    started = time.monotonic()
-    progress = tmp_path / "progress-calibration"
-    pid = warm.start(*ARGS, log=tmp_path / "calibration.log", progress=progress, env=env)
-    while _steps(progress) == 0:
-        time.sleep(0.005)
-    first_step = time.monotonic()
-    assert warm.wait(pid) == 0
-    duration, train_duration = time.monotonic() - started, time.monotonic() - first_step
+    duration, train_duration = _calibrate(warm, ARGS, tmp_path, env)
     outcomes = {"killed before the first save": 0, "killed and resumed": 0, "finished before the kill": 0}
     for trial in range(TRIALS):
         before = {p.name for p in _run_folders(runs)}
@@ -121,13 +125,7 @@ def test_reliability_kill_9_with_epoch_checkpoints_written_behind_keeps_a_loadab
     runs = tmp_path / "runs"
     env = {"MLPROJ_RUNS_DIR": str(runs)}
     rng = random.Random(11)
-    progress = tmp_path / "progress-calibration"
-    pid = warm.start(*EPOCH_ARGS, log=tmp_path / "calibration.log", progress=progress, env=env)
-    while _steps(progress) == 0:
-        time.sleep(0.005)
-    first_step = time.monotonic()
-    assert warm.wait(pid) == 0
-    train_duration = time.monotonic() - first_step
+    _, train_duration = _calibrate(warm, EPOCH_ARGS, tmp_path, env)
     total = load_checkpoint(_run_folders(runs)[-1] / "last.pt")["state"]["global_step"]
     per_epoch = total // EPOCHS
     resumed_runs = 0
