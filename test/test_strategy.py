@@ -131,3 +131,38 @@ def test_strategy_ddp_accumulation_all_reduces_once_per_optimizer_step(tmp_path)
                             capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["1"]  # one bucket reduced at the group's end, none inside it
+
+
+DDP_STATE_SCRIPT = """
+import sys, torch
+import torch.distributed as dist
+from torch import nn
+sys.path.insert(0, sys.argv[1])
+from mlproj.train.model import ClassificationModel
+from mlproj.train.strategy import Strategy
+dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=0, world_size=1)
+def model():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2), nn.BatchNorm1d(2))
+    return ClassificationModel(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss())
+plain, wrapped = model(), model()
+strategy = Strategy()
+strategy.setup(wrapped, distributed=True)
+state = strategy.training_state(wrapped)["model"]
+expected = plain.state_dict()
+print(list(state) == list(expected), dict(state._metadata) == dict(expected._metadata))
+dist.destroy_process_group()
+"""
+
+
+def test_strategy_ddp_training_state_names_weights_and_module_versions_as_the_plain_model(tmp_path) -> None:
+    """A checkpoint written under torchrun holds the plain network's names, `_metadata` included
+    (BatchNorm's version there is what `load_state_dict` reads to upgrade old checkpoints)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-c", DDP_STATE_SCRIPT, str(ROOT), str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True"]

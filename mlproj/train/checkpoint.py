@@ -113,18 +113,22 @@ def load_into(model: Any, checkpoint: dict[str, Any], path: str, *, weights_only
 def fit_keys(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """`state` with each parameter named as `expected` (a model's `state_dict`) names it, where the
     two differ only by DDP's `module.` level (`net.module.0.weight` and `net.0.weight`), so weights
-    saved with or without torchrun load into a model with or without it; other names are kept. The
-    module versions in `state._metadata` (which `load_state_dict` reads) are renamed the same way."""
+    saved with or without torchrun load into a model with or without it; other names are kept."""
     def plain(key: str) -> str:
         return ".".join(part for part in key.split(".") if part != "module")
 
-    names = {plain(key): key for key in expected}
-    fitted = collections.OrderedDict((names.get(plain(key), key), value) for key, value in state.items())
+    names = {plain(key): key for key in [*expected, *getattr(expected, "_metadata", {})]}
+    return rename_keys(state, lambda key: names.get(plain(key), key))
+
+
+def rename_keys(state: dict[str, Any], rename: Callable[[str], str]) -> dict[str, Any]:
+    """`state` (a `state_dict`) with every key renamed by `rename`, and the module versions in its
+    `_metadata` (which `load_state_dict` reads) renamed the same way."""
+    renamed = collections.OrderedDict((rename(key), value) for key, value in state.items())
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
-        modules = {plain(key): key for key in getattr(expected, "_metadata", {})}
-        fitted._metadata = type(metadata)((modules.get(plain(key), key), value) for key, value in metadata.items())  # type: ignore[attr-defined]
-    return fitted
+        renamed._metadata = type(metadata)((rename(key), value) for key, value in metadata.items())  # type: ignore[attr-defined]
+    return renamed
 
 
 def write_checkpoint(obj: dict[str, Any], folder: str, best: bool, step: int, fix: str) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mlproj.train import distributed as dist
-from mlproj.train.checkpoint import fit_keys
+from mlproj.train.checkpoint import fit_keys, rename_keys
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -128,17 +128,25 @@ class Strategy:
     def training_state(self, model: Any) -> dict[str, Any]:
         """`model`'s weights (named as the plain networks name them, so checkpoints load with or
         without torchrun) plus optimizer, scheduler and grad-scaler state: what resuming needs."""
-        weights = model.state_dict()
-        for name in self.wrapped:  # `net.module.0.weight` -> `net.0.weight`
-            wrapped = f"{name}.module."
-            weights = {key.replace(wrapped, f"{name}.", 1) if key.startswith(wrapped) else key: value
-                       for key, value in weights.items()}
         return {
-            "model": weights,
+            "model": self._plain_names(model.state_dict()),
             "optimizers": [opt.state_dict() for opt in model.optimizers],
             "schedulers": [sched.state_dict() for sched in model.schedulers],
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
+
+    def _plain_names(self, weights: dict[str, Any]) -> dict[str, Any]:
+        """`weights` with each DDP-wrapped network's `module` level dropped (`net.module.0.weight` ->
+        `net.0.weight`), in `_metadata`'s module versions too."""
+        prefixes = {f"{name}.module": name for name in self.wrapped}
+
+        def plain(key: str) -> str:
+            for prefix, name in prefixes.items():
+                if key == prefix or key.startswith(prefix + "."):
+                    return name + key[len(prefix):]
+            return key
+
+        return rename_keys(weights, plain)
 
     def load_training_state(self, model: Any, state: dict[str, Any]) -> None:
         """Restore what `training_state` returned into `model` (weights renamed by `fit_keys`)."""
