@@ -133,13 +133,24 @@ def test_main_error_inside_a_command_is_one_line_without_sacreds_failed_line(
     project, _, _ = trained
     (tmp_path / "notes.png").write_text("not an image")
     predicted = typed(project, f".venv/bin/python main.py predict with checkpoint=runs/1/best.pt input={tmp_path / 'notes.png'}")
-    # A checkpoint that does not fit is found once the command built the model: the run exists by then.
-    tested = typed(project, f".venv/bin/python main.py test -F {tmp_path / 'runs'} with checkpoint=runs/1/best.pt image_size=32")
-    assert predicted.returncode == 1 and tested.returncode == 1
+    assert predicted.returncode == 1
     assert error_lines(predicted) == [f"error: cannot read image {tmp_path / 'notes.png'} (cannot identify image file "
                                       f"'{tmp_path / 'notes.png'}'): replace or delete the file."]
+
+
+def test_main_test_checkpoint_that_does_not_fit_one_line_nothing_recorded(
+    trained: tuple[Path, subprocess.CompletedProcess, subprocess.CompletedProcess], tmp_path: Path,
+) -> None:
+    project, _, _ = trained
+    before = everything_under(project / "runs")
+    # image_size=32 on the command line: an MLP whose first layer no longer fits the checkpoint's.
+    tested = typed(project, f".venv/bin/python main.py test -F {tmp_path / 'runs'} with checkpoint=runs/1/best.pt image_size=32")
+    assert tested.returncode == 1
+    assert tested.stdout == ""  # no "Started run with ID"
     lines = error_lines(tested)  # Sacred's "ERROR - mlproj - Failed after 0:00:01!" would be a second one
     assert len(lines) == 1 and lines[0].startswith("error: checkpoint runs/1/best.pt does not fit this model"), tested.stderr
+    assert lines[0].endswith("resume or test with the config of the run that wrote it.")
+    assert everything_under(tmp_path / "runs") == {} and everything_under(project / "runs") == before
 
 
 # ------------------------------------------------------------------ what the runs look like

@@ -77,13 +77,17 @@ def check_predict_inputs(config: dict[str, Any]) -> None:
     image_files(config["input"])
 
 
-def test_data(project_class: type, config: dict[str, Any], read: tuple[str, dict[str, Any]] | None) -> Any:
-    """The `DatasetFactory` a `test` run of `project_class` evaluates on, built before the run is
-    recorded; `MLProjError` saying what to do when it has no test set.
+def test_inputs(project_class: type, config: dict[str, Any], read: tuple[str, dict[str, Any]] | None) -> tuple[Any, Any]:
+    """The data and the model a `test` run of `project_class` evaluates, built before the run is
+    recorded, with the checkpoint's weights loaded: a dataset without a test set, or a checkpoint
+    that does not fit the model, is an `MLProjError` saying what to do, and no run is recorded.
 
     Args:
         config: the run's config (the checkpoint's recorded config under the command line's keys).
         read: (path, content) of the checkpoint the config hook read.
+
+    Returns:
+        (`DatasetFactory`, `Model`): what `test_checkpoint` builds the run's project from.
     """
     # lazy: imports torch, which print_config must not
     from mlproj.train.config import with_defaults
@@ -94,7 +98,9 @@ def test_data(project_class: type, config: dict[str, Any], read: tuple[str, dict
         factory = project_class.get_dataset_factory(config)
     if not factory.has_test_set():
         raise MLProjError(no_test_set(config, read))
-    return factory
+    project = project_class(config, dataset_factory=factory)  # unrecorded: it writes nothing
+    project.load_checkpoint(config["checkpoint"], read[1] if read and read[0] == str(config["checkpoint"]) else None)
+    return factory, project.model
 
 
 def no_test_set(config: dict[str, Any], read: tuple[str, dict[str, Any]] | None) -> str:

@@ -52,7 +52,7 @@ class RunNotes:
     resume_command: str | None = None
     callbacks: list[Any] = field(default_factory=list)
     checkpoint: tuple[str, dict[str, Any]] | None = None  # (path, content) the config hook read for `test`
-    dataset_factory: Any = None  # the data a `test` run evaluates on, built by its checks
+    tested: tuple[type, Any, Any] | None = None  # (project class, data, model) a `test` run evaluates, built by its checks
 
 
 # Keyed by the Sacred run, so a run's notes go with it; only this module reads them.

@@ -41,7 +41,7 @@ from sacred.observers.mongo import parse_mongo_db_arg  # noqa: E402
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError  # noqa: E402
 
 from mlproj.errors import MLProjError  # noqa: E402
-from mlproj.record.checks import check_mongo_option, check_run, main_command, test_data, test_needs_checkpoint  # noqa: E402
+from mlproj.record.checks import check_mongo_option, check_run, main_command, test_inputs, test_needs_checkpoint  # noqa: E402
 from mlproj.record.context import RunNotes, context_of, note_run, notes_of, runs_root  # noqa: E402
 from mlproj.record.gitpin import pin_or_warn  # noqa: E402
 from mlproj.record.mongo import BackgroundMongoObserver  # noqa: E402
@@ -187,8 +187,8 @@ class MLProjExperiment(Experiment):
         if read is not None and not training:
             notes.checkpoint = read  # (path, content): `test_checkpoint` need not read the file again
         root = check_run(run, self.project_class, command, training=training, read=read)
-        if command == "test":  # its data, built now: no test set is a mistake, and a mistake writes nothing
-            notes.dataset_factory = test_data(self.project_class, run.config, read)
+        if command == "test":  # its data and model, built now: a mistake in either writes nothing
+            notes.tested = (self.project_class, *test_inputs(self.project_class, run.config, read))
         run.info["run_key"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         if os.environ.get("MLPROJ_SWEEP"):  # set by `mlproj sweep` for each trial: {name, trial, of}
             run.info["sweep"] = json.loads(os.environ["MLPROJ_SWEEP"])
@@ -381,8 +381,9 @@ def test_checkpoint(run: Any, checkpoint: str | None, project_class: type) -> di
         raise MLProjError(test_needs_checkpoint())
     notes = notes_of(run)
     read, notes.checkpoint = notes.checkpoint, None
-    factory, notes.dataset_factory = notes.dataset_factory, None
+    built, notes.tested = notes.tested, None
+    factory, model = built[1:] if built and built[0] is project_class else (None, None)
     config, context = context_of(run)
-    project = project_class({**config, "resume": None}, context=context, dataset_factory=factory)
+    project = project_class({**config, "resume": None}, context=context, dataset_factory=factory, model=model)
     project.load_checkpoint(checkpoint, read[1] if read and read[0] == str(checkpoint) else None)
     return project.test()
