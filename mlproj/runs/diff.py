@@ -3,9 +3,13 @@
 A run started by mlproj pins its working tree as a commit under `refs/mlproj/runs/<run_key>` and
 records it in info.json (`git.snapshot`, `git.ref`; see `mlproj.record.gitpin`), but not which
 repository holds it. The repository diffed in is the first, among the folders the runs name (their
-main file's folder, the folder they were started in, their run folder) and then the current folder,
-that holds both snapshots: so a runs dir read in the project it was recorded from, or in a clone that
-fetched `refs/mlproj/runs/*`, diffs as it did on the day.
+main file's folder, the folder they were started in) and then the current folder, that holds both
+snapshots: so a runs dir read in the project it was recorded from, or in a clone that fetched
+`refs/mlproj/runs/*`, diffs as it did on the day.
+
+A runs dir may come from anywhere, so what it names is not trusted: a repository inside a run folder
+is never one of them, a pin must be a commit id, and git reads the repositories with their own
+programs turned off (`mlproj.util.git.run_git`'s `untrusted`, plus `--no-ext-diff --no-textconv`).
 
 `mlproj diff` prints it; any other front end (the board) shows the same `RunDiff`.
 """
@@ -13,6 +17,7 @@ fetched `refs/mlproj/runs/*`, diffs as it did on the day.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +40,9 @@ class _Missing:
 
 
 MISSING = _Missing()
+
+# A pin as `mlproj.record.gitpin` records it: a commit id (SHA-1 or SHA-256), never a ref or an option.
+_COMMIT_ID = re.compile(r"[0-9a-f]{40,64}")
 
 
 @dataclass
@@ -78,6 +86,10 @@ def _source_diff(a: Run, b: Run, stat: bool) -> tuple[str, str | None]:
     if unpinned:
         return "", "; ".join(unpinned)
     snapshot_a, snapshot_b = a.info["git"]["snapshot"], b.info["git"]["snapshot"]
+    damaged = [f"run {run.id}'s pin {str(pin)[:80]!r} is not a commit id (its info.json is damaged)"
+               for run, pin in ((a, snapshot_a), (b, snapshot_b)) if not isinstance(pin, str) or not _COMMIT_ID.fullmatch(pin)]
+    if damaged:
+        return "", "; ".join(damaged)
     if shutil.which("git") is None:
         return "", NO_GIT
     roots = _repositories(a, b)
@@ -85,21 +97,29 @@ def _source_diff(a: Run, b: Run, stat: bool) -> tuple[str, str | None]:
     if root is None:
         return "", _not_found(a, b, roots)
     try:
-        args = ["diff", "--no-color", "--no-ext-diff", *(["--stat"] if stat else []), snapshot_a, snapshot_b]
-        return run_git(args, cwd=root, strip=False), None
+        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", *(["--stat"] if stat else []), "--end-of-options", snapshot_a, snapshot_b]
+        return run_git(args, cwd=root, strip=False, untrusted=True), None
     except GitError as err:
         return "", str(err)
 
 
 def _repositories(a: Run, b: Run) -> list[str]:
-    """The roots of the Git work trees that may hold the runs' pins, most likely first, each once."""
-    folders = [folder for run in (a, b) for folder in (run.experiment.get("base_dir"), run.info.get("cwd"), run.path)]
+    """The roots of the Git work trees that may hold the runs' pins, most likely first, each once;
+    never one inside a run folder (its files came with the record)."""
+    folders = [folder for run in (a, b) for folder in (run.experiment.get("base_dir"), run.info.get("cwd"))]
+    run_folders = [os.path.realpath(run.path) for run in (a, b) if run.path]
     roots: list[str] = []
     for folder in [*folders, os.getcwd()]:
-        root = repository_root(folder) if folder and os.path.isdir(folder) else None
-        if root is not None and root not in roots:
+        root = repository_root(folder) if isinstance(folder, str) and folder and os.path.isdir(folder) else None
+        if root is not None and root not in roots and not any(_inside(root, run_folder) for run_folder in run_folders):
             roots.append(root)
     return roots
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is the folder `folder` or lies below it (symbolic links resolved)."""
+    path = os.path.realpath(path)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _not_found(a: Run, b: Run, roots: list[str]) -> str:
