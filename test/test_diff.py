@@ -18,6 +18,7 @@ from mlproj.cli import main as cli_main
 from mlproj.record.gitpin import pin_or_warn, pin_working_tree
 from mlproj.runs.diff import MISSING, diff_runs
 from mlproj.runs.reader import read_run
+from mlproj.util.git import run_git
 
 TRAIN = "lr = 0.1\nprint('train')\n"
 # A main file as small as mlproj allows: its runs are recorded and pinned as main.py's are.
@@ -279,3 +280,39 @@ def test_diff_runs_pin_not_a_commit_id_says_so_runs_no_git(runs: Path, pin: obje
     diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
     assert diff.source == "" and diff.config
     assert diff.note == f"run 2's pin {str(pin)!r} is not a commit id (its info.json is damaged)"
+
+
+# ------------------------------------------------------------------ a bounded diff (the board's)
+def test_diff_runs_limit_cuts_the_source_there_and_says_so(runs: Path) -> None:
+    whole = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
+    cut = diff_runs(read_run(runs / "1"), read_run(runs / "2"), limit=40)
+    exact = diff_runs(read_run(runs / "1"), read_run(runs / "2"), limit=len(whole.source))
+    assert not whole.cut and len(whole.source) > 40
+    assert cut.source == whole.source[:40] and cut.cut and cut.note is None
+    assert exact.source == whole.source and not exact.cut
+
+
+def test_run_git_limit_stops_reading_there_as_a_success(runs: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "big.txt").write_text("".join(f"line {i}\n" for i in range(200_000)))  # a diff of ~2 MB
+    git(repo, "add", "big.txt")
+    whole = run_git(["diff", "--cached"], cwd=str(repo), strip=False)
+    assert run_git(["diff", "--cached"], cwd=str(repo), strip=False, limit=1000) == whole[:1000]
+    assert len(whole) > 1_000_000
+
+
+def test_diff_runs_limited_diff_kept_for_the_same_pins(runs: Path, tmp_path: Path) -> None:
+    a, b = read_run(runs / "1"), read_run(runs / "2")
+    first = diff_runs(a, b, limit=10_000)
+    shutil.rmtree(tmp_path / "repo")  # git could no longer find the pins: the kept diff is shown
+    assert diff_runs(a, b, limit=10_000) == first and "+print('train harder')" in first.source
+    assert diff_runs(a, b).note.startswith("no Git repository here holds")  # the whole diff is read now
+
+
+def test_board_compare_long_diff_cut_at_diff_chars_says_so(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlproj.board import views  # here: the board's imports are for these tests only
+    from mlproj.board.app import create_app
+
+    monkeypatch.setattr(views, "DIFF_CHARS", 60)
+    page = create_app(runs).test_client().get("/compare?run=1&run=2").data.decode()
+    assert "The diff is cut here" in page and "diff --git a/train.py" in page and "train harder" not in page

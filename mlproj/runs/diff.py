@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,18 +58,25 @@ class RunDiff:
             no source diff: see `note`); with `stat=True`, `git diff --stat`.
         note: why the source diff is absent, in one line (a run not pinned, no repository here holds
             a pin, git missing); None when `source` is the diff.
+        cut: whether `source` is the diff's first `limit` characters only (see `diff_runs`).
     """
 
     config: list[tuple[str, Any, Any]]
     source: str
     note: str | None
+    cut: bool = False
 
 
-def diff_runs(a: Run, b: Run, *, stat: bool = False) -> RunDiff:
+def diff_runs(a: Run, b: Run, *, stat: bool = False, limit: int | None = None) -> RunDiff:
     """The config keys that differ between runs `a` and `b`, and the diff between their pinned sources.
 
     A run without a pin, a pin no repository here holds, or a missing git gives the config diff and
     a `note` saying why there is no source diff; this never raises for them.
+
+    With `limit` (a server's page), the source diff is its first `limit` characters (`cut` says
+    whether there was more; git is stopped there), and it is kept in this process for the next
+    call with the same runs' folders and pins (a pin is a commit: its diff never changes). Without,
+    it is the whole diff, read now.
 
     Example:
         >>> d = diff_runs(read_run("runs/1"), read_run("runs/2"))  # doctest: +SKIP
@@ -76,40 +85,78 @@ def diff_runs(a: Run, b: Run, *, stat: bool = False) -> RunDiff:
     """
     flat_a, flat_b = a.flat_config(), b.flat_config()
     config = [(key, flat_a.get(key, MISSING), flat_b.get(key, MISSING)) for key in differing_keys([a, b])]
-    source, note = _source_diff(a, b, stat)
-    return RunDiff(config=config, source=source, note=note)
+    source, note, cut = _source_diff(a, b, stat, limit)
+    return RunDiff(config=config, source=source, note=note, cut=cut)
 
 
-def _source_diff(a: Run, b: Run, stat: bool) -> tuple[str, str | None]:
-    """(diff, None), or ("", why there is none)."""
+DIFFS_KEPT = 16  # bounded source diffs kept (see `diff_runs`): at most DIFFS_KEPT * limit characters
+_diffs: OrderedDict[tuple[Any, ...], tuple[str, bool]] = OrderedDict()
+_diffs_lock = threading.Lock()
+
+
+def _source_diff(a: Run, b: Run, stat: bool, limit: int | None) -> tuple[str, str | None, bool]:
+    """(diff, None, whether it was cut at `limit`), or ("", why there is none, False)."""
+    note = _no_pins(a, b)
+    if note is not None:
+        return "", note, False
+    pins = (a.info["git"]["snapshot"], b.info["git"]["snapshot"])
+    key = (_folders(a, b), tuple(os.path.realpath(run.path) for run in (a, b) if run.path), pins, stat, limit)
+    with _diffs_lock:
+        if key in _diffs:
+            _diffs.move_to_end(key)
+            source, cut = _diffs[key]
+            return source, None, cut
+    source, note, cut = _read_source_diff(a, b, stat, limit)
+    if note is None and limit is not None:
+        with _diffs_lock:
+            _diffs[key] = (source, cut)
+            while len(_diffs) > DIFFS_KEPT:
+                _diffs.popitem(last=False)
+    return source, note, cut
+
+
+def _no_pins(a: Run, b: Run) -> str | None:
+    """Why the runs' records give no two pins to diff, in one line; None when they do."""
     unpinned = [f"run {run.id} is not pinned: {run.missing_pin}" for run in (a, b) if run.missing_pin]
     if unpinned:
-        return "", "; ".join(unpinned)
-    snapshot_a, snapshot_b = a.info["git"]["snapshot"], b.info["git"]["snapshot"]
+        return "; ".join(unpinned)
     damaged = [f"run {run.id}'s pin {str(pin)[:80]!r} is not a commit id (its info.json is damaged)"
-               for run, pin in ((a, snapshot_a), (b, snapshot_b)) if not isinstance(pin, str) or not _COMMIT_ID.fullmatch(pin)]
-    if damaged:
-        return "", "; ".join(damaged)
+               for run in (a, b) if not isinstance(pin := run.info["git"]["snapshot"], str) or not _COMMIT_ID.fullmatch(pin)]
+    return "; ".join(damaged) or None
+
+
+def _read_source_diff(a: Run, b: Run, stat: bool, limit: int | None) -> tuple[str, str | None, bool]:
+    """`_source_diff`'s answer, from git now."""
+    snapshot_a, snapshot_b = a.info["git"]["snapshot"], b.info["git"]["snapshot"]
     if shutil.which("git") is None:
-        return "", NO_GIT
+        return "", NO_GIT, False
     roots = _repositories(a, b)
     root = next((r for r in roots if has_commit(r, snapshot_a) and has_commit(r, snapshot_b)), None)
     if root is None:
-        return "", _not_found(a, b, roots)
+        return "", _not_found(a, b, roots), False
+    args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", *(["--stat"] if stat else []), "--end-of-options", snapshot_a, snapshot_b]
     try:
-        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", *(["--stat"] if stat else []), "--end-of-options", snapshot_a, snapshot_b]
-        return run_git(args, cwd=root, strip=False, untrusted=True), None
+        # One character past `limit` tells a diff cut there from one exactly that long.
+        source = run_git(args, cwd=root, strip=False, untrusted=True, limit=None if limit is None else limit + 1)
     except GitError as err:
-        return "", str(err)
+        return "", str(err), False
+    if limit is not None and len(source) > limit:
+        return source[:limit], None, True
+    return source, None, False
+
+
+def _folders(a: Run, b: Run) -> tuple[Any, ...]:
+    """The folders whose repositories may hold the runs' pins, most likely first: the folders the
+    runs name (their main file's, the one they started in), then the current folder."""
+    return (*(folder for run in (a, b) for folder in (run.experiment.get("base_dir"), run.info.get("cwd"))), os.getcwd())
 
 
 def _repositories(a: Run, b: Run) -> list[str]:
-    """The roots of the Git work trees that may hold the runs' pins, most likely first, each once;
-    never one inside a run folder (its files came with the record)."""
-    folders = [folder for run in (a, b) for folder in (run.experiment.get("base_dir"), run.info.get("cwd"))]
+    """The roots of the Git work trees of `_folders`, each once; never one inside a run folder
+    (its files came with the record)."""
     run_folders = [os.path.realpath(run.path) for run in (a, b) if run.path]
     roots: list[str] = []
-    for folder in [*folders, os.getcwd()]:
+    for folder in _folders(a, b):
         root = repository_root(folder) if isinstance(folder, str) and folder and os.path.isdir(folder) else None
         if root is not None and root not in roots and not any(_inside(root, run_folder) for run_folder in run_folders):
             roots.append(root)
