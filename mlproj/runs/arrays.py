@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import read_metric_values
+from mlproj.runs.reader import open_record, read_metric_values
 
 # The start of one array of a metric in metrics.json. A JSON string holds no unescaped quote, so the
 # pattern cannot match inside a metric's name; the arrays hold numbers (and NaN/Infinity), never `]`.
@@ -42,15 +42,13 @@ def iter_metric_arrays(path: str, names: Collection[str] | None = None) -> Itera
     (NaN and Infinity included) as a float64 one; any other array as the list json reads.
 
     Raises:
-        MLProjError: when metrics.json is damaged or cannot be read.
+        MLProjError: when metrics.json is damaged or cannot be read, or is no regular file (see
+            `mlproj.runs.reader.open_record`).
     """
     file = os.path.join(path, "metrics.json")
-    try:
-        f = open(file, "rb")
-    except FileNotFoundError:
+    f = open_record(file)
+    if f is None:
         return
-    except OSError as err:
-        raise MLProjError(f"{file} cannot be read ({err.strerror}): check its permissions.") from None
     with f:
         try:
             layout = _array_layout(f)

@@ -15,12 +15,14 @@ rename) is read again. Many files to read are shared among worker processes, one
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from mlproj.errors import MLProjError
 from mlproj.runs.record import Run, Series
@@ -39,21 +41,69 @@ def parse_time(value: Any) -> datetime | None:
     return None
 
 
+# The most of a record file read whole (a metrics.json of a long run is ~100 MB); a larger one is
+# refused rather than filling the memory.
+RECORD_BYTES = 1 << 30
+
+
+def open_record(path: str) -> BinaryIO | None:
+    """The record file `path` (run.json, info.json, config.json, metrics.json, metrics_summary.json,
+    cout.txt...) opened to read bytes; None when it does not exist.
+
+    A run folder may come from anywhere, so this is the one way its files are opened: never through
+    a symbolic link (which could show any file of this machine) and only a regular file (a FIFO or
+    a device would block the reader, or never end).
+
+    Raises:
+        MLProjError: when `path` is a symbolic link or not a regular file, or cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise MLProjError(f"{path} is a symbolic link, which mlproj does not follow in a run folder: replace it with the file.") from None
+        raise MLProjError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MLProjError(f"{path} is not a regular file (a FIFO, a device or a folder): the run record is damaged; move that run folder away.")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_record(path: str, limit: int = RECORD_BYTES) -> bytes | None:
+    """The whole record file `path`, opened by `open_record`; None when it does not exist.
+
+    Raises:
+        MLProjError: as `open_record`, or when the file holds more than `limit` bytes.
+    """
+    f = open_record(path)
+    if f is None:
+        return None
+    try:
+        with f:
+            data = f.read(limit + 1) if os.fstat(f.fileno()).st_size <= limit else None
+    except OSError as err:
+        raise MLProjError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
+    if data is None or len(data) > limit:
+        raise MLProjError(f"{path} holds more than {limit} bytes, more than mlproj reads whole: the run record is damaged; move that run folder away.")
+    return data
+
+
 def read_json(path: str, default: Any) -> Any:
-    """The JSON file `path`; `default` when it does not exist.
+    """The JSON record file `path` (read by `read_record`); `default` when it does not exist.
 
     Raises:
         MLProjError: when the file is not valid JSON or cannot be read.
     """
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
+    data = read_record(path)
+    if data is None:
         return default
-    except json.JSONDecodeError as err:
+    try:
+        return json.loads(data)
+    except ValueError as err:
         raise MLProjError(f"{path} is not valid JSON ({err}): the run record is damaged; move that run folder away.") from None
-    except OSError as err:
-        raise MLProjError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
 
 
 def series_from(record: dict[str, Any]) -> Series:
@@ -129,18 +179,18 @@ _TIMESTAMPS = re.compile(r'"timestamps":\s*\[[^\]]*\]')
 def _read_steps_and_values(path: str) -> dict[str, Any]:
     """metrics.json without its timestamps (read whole, as `read_json` reads it, if that fails)."""
     try:
-        with open(path) as f:
-            return json.loads(_TIMESTAMPS.sub('"timestamps": []', f.read()))
-    except (OSError, ValueError):
-        return read_json(path, {})  # a missing or damaged file: read_json says so in one line
+        data = read_record(path)
+        return {} if data is None else json.loads(_TIMESTAMPS.sub('"timestamps": []', data.decode()))
+    except ValueError:
+        return read_json(path, {})  # a damaged file: read_json says so in one line
 
 
 def _read_optional_json(path: str) -> Any:
     """A JSON file that only saves time (a summary, the cache): None when missing or unreadable."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        data = read_record(path)
+        return None if data is None else json.loads(data)
+    except (MLProjError, ValueError):
         return None
 
 
@@ -162,11 +212,8 @@ def read_output_tail(path: str, start: int | None = None, limit: int = 65536) ->
 
 
 def _read_captured_out(path: str) -> str:
-    cout = os.path.join(path, "cout.txt")
-    if not os.path.isfile(cout):
-        return ""
-    with open(cout, errors="replace") as f:
-        return f.read()
+    data = read_record(os.path.join(path, "cout.txt"))
+    return "" if data is None else data.decode("utf-8", errors="replace")
 
 
 def read_run(path: str | os.PathLike) -> Run:

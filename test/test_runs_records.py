@@ -1,0 +1,96 @@
+"""A run folder from elsewhere read safely: record files opened without following links and only
+when regular (`open_record`), damaged run.json values said in one line, run ids as Sacred names
+them, and the reading helpers that must not fail on odd input (huge integers, unreadable numbers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_run
+
+from mlproj.errors import MLProjError
+from mlproj.runs.reader import open_record, read_json, read_record, read_run
+
+
+def finishes(call: Any, timeout: float = 20.0) -> Any:
+    """`call()`'s result or exception, asserting it came within `timeout` seconds (a FIFO opened
+    for reading waits for a writer forever: the thread is left behind, as a daemon)."""
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call())
+        except Exception as err:  # noqa: BLE001 -- handed to the test, which checks what it is
+            outcome.append(err)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still reading after {timeout} s"
+    return outcome[0]
+
+
+# ------------------------------------------------------------------ record files: links, FIFOs, size
+def test_read_run_cout_symlink_to_passwd_refused_not_shown(tmp_path: Path) -> None:
+    folder = write_run(tmp_path, 3, {"lr": 0.1}, {})
+    (folder / "cout.txt").symlink_to("/etc/passwd")
+    run = read_run(folder)
+    with pytest.raises(MLProjError, match=r"cout\.txt is a symbolic link, which mlproj does not follow") as err:
+        _ = run.captured_out
+    assert "root:" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_read_run_cout_fifo_refused_without_blocking(tmp_path: Path) -> None:
+    folder = write_run(tmp_path, 1, {"lr": 0.1}, {})
+    os.mkfifo(folder / "cout.txt")
+    run = read_run(folder)
+    err = finishes(lambda: run.captured_out)
+    assert isinstance(err, MLProjError) and "cout.txt is not a regular file" in str(err)
+
+
+@pytest.mark.parametrize("name", ["run.json", "info.json", "config.json"])
+def test_read_run_record_json_fifo_refused_without_blocking(tmp_path: Path, name: str) -> None:
+    folder = write_run(tmp_path, 1, {"lr": 0.1}, {})
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    err = finishes(lambda: read_run(folder))
+    assert isinstance(err, MLProjError) and name in str(err)  # run.json: "no run.json in it", others: "not a regular file"
+
+
+@pytest.mark.parametrize("reader", ["read_metric_values", "iter_metric_arrays", "summarize_metrics_json"])
+def test_metrics_json_symlink_to_dev_zero_refused(tmp_path: Path, reader: str) -> None:
+    folder = write_run(tmp_path, 1, {"lr": 0.1}, {"train.loss": [1.0]})
+    (folder / "metrics.json").unlink()
+    (folder / "metrics.json").symlink_to("/dev/zero")
+    # In a child with 2 GB of address space and a timeout: a reader that followed the link would
+    # read zeros until the memory runs out.
+    script = ("import sys\nfrom mlproj.errors import MLProjError\nfrom mlproj.runs import arrays, reader\n"
+              f"read = getattr(arrays, {reader!r}, None) or getattr(reader, {reader!r})\n"
+              "try:\n    list(read(sys.argv[1]))\nexcept MLProjError as err:\n    print(err)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: __import__("resource").setrlimit(__import__("resource").RLIMIT_AS, (2 << 30, 2 << 30)))
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout == f"{folder / 'metrics.json'} is a symbolic link, which mlproj does not follow in a run folder: replace it with the file.\n"
+
+
+def test_read_record_larger_than_limit_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "info.json"
+    path.write_text('{"run_key": "0123456789"}')
+    assert read_record(str(path), limit=100) == path.read_bytes()
+    with pytest.raises(MLProjError, match=r"holds more than 10 bytes, more than mlproj reads whole") as err:
+        read_record(str(path), limit=10)
+    assert "\n" not in str(err.value)
+
+
+def test_open_record_regular_file_read_missing_none(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text("{}")
+    with open_record(str(tmp_path / "run.json")) as f:
+        assert f.read() == b"{}"
+    assert open_record(str(tmp_path / "nope.json")) is None
+    assert read_json(str(tmp_path / "nope.json"), {"default": 1}) == {"default": 1}
