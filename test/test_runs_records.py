@@ -4,18 +4,21 @@ them, and the reading helpers that must not fail on odd input (huge integers, un
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import write_run
 
+from mlproj.cli import main as cli_main
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import open_record, read_json, read_record, read_run
+from mlproj.runs.reader import open_record, parse_time, read_json, read_record, read_run, read_runs
 
 
 def finishes(call: Any, timeout: float = 20.0) -> Any:
@@ -94,3 +97,60 @@ def test_open_record_regular_file_read_missing_none(tmp_path: Path) -> None:
         assert f.read() == b"{}"
     assert open_record(str(tmp_path / "nope.json")) is None
     assert read_json(str(tmp_path / "nope.json"), {"default": 1}) == {"default": 1}
+
+
+# ------------------------------------------------------------------ run.json with values Sacred never writes
+DAMAGED = {  # what is written over run 2's run.json (a function of the good record), and what the error says
+    "a list": (lambda record: [], "the record is a list, not an object"),
+    "start_time yesterday": (lambda record: {**record, "start_time": "yesterday"},
+                             "start_time 'yesterday' is not a time (ISO text such as 2026-01-31T10:00:00)"),
+    "heartbeat a number": (lambda record: {**record, "heartbeat": 5}, "heartbeat 5 is not a time"),
+    "artifact a number": (lambda record: {**record, "artifacts": [1]}, "artifact 1 is not a file name"),
+    "experiment text": (lambda record: {**record, "experiment": "mnist"}, "experiment is text, not an object"),
+    "experiment name a list": (lambda record: {**record, "experiment": {"name": ["x"]}}, "experiment.name is a list, not text"),
+}
+
+
+def damage(folder: Path, case: str) -> str:
+    """Write case `case` of DAMAGED over `folder`'s run.json; the error it should give."""
+    write, says = DAMAGED[case]
+    (folder / "run.json").write_text(json.dumps(write(json.loads((folder / "run.json").read_text()))))
+    return says
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_read_run_damaged_run_json_types_one_line_naming_folder_and_field(tmp_path: Path, case: str) -> None:
+    folder = write_run(tmp_path, 2, {"lr": 0.1}, {})
+    says = damage(folder, case)
+    with pytest.raises(MLProjError) as err:
+        read_run(folder)
+    assert str(err.value).startswith(f"{folder / 'run.json'}: {says}")
+    assert str(err.value).endswith(": the run record is damaged; move that run folder away.") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("case", ["a list", "start_time yesterday", "artifact a number", "experiment text"])
+def test_runs_cli_one_damaged_run_json_lists_the_others_one_line_about_it(tmp_path: Path, case: str, capsys) -> None:
+    runs = tmp_path / "runs"
+    for run_id in (1, 2, 3):
+        write_run(runs, run_id, {"lr": 0.1 * run_id}, {"validation.accuracy": [0.5]})
+    says = damage(runs / "2", case)
+    code = cli_main(["runs", str(runs), "--format", "csv"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["1", "3"]
+    assert err == f"mlproj runs: skipped a run: {runs / '2' / 'run.json'}: {says}: the run record is damaged; move that run folder away.\n"
+
+
+def test_read_runs_damaged_run_json_raised_without_on_damaged(tmp_path: Path) -> None:
+    for run_id in (1, 2):
+        write_run(tmp_path, run_id, {"lr": 0.1}, {})
+    damage(tmp_path / "2", "a list")
+    with pytest.raises(MLProjError, match="the record is a list"):
+        read_runs(str(tmp_path))
+    seen: list[MLProjError] = []
+    assert [run.id for run in read_runs(str(tmp_path), on_damaged=seen.append)] == [1] and len(seen) == 1
+
+
+def test_parse_time_iso_with_offset_is_naive_utc() -> None:
+    assert parse_time("2026-01-31T12:00:00+02:00") == datetime(2026, 1, 31, 10, 0) == parse_time("2026-01-31T10:00:00")
+    assert parse_time("") is None and parse_time(None) is None
