@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from conftest import write_run
 
 from mlproj.cli import main as cli_main
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import open_record, parse_time, read_json, read_record, read_run, read_runs
+from mlproj.runs.reader import is_run_id, open_record, parse_time, read_json, read_record, read_run, read_runs, run_ids
 
 
 def finishes(call: Any, timeout: float = 20.0) -> Any:
@@ -154,3 +155,37 @@ def test_read_runs_damaged_run_json_raised_without_on_damaged(tmp_path: Path) ->
 def test_parse_time_iso_with_offset_is_naive_utc() -> None:
     assert parse_time("2026-01-31T12:00:00+02:00") == datetime(2026, 1, 31, 10, 0) == parse_time("2026-01-31T10:00:00")
     assert parse_time("") is None and parse_time(None) is None
+
+
+# ------------------------------------------------------------------ which folders are runs
+@pytest.mark.parametrize("name", ["²", "٢", "02", "1a", ""])
+def test_is_run_id_only_ascii_digits_as_sacred_names_them(name: str) -> None:
+    assert not is_run_id(name)
+    assert is_run_id("2") and is_run_id("0") and is_run_id("10")
+
+
+def test_read_runs_unicode_digit_folders_are_not_runs(tmp_path: Path) -> None:
+    write_run(tmp_path, 2, {"lr": 0.1}, {})
+    for name in ("²", "٢"):
+        shutil.copytree(tmp_path / "2", tmp_path / name)
+    (tmp_path / "5").mkdir()  # a run starting: no run.json yet
+    assert run_ids(str(tmp_path)) == [2]
+    assert [(run.id, os.path.basename(run.path)) for run in read_runs(str(tmp_path))] == [(2, "2")]
+    assert read_run(tmp_path / "٢").id == "٢"  # read by its folder, it is not run 2
+
+
+def test_board_unicode_digit_folders_are_not_runs(tmp_path: Path) -> None:
+    from mlproj.board.app import create_app  # here: the board's imports are for these tests only
+    from mlproj.board.catalog import Catalog
+
+    runs = tmp_path / "runs"
+    write_run(runs, 1, {"lr": 0.1}, {"validation.accuracy": [0.5]})
+    catalog = Catalog(str(runs), clock=lambda: now)
+    now = 0.0
+    assert [run.id for run in catalog.runs()] == [1]
+    (runs / "²").mkdir()
+    shutil.copytree(runs / "1", runs / "٢")
+    (runs / "7").mkdir()
+    now = 100.0  # past the next check: the runs dir is listed again
+    assert [run.id for run in catalog.runs()] == [1]
+    assert create_app(runs).test_client().get("/").status_code == 200

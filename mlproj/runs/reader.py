@@ -246,7 +246,7 @@ def read_run(path: str | os.PathLike) -> Run:
     folder = os.path.basename(path)
     return run_from_entry(
         read_json(os.path.join(path, "run.json"), {}),
-        id=int(folder) if folder.isdigit() else folder,
+        id=int(folder) if is_run_id(folder) else folder,
         config=read_json(os.path.join(path, "config.json"), {}),
         info=read_json(os.path.join(path, "info.json"), {}),
         path=path,
@@ -328,6 +328,24 @@ def _kind(value: Any) -> str:
     return kinds.get(type(value), f"a {type(value).__name__}")
 
 
+def is_run_id(name: str) -> bool:
+    """Whether the folder name `name` is a run id: a whole number written as Sacred names run folders
+    (ASCII digits, no leading zero). Not `str.isdigit`: it also takes '²', which `int` refuses, and
+    '٢', which `int` reads as 2, another run's id; nor `01`, which `int` reads as run 1's."""
+    return name.isascii() and name.isdigit() and (name == "0" or not name.startswith("0"))
+
+
+def run_ids(runs_dir: str) -> list[int]:
+    """The ids of the run folders in `runs_dir`, ascending: the folders named by a run id (`is_run_id`)
+    that hold run.json (a folder without it is a run starting, or not a run). The one rule for
+    listing run folders; [] when `runs_dir` cannot be listed."""
+    try:
+        names = os.listdir(runs_dir)
+    except OSError:
+        return []
+    return sorted(int(name) for name in names if is_run_id(name) and os.path.isfile(os.path.join(runs_dir, name, "run.json")))
+
+
 def read_runs(runs_dir: str, *, summaries: bool = True, on_damaged: Callable[[MLProjError], None] | None = None) -> list[Run]:
     """Every run folder (`<runs_dir>/<integer id>/run.json`) under `runs_dir`, by id.
 
@@ -343,9 +361,8 @@ def read_runs(runs_dir: str, *, summaries: bool = True, on_damaged: Callable[[ML
     """
     if not os.path.isdir(runs_dir):
         raise MLProjError(f"runs dir {runs_dir} does not exist: pass the folder your runs were recorded in (default $MLPROJ_RUNS_DIR or ./runs).")
-    ids = sorted(int(d) for d in os.listdir(runs_dir) if d.isdigit() and os.path.isfile(os.path.join(runs_dir, d, "run.json")))
     runs = []
-    for i in ids:
+    for i in run_ids(runs_dir):
         try:
             runs.append(read_run(os.path.join(runs_dir, str(i))))
         except MLProjError as err:
