@@ -19,6 +19,7 @@ from conftest import write_run
 
 from mlproj.cli import main as cli_main
 from mlproj.errors import MLProjError
+from mlproj.runs.query import filter_runs
 from mlproj.runs.reader import is_run_id, open_record, parse_time, read_json, read_record, read_run, read_runs, run_ids
 
 
@@ -189,3 +190,23 @@ def test_board_unicode_digit_folders_are_not_runs(tmp_path: Path) -> None:
     now = 100.0  # past the next check: the runs dir is listed again
     assert [run.id for run in catalog.runs()] == [1]
     assert create_app(runs).test_client().get("/").status_code == 200
+
+
+# ------------------------------------------------------------------ --where with a huge integer
+HUGE = "9" * 400
+
+
+def test_filter_runs_where_huge_integer_compares_exactly(tmp_path: Path) -> None:
+    write_run(tmp_path, 1, {"lr": 0.1, "n": int(HUGE)}, {})
+    write_run(tmp_path, 2, {"lr": 0.2, "n": 5}, {})
+    runs = read_runs(str(tmp_path))
+    assert [run.id for run in filter_runs(runs, [f"lr={HUGE}"])] == []
+    assert [run.id for run in filter_runs(runs, [f"n={HUGE}"])] == [1]
+    assert [run.id for run in filter_runs(runs, ["n=5.0"])] == [2]
+
+
+def test_runs_cli_where_huge_integer_no_traceback(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path, 1, {"lr": 0.1}, {"validation.accuracy": [0.5]})
+    code = cli_main(["runs", str(tmp_path), "--where", f"lr={HUGE}"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "" and out == f"no runs in {tmp_path} match\n"
