@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from conftest import write_run
 
 from mlproj.cli import main as cli_main
 from mlproj.errors import MLProjError
+from mlproj.runs.arrays import _parse_numbers
 from mlproj.runs.query import filter_runs
 from mlproj.runs.reader import is_run_id, open_record, parse_time, read_json, read_record, read_run, read_runs, run_ids
 
@@ -210,3 +212,33 @@ def test_runs_cli_where_huge_integer_no_traceback(tmp_path: Path, capsys) -> Non
     code = cli_main(["runs", str(tmp_path), "--where", f"lr={HUGE}"])
     out, err = capsys.readouterr()
     assert code == 0 and err == "" and out == f"no runs in {tmp_path} match\n"
+
+
+# ------------------------------------------------------------------ numbers parsed by numpy, from many threads
+def test_parse_numbers_concurrent_calls_leave_warning_filters_unchanged() -> None:
+    before = list(warnings.filters)
+    texts = [(b"[1, 2, 3]", "int64"), (b"[1.5, 2]", "int64"), (b'[1, "a"]', "float64"), (b"[NaN, Infinity, 0.5]", "float64")]
+
+    def parse_many() -> None:
+        for _ in range(500):
+            for text, dtype in texts:
+                _parse_numbers(text, dtype)
+
+    threads = [threading.Thread(target=parse_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert warnings.filters == before
+
+
+def test_parse_numbers_reads_numbers_with_numpy_and_anything_else_as_json() -> None:
+    assert _parse_numbers(b"[1, 2, 3]", "int64").tolist() == [1, 2, 3]
+    assert _parse_numbers(b"[]", "int64").tolist() == []
+    nan, inf, half = _parse_numbers(b"[NaN, Infinity, 0.5]", "float64").tolist()
+    assert nan != nan and inf == float("inf") and half == 0.5
+    assert _parse_numbers(b"[1.5, 2]", "int64") == [1.5, 2]  # not all integers: as json reads them
+    assert _parse_numbers(b'[1, "a", null]', "float64") == [1, "a", None]
+    for damaged in (b"[1, 2,]", b"[1,, 2]", b"[1 2]"):
+        with pytest.raises(ValueError):
+            _parse_numbers(damaged, "float64")
