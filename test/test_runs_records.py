@@ -242,3 +242,12 @@ def test_parse_numbers_reads_numbers_with_numpy_and_anything_else_as_json() -> N
     for damaged in (b"[1, 2,]", b"[1,, 2]", b"[1 2]"):
         with pytest.raises(ValueError):
             _parse_numbers(damaged, "float64")
+
+
+def test_read_run_metrics_timestamp_not_a_time_one_line_naming_the_file(tmp_path: Path) -> None:
+    folder = write_run(tmp_path, 1, {"lr": 0.1}, {"train.loss": [1.0]})
+    (folder / "metrics.json").write_text(json.dumps({"train.loss": {"steps": [0], "values": [1.0], "timestamps": ["soon"]}}))
+    with pytest.raises(MLProjError) as err:
+        _ = read_run(folder).metrics
+    assert str(err.value) == (f"{folder / 'metrics.json'}: a timestamp 'soon' is not a time (ISO text such as "
+                              "2026-01-31T10:00:00): the run record is damaged; move that run folder away.")

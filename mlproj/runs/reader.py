@@ -130,8 +130,18 @@ def series_from(record: dict[str, Any]) -> Series:
 
 
 def read_metrics(path: str) -> dict[str, Series]:
-    """Every metric series of the run folder `path` (its metrics.json); {} when it logged none."""
-    return {name: series_from(m) for name, m in read_json(os.path.join(path, "metrics.json"), {}).items()}
+    """Every metric series of the run folder `path` (its metrics.json); {} when it logged none.
+
+    Raises:
+        MLProjError: when metrics.json is damaged (not JSON, a timestamp that is no time) or cannot be read.
+    """
+    file = os.path.join(path, "metrics.json")
+    try:
+        return {name: series_from(m) for name, m in read_json(file, {}).items()}
+    except MLProjError as err:
+        if str(err).startswith(file):
+            raise
+        raise MLProjError(f"{file}: a timestamp {err}: the run record is damaged; move that run folder away.") from None
 
 
 def metrics_key(path: str) -> dict[str, int] | None:
