@@ -316,3 +316,10 @@ def test_board_compare_long_diff_cut_at_diff_chars_says_so(runs: Path, monkeypat
     monkeypatch.setattr(views, "DIFF_CHARS", 60)
     page = create_app(runs).test_client().get("/compare?run=1&run=2").data.decode()
     assert "The diff is cut here" in page and "diff --git a/train.py" in page and "train harder" not in page
+
+
+def test_diff_runs_recorded_folders_of_other_types_ignored(runs: Path) -> None:
+    info = json.loads((runs / "2" / "info.json").read_text())
+    (runs / "2" / "info.json").write_text(json.dumps({**info, "cwd": ["not", "a", "folder"]}))
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"), limit=10_000)
+    assert diff.note is None and "+print('train harder')" in diff.source  # found through run 1's folder

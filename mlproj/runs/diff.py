@@ -145,10 +145,11 @@ def _read_source_diff(a: Run, b: Run, stat: bool, limit: int | None) -> tuple[st
     return source, None, False
 
 
-def _folders(a: Run, b: Run) -> tuple[Any, ...]:
+def _folders(a: Run, b: Run) -> tuple[str, ...]:
     """The folders whose repositories may hold the runs' pins, most likely first: the folders the
     runs name (their main file's, the one they started in), then the current folder."""
-    return (*(folder for run in (a, b) for folder in (run.experiment.get("base_dir"), run.info.get("cwd"))), os.getcwd())
+    named = (folder for run in (a, b) for folder in (run.experiment.get("base_dir"), run.info.get("cwd")))
+    return (*(folder for folder in named if isinstance(folder, str) and folder), os.getcwd())
 
 
 def _repositories(a: Run, b: Run) -> list[str]:
@@ -157,7 +158,7 @@ def _repositories(a: Run, b: Run) -> list[str]:
     run_folders = [os.path.realpath(run.path) for run in (a, b) if run.path]
     roots: list[str] = []
     for folder in _folders(a, b):
-        root = repository_root(folder) if isinstance(folder, str) and folder and os.path.isdir(folder) else None
+        root = repository_root(folder) if os.path.isdir(folder) else None
         if root is not None and root not in roots and not any(_inside(root, run_folder) for run_folder in run_folders):
             roots.append(root)
     return roots
