@@ -21,8 +21,9 @@ from conftest import write_run
 from mlproj.cli import main as cli_main
 from mlproj.errors import MLProjError
 from mlproj.runs.arrays import _parse_numbers
+from mlproj.runs.entry import parse_time
 from mlproj.runs.query import filter_runs
-from mlproj.runs.reader import is_run_id, open_record, parse_time, read_json, read_record, read_run, read_runs, run_ids
+from mlproj.runs.reader import is_run_id, open_record, read_json, read_record, read_run, read_runs, run_ids
 
 
 def finishes(call: Any, timeout: float = 20.0) -> Any:

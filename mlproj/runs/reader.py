@@ -22,41 +22,15 @@ import re
 import stat
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from mlproj.errors import MLProjError
+from mlproj.runs.entry import parse_time, run_from_entry
 from mlproj.runs.record import Run, Series
 from mlproj.util.files import atomic_write
 from mlproj.util.series import SUMMARY_FILE, SUMMARY_VERSION, summarize_series
 
 CACHE_FILE = os.path.join(".mlproj-cache", "summaries.json")
-
-
-def parse_time(value: Any) -> datetime | None:
-    """A recorded time (ISO text in run folders, a datetime from MongoDB) as a naive UTC datetime;
-    None for none (null, "").
-
-    Raises:
-        MLProjError: when `value` is neither (what it is, in a few words).
-    """
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
-    if value is None or value == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise MLProjError(f"{_shown(value)} is not a time (ISO text such as 2026-01-31T10:00:00)")
-    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
-
-
-def _shown(value: Any) -> str:
-    """`value` as a message quotes it: its repr, cut to 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # The most of a record file read whole (a metrics.json of a long run is ~100 MB); a larger one is
@@ -136,11 +110,10 @@ def read_metrics(path: str) -> dict[str, Series]:
         MLProjError: when metrics.json is damaged (not JSON, a timestamp that is no time) or cannot be read.
     """
     file = os.path.join(path, "metrics.json")
+    metrics = read_json(file, {})
     try:
-        return {name: series_from(m) for name, m in read_json(file, {}).items()}
+        return {name: series_from(m) for name, m in metrics.items()}
     except MLProjError as err:
-        if str(err).startswith(file):
-            raise
         raise MLProjError(f"{file}: a timestamp {err}: the run record is damaged; move that run folder away.") from None
 
 
@@ -264,78 +237,6 @@ def read_run(path: str | os.PathLike) -> Run:
         load_captured_out=lambda: _read_captured_out(path),
         load_summaries=lambda: read_summaries(path)[0],
     )
-
-
-def run_from_entry(entry: Any, *, id: int | str, config: Any, info: Any, **rest: Any) -> Run:
-    """The `Run` of a Sacred run entry (a run folder's run.json, or a MongoDB `runs` document: the
-    same fields), with the `config` and `info` its store keeps and `rest` (path, loaders) as given.
-
-    Raises:
-        MLProjError: when a field has a type Sacred never writes (run.json a list, a start_time that
-            is no time, an artifact that is a number...): names the run and the field.
-    """
-    try:
-        _check_entry(entry, config, info)
-        experiment = entry.get("experiment") or {}
-        return Run(
-            id=id,
-            name=experiment.get("name") or "",
-            status=entry.get("status") or "UNKNOWN",
-            start=_field_time(entry, "start_time"),
-            stop_time=_field_time(entry, "stop_time"),
-            config=config,
-            info=info,
-            artifacts=[a if isinstance(a, str) else a["name"] for a in entry.get("artifacts") or []],
-            result=entry.get("result"),
-            command=entry.get("command") or "",
-            meta=entry.get("meta") or {},
-            experiment=experiment,
-            host=entry.get("host") or {},
-            resources=entry.get("resources") or [],
-            fail_trace=entry.get("fail_trace"),
-            heartbeat=_field_time(entry, "heartbeat"),
-            **rest,
-        )
-    except MLProjError as err:
-        path = rest.get("path")
-        where, fix = (os.path.join(path, "run.json"), "move that run folder away") if path else (f"run {id}", "remove that run's document")
-        raise MLProjError(f"{where}: {err}: the run record is damaged; {fix}.") from None
-
-
-# The type of each field of a run entry that mlproj reads (None, or absent, is always allowed).
-_ENTRY_TYPES: dict[str, type] = {"experiment": dict, "status": str, "artifacts": list, "command": str,
-                                 "meta": dict, "host": dict, "resources": list}
-
-
-def _check_entry(entry: Any, config: Any, info: Any) -> None:
-    """Raise MLProjError, saying what is wrong, unless the entry's fields that mlproj reads have the
-    types Sacred writes."""
-    for what, value in (("the record", entry), ("config", config), ("info", info)):
-        if not isinstance(value, dict):
-            raise MLProjError(f"{what} is {_kind(value)}, not an object")
-    for key, kind in _ENTRY_TYPES.items():
-        if entry.get(key) is not None and not isinstance(entry[key], kind):
-            raise MLProjError(f"{key} is {_kind(entry[key])}, not {_kind(kind())}")
-    name = (entry.get("experiment") or {}).get("name")
-    if name is not None and not isinstance(name, str):
-        raise MLProjError(f"experiment.name is {_kind(name)}, not text")
-    for artifact in entry.get("artifacts") or []:
-        if not isinstance(artifact, str) and not (isinstance(artifact, dict) and isinstance(artifact.get("name"), str)):
-            raise MLProjError(f"artifact {_shown(artifact)} is not a file name")
-
-
-def _field_time(entry: dict[str, Any], key: str) -> datetime | None:
-    """`parse_time` of the entry's field `key`, its error naming the field."""
-    try:
-        return parse_time(entry.get(key))
-    except MLProjError as err:
-        raise MLProjError(f"{key} {err}") from None
-
-
-def _kind(value: Any) -> str:
-    """What a JSON value is, in words: `a list`, `text`, `a number`..."""
-    kinds = {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number", type(None): "null"}
-    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def is_run_id(name: str) -> bool:
