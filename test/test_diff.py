@@ -4,9 +4,11 @@ between two runs' Git pins, made by the real pinning code in real repositories."
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from mlproj.cli import main as cli_main
 from mlproj.record.gitpin import pin_or_warn, pin_working_tree
 from mlproj.runs.diff import MISSING, diff_runs
 from mlproj.runs.reader import read_run
+from mlproj.util.git import run_git
 
 TRAIN = "lr = 0.1\nprint('train')\n"
 # A main file as small as mlproj allows: its runs are recorded and pinned as main.py's are.
@@ -201,3 +204,122 @@ def test_diff_cli_unknown_run_one_line_exit_1(runs: Path, capsys) -> None:
 
 def test_diff_missing_copied_or_pickled_is_the_same_sentinel() -> None:
     assert copy.deepcopy(MISSING) is MISSING and pickle.loads(pickle.dumps(MISSING)) is MISSING
+
+
+# ------------------------------------------------------------------ a runs dir from elsewhere runs nothing
+def planted_repository(repo: Path, marker: Path) -> list[dict]:
+    """A repository whose own config makes git run a program that writes `marker` (a textconv for
+    every file, an fsmonitor), holding two pins of train.py; the pins, as info.json's `git` records them."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / ".gitattributes").write_text("* diff=pwn\n")
+    (repo / "train.py").write_text(TRAIN)
+    pins = [pin_working_tree(str(repo), "key-1")]
+    (repo / "train.py").write_text(TRAIN.replace("print('train')", "print('train harder')"))
+    pins.append(pin_working_tree(str(repo), "key-2"))
+    program = f"sh -c 'id > {marker}; cat \"$0\"'"
+    git(repo, "config", "diff.pwn.textconv", program)
+    git(repo, "config", "core.fsmonitor", program)
+    return pins
+
+
+def planted_runs(tmp_path: Path, *, in_run_folder: bool) -> tuple[Path, Path]:
+    """Runs 1 and 2 pinned in a planted repository: their base_dir when not `in_run_folder`, else run
+    folder 1 itself (base_dir then names no folder). Returns (runs dir, the marker the program writes)."""
+    runs, marker = tmp_path / "runs", tmp_path / "PWNED"
+    repo = runs / "1" if in_run_folder else tmp_path / "planted"
+    repo.mkdir(parents=True)
+    pins = planted_repository(repo, marker)
+    for run_id, pin in zip((1, 2), pins, strict=True):
+        folder = runs / str(run_id)
+        tmp = tmp_path / f"record-{run_id}"
+        write_run(tmp, run_id, {"lr": 0.001 * run_id}, {"validation.accuracy": [0.5]}, info={"run_key": f"key-{run_id}", "git": pin})
+        folder.mkdir(parents=True, exist_ok=True)
+        record = json.loads((tmp / str(run_id) / "run.json").read_text())
+        record["experiment"]["base_dir"] = str(tmp_path / "nowhere" if in_run_folder else repo)
+        for name in ("config.json", "info.json", "metrics.json"):
+            shutil.copy(tmp / str(run_id) / name, folder / name)
+        (folder / "run.json").write_text(json.dumps(record))
+    return runs, marker
+
+
+def test_diff_cli_planted_textconv_in_base_dir_runs_nothing_and_diffs(tmp_path: Path) -> None:
+    runs, marker = planted_runs(tmp_path, in_run_folder=False)
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "diff", "1", "2", "--runs-dir", str(runs)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "-print('train')\n+print('train harder')\n" in result.stdout
+    assert not marker.exists()
+
+
+def test_diff_cli_planted_repository_in_the_run_folder_is_not_used(tmp_path: Path) -> None:
+    runs, marker = planted_runs(tmp_path, in_run_folder=True)
+    result = subprocess.run([sys.executable, "-m", "mlproj.cli", "diff", "1", "2", "--runs-dir", str(runs)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "no source diff: no Git repository here holds" in result.stdout and "+print" not in result.stdout
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("in_run_folder", [False, True])
+def test_board_compare_planted_textconv_runs_nothing(tmp_path: Path, in_run_folder: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlproj.board.app import create_app  # here: the board's imports are for these tests only
+
+    runs, marker = planted_runs(tmp_path, in_run_folder=in_run_folder)
+    monkeypatch.chdir(tmp_path)
+    page = create_app(runs).test_client().get("/compare?run=1&run=2")
+    assert page.status_code == 200
+    assert (b"+print(&#39;train harder&#39;)" in page.data) is not in_run_folder
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("pin", ["HEAD", "--output=/tmp/x", "a" * 39, "A" * 40, 12])
+def test_diff_runs_pin_not_a_commit_id_says_so_runs_no_git(runs: Path, pin: object) -> None:
+    info = json.loads((runs / "2" / "info.json").read_text())
+    info["git"]["snapshot"] = pin
+    (runs / "2" / "info.json").write_text(json.dumps(info))
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
+    assert diff.source == "" and diff.config
+    assert diff.note == f"run 2's pin {str(pin)!r} is not a commit id (its info.json is damaged)"
+
+
+# ------------------------------------------------------------------ a bounded diff (the board's)
+def test_diff_runs_limit_cuts_the_source_there_and_says_so(runs: Path) -> None:
+    whole = diff_runs(read_run(runs / "1"), read_run(runs / "2"))
+    cut = diff_runs(read_run(runs / "1"), read_run(runs / "2"), limit=40)
+    exact = diff_runs(read_run(runs / "1"), read_run(runs / "2"), limit=len(whole.source))
+    assert not whole.cut and len(whole.source) > 40
+    assert cut.source == whole.source[:40] and cut.cut and cut.note is None
+    assert exact.source == whole.source and not exact.cut
+
+
+def test_run_git_limit_stops_reading_there_as_a_success(runs: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "big.txt").write_text("".join(f"line {i}\n" for i in range(200_000)))  # a diff of ~2 MB
+    git(repo, "add", "big.txt")
+    whole = run_git(["diff", "--cached"], cwd=str(repo), strip=False)
+    assert run_git(["diff", "--cached"], cwd=str(repo), strip=False, limit=1000) == whole[:1000]
+    assert len(whole) > 1_000_000
+
+
+def test_diff_runs_limited_diff_kept_for_the_same_pins(runs: Path, tmp_path: Path) -> None:
+    a, b = read_run(runs / "1"), read_run(runs / "2")
+    first = diff_runs(a, b, limit=10_000)
+    shutil.rmtree(tmp_path / "repo")  # git could no longer find the pins: the kept diff is shown
+    assert diff_runs(a, b, limit=10_000) == first and "+print('train harder')" in first.source
+    assert diff_runs(a, b).note.startswith("no Git repository here holds")  # the whole diff is read now
+
+
+def test_board_compare_long_diff_cut_at_diff_chars_says_so(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlproj.board import views  # here: the board's imports are for these tests only
+    from mlproj.board.app import create_app
+
+    monkeypatch.setattr(views, "DIFF_CHARS", 60)
+    page = create_app(runs).test_client().get("/compare?run=1&run=2").data.decode()
+    assert "The diff is cut here" in page and "diff --git a/train.py" in page and "train harder" not in page
+
+
+def test_diff_runs_recorded_folders_of_other_types_ignored(runs: Path) -> None:
+    info = json.loads((runs / "2" / "info.json").read_text())
+    (runs / "2" / "info.json").write_text(json.dumps({**info, "cwd": ["not", "a", "folder"]}))
+    diff = diff_runs(read_run(runs / "1"), read_run(runs / "2"), limit=10_000)
+    assert diff.note is None and "+print('train harder')" in diff.source  # found through run 1's folder

@@ -26,7 +26,7 @@ from typing import Any
 
 from mlproj.errors import MLProjError
 from mlproj.runs.query import filter_runs, sort_runs
-from mlproj.runs.reader import metrics_key, read_run, read_runs
+from mlproj.runs.reader import metrics_key, read_run, read_runs, run_ids
 from mlproj.runs.record import Run
 from mlproj.runs.rows import listed_metrics, run_rows
 from mlproj.util.goals import runs_goal
@@ -110,7 +110,7 @@ class Catalog:
     def _refresh(self) -> None:
         if not os.path.isdir(self.runs_dir):
             raise MLProjError(f"runs dir {self.runs_dir} is gone: start mlproj board on the folder your runs are in.")
-        present = {int(d) for d in os.listdir(self.runs_dir) if d.isdigit()}
+        present = set(run_ids(self.runs_dir))
         changed = False
         for run_id in [i for i in self._runs if i not in present]:
             del self._runs[run_id]

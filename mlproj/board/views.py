@@ -160,12 +160,12 @@ def compare_page() -> str:
     data = {"curves": url_for("api.compare_curves_json"), "runs": [r.id for r in runs], "group": group_by,
             "metrics": metric_names(runs)}
     a, b = _diff_pair(runs)
-    diff = diff_runs(a, b)
+    diff = diff_runs(a, b, limit=DIFF_CHARS)
     source = diff.source[:DIFF_CHARS]
     return render_template(
         "compare.html", runs=runs, config=config_rows(runs), present=[set(r.flat_config()) for r in runs],
         metrics=metrics, best=best, keys=keys, group_by=group_by, groups=group_rows(runs, group_by) if group_by else [],
-        data=data, a=a, b=b, diff=diff, source=source.splitlines(), cut=len(diff.source) > DIFF_CHARS,
+        data=data, a=a, b=b, diff=diff, source=source.splitlines(), cut=diff.cut,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from mlproj.errors import MLProjError
 from mlproj.runs.diff import diff_runs
@@ -78,7 +79,7 @@ def _add_source_options(parser: argparse.ArgumentParser, positional_dir: bool = 
 def _load(args: argparse.Namespace) -> list[Run]:
     if args.mongo:
         return read_mongo_runs(mongo_database(args.mongo, args.db))
-    return read_runs(args.runs_dir or default_runs_dir())
+    return read_runs(args.runs_dir or default_runs_dir(), on_damaged=lambda err: print(f"mlproj {args.command}: skipped a run: {err}", file=sys.stderr))
 
 
 def _pick(args: argparse.Namespace, refs: list[str]) -> list[Run]:

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import read_metric_values
+from mlproj.runs.reader import open_record, read_metric_values
 
 # The start of one array of a metric in metrics.json. A JSON string holds no unescaped quote, so the
 # pattern cannot match inside a metric's name; the arrays hold numbers (and NaN/Infinity), never `]`.
@@ -42,15 +42,13 @@ def iter_metric_arrays(path: str, names: Collection[str] | None = None) -> Itera
     (NaN and Infinity included) as a float64 one; any other array as the list json reads.
 
     Raises:
-        MLProjError: when metrics.json is damaged or cannot be read.
+        MLProjError: when metrics.json is damaged or cannot be read, or is no regular file (see
+            `mlproj.runs.reader.open_record`).
     """
     file = os.path.join(path, "metrics.json")
-    try:
-        f = open(file, "rb")
-    except FileNotFoundError:
+    f = open_record(file)
+    if f is None:
         return
-    except OSError as err:
-        raise MLProjError(f"{file} cannot be read ({err.strerror}): check its permissions.") from None
     with f:
         try:
             layout = _array_layout(f)
@@ -110,17 +108,21 @@ def _array_layout(f: Any) -> dict[str, dict[str, tuple[int, int]]]:
 
 def _parse_numbers(array: bytes, dtype: str) -> Any:
     """The JSON array `array` as a numpy array of `dtype` when it holds only such numbers (numpy's
-    parser reads them several times faster than json, into 8 bytes each), else as json reads it (a list)."""
-    import warnings
+    parser reads them several times faster than json, into 8 bytes each), else as json reads it (a list).
 
+    Raises:
+        ValueError: when `array` is not a JSON array.
+    """
     import numpy as np  # lazy: listing runs never parses a series
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # numpy's parser stops at text it cannot read, with a warning: read it as json
-        try:
-            parsed = np.fromstring(array[1:-1].decode("ascii"), dtype=dtype, sep=",")
-        except (ValueError, UnicodeDecodeError, DeprecationWarning):
-            return json.loads(array)
+    text = array[1:-1]
+    try:
+        parsed = np.fromstring(text.decode("ascii"), dtype=dtype, sep=",")
+    except ValueError:  # text numpy cannot read (a string, null, a fraction among integers...): read it as json
+        return json.loads(array)
+    # numpy also reads what JSON refuses (a trailing comma: "1,2,"), one item short: json says so.
+    if len(parsed) != (text.count(b",") + 1 if text.strip() else 0):
+        return json.loads(array)
     if dtype == "int64" and len(parsed) and (parsed.max() == np.iinfo(np.int64).max or parsed.min() == np.iinfo(np.int64).min):
         return json.loads(array)  # numpy clamps an integer too large for int64; json keeps it whole
     return parsed

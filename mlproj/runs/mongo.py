@@ -7,7 +7,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import run_from_entry, series_from
+from mlproj.runs.entry import run_from_entry
+from mlproj.runs.reader import series_from
 from mlproj.runs.record import Run
 from mlproj.util.series import add_points
 from mlproj.util.uri import redact_uri, uri_password

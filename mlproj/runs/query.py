@@ -26,7 +26,10 @@ def _matches(actual: Any, wanted: Any) -> bool:
     if isinstance(wanted, str) and wanted.lower() in _JSON_SPELLINGS and _matches(actual, _JSON_SPELLINGS[wanted.lower()]):
         return True
     if isinstance(actual, (int, float)) and isinstance(wanted, (int, float)) and not isinstance(actual, bool):
-        return math.isclose(actual, wanted)
+        try:
+            return math.isclose(actual, wanted)
+        except OverflowError:  # an integer past float's range: compared exactly, as Python compares int and float
+            return actual == wanted
     return actual == wanted or str(actual) == str(wanted)
 
 

@@ -15,14 +15,17 @@ rename) is read again. Many files to read are shared among worker processes, one
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import threading
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from mlproj.errors import MLProjError
+from mlproj.runs.entry import parse_time, run_from_entry
 from mlproj.runs.record import Run, Series
 from mlproj.util.files import atomic_write
 from mlproj.util.series import SUMMARY_FILE, SUMMARY_VERSION, summarize_series
@@ -30,30 +33,69 @@ from mlproj.util.series import SUMMARY_FILE, SUMMARY_VERSION, summarize_series
 CACHE_FILE = os.path.join(".mlproj-cache", "summaries.json")
 
 
-def parse_time(value: Any) -> datetime | None:
-    """A recorded time (ISO text in run folders, a datetime from MongoDB) as a naive UTC datetime."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
-    if isinstance(value, str) and value:
-        return datetime.fromisoformat(value)
-    return None
+# The most of a record file read whole (a metrics.json of a long run is ~100 MB); a larger one is
+# refused rather than filling the memory.
+RECORD_BYTES = 1 << 30
+
+
+def open_record(path: str) -> BinaryIO | None:
+    """The record file `path` (run.json, info.json, config.json, metrics.json, metrics_summary.json,
+    cout.txt...) opened to read bytes; None when it does not exist.
+
+    A run folder may come from anywhere, so this is the one way its files are opened: never through
+    a symbolic link (which could show any file of this machine) and only a regular file (a FIFO or
+    a device would block the reader, or never end).
+
+    Raises:
+        MLProjError: when `path` is a symbolic link or not a regular file, or cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise MLProjError(f"{path} is a symbolic link, which mlproj does not follow in a run folder: replace it with the file.") from None
+        raise MLProjError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MLProjError(f"{path} is not a regular file (a FIFO, a device or a folder): the run record is damaged; move that run folder away.")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_record(path: str, limit: int = RECORD_BYTES) -> bytes | None:
+    """The whole record file `path`, opened by `open_record`; None when it does not exist.
+
+    Raises:
+        MLProjError: as `open_record`, or when the file holds more than `limit` bytes.
+    """
+    f = open_record(path)
+    if f is None:
+        return None
+    try:
+        with f:
+            data = f.read(limit + 1) if os.fstat(f.fileno()).st_size <= limit else None
+    except OSError as err:
+        raise MLProjError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
+    if data is None or len(data) > limit:
+        raise MLProjError(f"{path} holds more than {limit} bytes, more than mlproj reads whole: the run record is damaged; move that run folder away.")
+    return data
 
 
 def read_json(path: str, default: Any) -> Any:
-    """The JSON file `path`; `default` when it does not exist.
+    """The JSON record file `path` (read by `read_record`); `default` when it does not exist.
 
     Raises:
         MLProjError: when the file is not valid JSON or cannot be read.
     """
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
+    data = read_record(path)
+    if data is None:
         return default
-    except json.JSONDecodeError as err:
+    try:
+        return json.loads(data)
+    except ValueError as err:
         raise MLProjError(f"{path} is not valid JSON ({err}): the run record is damaged; move that run folder away.") from None
-    except OSError as err:
-        raise MLProjError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
 
 
 def series_from(record: dict[str, Any]) -> Series:
@@ -62,8 +104,17 @@ def series_from(record: dict[str, Any]) -> Series:
 
 
 def read_metrics(path: str) -> dict[str, Series]:
-    """Every metric series of the run folder `path` (its metrics.json); {} when it logged none."""
-    return {name: series_from(m) for name, m in read_json(os.path.join(path, "metrics.json"), {}).items()}
+    """Every metric series of the run folder `path` (its metrics.json); {} when it logged none.
+
+    Raises:
+        MLProjError: when metrics.json is damaged (not JSON, a timestamp that is no time) or cannot be read.
+    """
+    file = os.path.join(path, "metrics.json")
+    metrics = read_json(file, {})
+    try:
+        return {name: series_from(m) for name, m in metrics.items()}
+    except MLProjError as err:
+        raise MLProjError(f"{file}: a timestamp {err}: the run record is damaged; move that run folder away.") from None
 
 
 def metrics_key(path: str) -> dict[str, int] | None:
@@ -129,18 +180,18 @@ _TIMESTAMPS = re.compile(r'"timestamps":\s*\[[^\]]*\]')
 def _read_steps_and_values(path: str) -> dict[str, Any]:
     """metrics.json without its timestamps (read whole, as `read_json` reads it, if that fails)."""
     try:
-        with open(path) as f:
-            return json.loads(_TIMESTAMPS.sub('"timestamps": []', f.read()))
-    except (OSError, ValueError):
-        return read_json(path, {})  # a missing or damaged file: read_json says so in one line
+        data = read_record(path)
+        return {} if data is None else json.loads(_TIMESTAMPS.sub('"timestamps": []', data.decode()))
+    except ValueError:
+        return read_json(path, {})  # a damaged file: read_json says so in one line
 
 
 def _read_optional_json(path: str) -> Any:
     """A JSON file that only saves time (a summary, the cache): None when missing or unreadable."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        data = read_record(path)
+        return None if data is None else json.loads(data)
+    except (MLProjError, ValueError):
         return None
 
 
@@ -162,11 +213,8 @@ def read_output_tail(path: str, start: int | None = None, limit: int = 65536) ->
 
 
 def _read_captured_out(path: str) -> str:
-    cout = os.path.join(path, "cout.txt")
-    if not os.path.isfile(cout):
-        return ""
-    with open(cout, errors="replace") as f:
-        return f.read()
+    data = read_record(os.path.join(path, "cout.txt"))
+    return "" if data is None else data.decode("utf-8", errors="replace")
 
 
 def read_run(path: str | os.PathLike) -> Run:
@@ -181,7 +229,7 @@ def read_run(path: str | os.PathLike) -> Run:
     folder = os.path.basename(path)
     return run_from_entry(
         read_json(os.path.join(path, "run.json"), {}),
-        id=int(folder) if folder.isdigit() else folder,
+        id=int(folder) if is_run_id(folder) else folder,
         config=read_json(os.path.join(path, "config.json"), {}),
         info=read_json(os.path.join(path, "info.json"), {}),
         path=path,
@@ -191,43 +239,47 @@ def read_run(path: str | os.PathLike) -> Run:
     )
 
 
-def run_from_entry(entry: dict[str, Any], *, id: int | str, config: dict[str, Any], info: dict[str, Any], **rest: Any) -> Run:
-    """The `Run` of a Sacred run entry (a run folder's run.json, or a MongoDB `runs` document: the
-    same fields), with the `config` and `info` its store keeps and `rest` (path, loaders) as given."""
-    return Run(
-        id=id,
-        name=(entry.get("experiment") or {}).get("name", ""),
-        status=entry.get("status", "UNKNOWN"),
-        start=parse_time(entry.get("start_time")),
-        stop_time=parse_time(entry.get("stop_time")),
-        config=config,
-        info=info,
-        artifacts=[a if isinstance(a, str) else a.get("name", "") for a in entry.get("artifacts", [])],
-        result=entry.get("result"),
-        command=entry.get("command", ""),
-        meta=entry.get("meta") or {},
-        experiment=entry.get("experiment") or {},
-        host=entry.get("host") or {},
-        resources=entry.get("resources") or [],
-        fail_trace=entry.get("fail_trace"),
-        heartbeat=parse_time(entry.get("heartbeat")),
-        **rest,
-    )
+def is_run_id(name: str) -> bool:
+    """Whether the folder name `name` is a run id: a whole number written as Sacred names run folders
+    (ASCII digits, no leading zero). Not `str.isdigit`: it also takes '²', which `int` refuses, and
+    '٢', which `int` reads as 2, another run's id; nor `01`, which `int` reads as run 1's."""
+    return name.isascii() and name.isdigit() and (name == "0" or not name.startswith("0"))
 
 
-def read_runs(runs_dir: str, *, summaries: bool = True) -> list[Run]:
+def run_ids(runs_dir: str) -> list[int]:
+    """The ids of the run folders in `runs_dir`, ascending: the folders named by a run id (`is_run_id`)
+    that hold run.json (a folder without it is a run starting, or not a run). The one rule for
+    listing run folders; [] when `runs_dir` cannot be listed."""
+    try:
+        names = os.listdir(runs_dir)
+    except OSError:
+        return []
+    return sorted(int(name) for name in names if is_run_id(name) and os.path.isfile(os.path.join(runs_dir, name, "run.json")))
+
+
+def read_runs(runs_dir: str, *, summaries: bool = True, on_damaged: Callable[[MLProjError], None] | None = None) -> list[Run]:
     """Every run folder (`<runs_dir>/<integer id>/run.json`) under `runs_dir`, by id.
 
     With `summaries` (for listing), each run's metric summaries are read now, through the cache
     (see the module docstring), which is updated once at the end; without, on first use.
 
+    Args:
+        on_damaged: when given, a run whose record is damaged (`read_run` raises) is left out and
+            its error handed to `on_damaged` (a listing shows the others); by default it is raised.
+
     Raises:
-        MLProjError: when `runs_dir` is not a folder.
+        MLProjError: when `runs_dir` is not a folder, or (without `on_damaged`) a record is damaged.
     """
     if not os.path.isdir(runs_dir):
         raise MLProjError(f"runs dir {runs_dir} does not exist: pass the folder your runs were recorded in (default $MLPROJ_RUNS_DIR or ./runs).")
-    ids = sorted(int(d) for d in os.listdir(runs_dir) if d.isdigit() and os.path.isfile(os.path.join(runs_dir, d, "run.json")))
-    runs = [read_run(os.path.join(runs_dir, str(i))) for i in ids]
+    runs = []
+    for i in run_ids(runs_dir):
+        try:
+            runs.append(read_run(os.path.join(runs_dir, str(i))))
+        except MLProjError as err:
+            if on_damaged is None:
+                raise
+            on_damaged(err)
     if summaries:
         _load_summaries(runs, runs_dir)
     return runs

@@ -26,7 +26,8 @@ from typing import Any
 import gridfs
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import parse_time, read_runs
+from mlproj.runs.entry import parse_time
+from mlproj.runs.reader import read_runs
 from mlproj.runs.record import Run
 from mlproj.util.mongo import next_run_id
 
