@@ -3,14 +3,17 @@ curves come downsampled as JSON, a running run is followed, and bad requests get
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
 import math
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -396,6 +399,25 @@ def test_board_bad_request_gets_a_4xx_and_one_log_line(client, caplog, url: str,
     assert str(code) in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:80", "localhost:8765", "127.0.0.1.attacker.example"])
+def test_board_foreign_host_header_gets_a_400_and_one_log_line(client, caplog, host: str) -> None:
+    # DNS rebinding: another site's name, pointed at 127.0.0.1, or a loopback name on another port.
+    with caplog.at_level(logging.INFO, logger="mlproj.board"):
+        response = client.get("/runs/1/artifacts/last.pt", headers={"Host": host})
+    assert response.status_code == 400 and len(caplog.records) == 1 and "is not this board's address" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("base", ["http://localhost:8765", "http://127.0.0.1:8765", "http://[::1]", "http://LocalHost"])
+def test_board_loopback_host_on_its_port_is_served(client, base: str) -> None:
+    assert client.get("/runs/1", base_url=base).status_code == 200
+
+
+def test_board_served_on_an_address_answers_that_address(runs: Path) -> None:
+    client = create_app(runs, host="10.1.2.3").test_client()
+    assert client.get("/runs/1", base_url="http://10.1.2.3:8765").status_code == 200
+    assert client.get("/runs/1", base_url="http://10.1.2.4:8765").status_code == 400
+
+
 def test_board_request_body_too_large_is_refused(client, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="mlproj.board"):
         response = client.get("/", data=b"x" * 100_000)
@@ -422,28 +444,70 @@ def test_create_app_missing_runs_dir_raises(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ the command
-def test_board_command_serves_the_runs_dir_on_loopback(runs: Path) -> None:
+@contextlib.contextmanager
+def served(runs: Path, *args: str) -> Iterator[tuple[str, list[str]]]:
+    """`mlproj board RUNS --port 0 ARGS` running: its address (http://127.0.0.1:PORT/) and the lines it printed first."""
     import urllib.request
 
-    process = subprocess.Popen([sys.executable, "-m", "mlproj.cli", "board", str(runs), "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "mlproj.cli", "board", str(runs), "--port", "0", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [process.stdout.readline() for _ in range(2)]
         url = re.search(r"open (http://127\.0\.0\.1:\d+/)", "".join(lines)).group(1)
-        assert "6 runs in" in lines[0]
         deadline = time.monotonic() + 10
         while True:
             try:
-                page = urllib.request.urlopen(url + "runs/1", timeout=5).read()
+                urllib.request.urlopen(url + "static/board.css", timeout=5).read()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        assert b"run 1" in page
+        yield url, lines
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def raw_request(url: str, request: bytes, timeout: float = 5.0) -> bytes:
+    """What the server at `url` answers to the bytes `request` (until it closes or `timeout` passes: then TimeoutError)."""
+    host, port = re.match(r"http://([^:/]+):(\d+)/", url).groups()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer:
+                return answer
+    return answer
+
+
+def test_board_command_serves_the_runs_dir_on_loopback(runs: Path) -> None:
+    import urllib.request
+
+    with served(runs) as (url, lines):
+        assert "6 runs in" in lines[0]
+        assert b"run 1" in urllib.request.urlopen(url + "runs/1", timeout=5).read()
+
+
+def test_board_command_foreign_host_header_gets_a_400(runs: Path) -> None:
+    with served(runs) as (url, _):
+        port = url.rsplit(":", 1)[1].strip("/")
+        request = "GET /runs/1/artifacts/last.pt HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n"
+        assert raw_request(url, request.format(f"attacker.example:{port}").encode()).startswith(b"HTTP/1.1 400")
+        assert raw_request(url, request.format(f"localhost:{port}").encode()).startswith(b"HTTP/1.1 200")
+
+
+def test_board_command_large_body_is_refused_before_it_is_read(runs: Path) -> None:
+    # A body the board takes no part of: refused on its Content-Length, not read (waitress would take 1 GB).
+    with served(runs) as (url, _):
+        port = url.rsplit(":", 1)[1].strip("/")
+        head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {10**9}\r\n\r\n".encode()
+        answer = raw_request(url, head + b"x" * 1000)
+        assert answer == b"" or re.match(rb"HTTP/1.[01] 413 ", answer)
+        too_long = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Pad: {'x' * 100_000}\r\n\r\n".encode()
+        answer = raw_request(url, too_long)
+        assert answer == b"" or re.match(rb"HTTP/1.[01] 431 ", answer)
 
 
 def test_board_command_runs_dir_a_file_is_one_line_saying_not_a_folder(tmp_path: Path) -> None:

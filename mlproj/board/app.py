@@ -3,7 +3,9 @@
 Every answer that is not a page or a file is a 4xx or 5xx with a short page (no traceback) and,
 for a 4xx, one log line on the `mlproj.board` logger naming the request and what was wrong.
 Headers keep the pages inert: scripts load only from the board itself (no inline script), a
-page cannot be framed, and an artifact is sent as a download, never shown as a page.
+page cannot be framed, and an artifact is sent as a download, never shown as a page. A request
+must name the board by a loopback name or the address it serves on, with its port (the Host
+header): a page of another site whose name an attacker points at 127.0.0.1 (DNS rebinding) gets a 400.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import os
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestURITooLarge
 
 from mlproj.board.catalog import Catalog
@@ -23,6 +25,8 @@ from mlproj.util.table import cell
 
 log = logging.getLogger("mlproj.board")
 
+HOSTS = "mlproj.hosts"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 MAX_QUERY_BYTES = 4096  # a longer query string is no request this board makes: 414
 MAX_BODY_BYTES = 16 * 1024  # the board takes no uploads: a larger body is refused (413)
 SECURITY_HEADERS = {
@@ -34,8 +38,9 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(runs_dir: str | os.PathLike) -> Flask:
-    """The board over the runs dir `runs_dir` (Sacred's file storage: `<runs_dir>/<id>/run.json`).
+def create_app(runs_dir: str | os.PathLike, *, host: str = "127.0.0.1") -> Flask:
+    """The board over the runs dir `runs_dir` (Sacred's file storage: `<runs_dir>/<id>/run.json`),
+    served on the address `host`: requests must name it, or a loopback name, in their Host header.
 
     Raises:
         MLProjError: when `runs_dir` is not a folder.
@@ -51,15 +56,32 @@ def create_app(runs_dir: str | os.PathLike) -> Flask:
     app.extensions["mlproj.curves"] = CurveCache()
     app.jinja_env.filters["cell"] = cell
     app.jinja_env.globals["runs_dir"] = runs_dir
+    app.extensions[HOSTS] = {*LOOPBACK_NAMES, _host_name(host)}
 
     app.register_blueprint(pages)
     app.register_blueprint(api)
+    app.before_request(_check_host)
     app.before_request(_refuse_large_requests)
     app.after_request(_secure)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(MLProjError, _user_error)
     app.register_error_handler(Exception, _server_error)
     return app
+
+
+def _check_host() -> None:
+    """A 400 unless the Host header names this board: one of its names, on the port it serves on
+    (WSGI's SERVER_PORT; no port in the header means 80)."""
+    name, _, port = request.host.rpartition(":") if not request.host.endswith("]") else (request.host, "", "")
+    if not name:
+        name, port = port, ""
+    if _host_name(name) not in current_app.extensions[HOSTS] or (port or "80") != request.environ.get("SERVER_PORT"):
+        abort(400, f"Host {request.host[:80]!r} is not this board's address: open it as http://127.0.0.1:"
+                   f"{request.environ.get('SERVER_PORT')}/ (or the --host it serves on)")
+
+
+def _host_name(host: str) -> str:
+    return host.strip().lower().removeprefix("[").removesuffix("]")
 
 
 def _refuse_large_requests() -> None:

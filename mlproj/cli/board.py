@@ -13,6 +13,7 @@ from mlproj.errors import MLProjError
 from mlproj.train.config import runs_dir as default_runs_dir
 
 DEFAULT_PORT = 8765
+MAX_HEADER_BYTES = 32 * 1024  # a browser's request line and headers fit many times over
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,17 +35,21 @@ def run_board(args: argparse.Namespace) -> int:
     import waitress
 
     from mlproj.board import create_app
+    from mlproj.board.app import MAX_BODY_BYTES
     from mlproj.board.catalog import Query
     from mlproj.board.curves import MAX_WORKERS
 
     runs_dir = args.runs_dir or default_runs_dir()
-    app = create_app(runs_dir)
+    app = create_app(runs_dir, host=args.host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     catalog = app.extensions["mlproj.catalog"]
     runs = catalog.runs()  # read them now, and make the first page's table: not on the first request
     catalog.table(Query())
     try:
-        server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads, ident="mlproj-board")
+        # waitress's own limits: it refuses a larger body on its Content-Length, before reading it
+        # (the app's check runs only once waitress has read the whole body, up to 1 GB by default).
+        server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads, ident="mlproj-board",
+                                        max_request_body_size=MAX_BODY_BYTES, max_request_header_size=MAX_HEADER_BYTES)
     except OSError as err:
         raise MLProjError(f"cannot serve on {args.host}:{args.port} ({err.strerror}): pass another --port.") from None
     app.extensions["mlproj.curves"].start_workers(min(_usable_cpus() - 1, MAX_WORKERS))  # with the serving thread: one per CPU
