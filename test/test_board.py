@@ -385,6 +385,9 @@ def test_board_study_page_shows_params_run_status_and_value(tmp_path: Path) -> N
     ("/compare?" + "&".join(f"run={i}" for i in range(1, 12)), 400),
     ("/?q=" + "x" * 5000, 414),                      # a request too large
     ("/?page=x", 400),
+    ("/?page=%C2%B2", 400),                          # digits to isdigit(), not to int(): ², ٢
+    ("/?size=%C2%B2", 400),
+    ("/api/runs/1/live?offset=%C2%B2", 400),
     ("/?where=%22unclosed", 400),
     ("/?where=novalue", 400),
     ("/api/runs/1/live?offset=-5", 400),
@@ -416,6 +419,13 @@ def test_board_served_on_an_address_answers_that_address(runs: Path) -> None:
     client = create_app(runs, host="10.1.2.3").test_client()
     assert client.get("/runs/1", base_url="http://10.1.2.3:8765").status_code == 200
     assert client.get("/runs/1", base_url="http://10.1.2.4:8765").status_code == 400
+
+
+def test_board_log_line_of_a_path_with_a_newline_is_one_line(client, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="mlproj.board"):
+        client.get("/runs/1%0A2026-12-05 mlproj.board WARNING forged%1B[2J")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line and "\x1b" not in line and "1\\n2026-12-05" in line and "\\x1b[2J" in line
 
 
 def test_board_request_body_too_large_is_refused(client, caplog) -> None:

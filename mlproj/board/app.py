@@ -101,19 +101,28 @@ def _http_error(error: HTTPException) -> Any:
     code = error.code or 500
     if code >= 500:
         return _server_error(error)
-    log.warning("%s %s -> %d %s: %s", request.method, request.full_path.rstrip("?")[:300], code, error.name, error.description)
+    log.warning("%s %s -> %d %s: %s", request.method, _shown_path(), code, error.name, _loggable(error.description or ""))
     return _error_page(code, error.name, error.description or "")
 
 
 def _user_error(error: MLProjError) -> Any:
     """A record the board cannot read, or a filter it cannot apply: what was wrong and what to do."""
-    log.warning("%s %s -> 400: %s", request.method, request.full_path.rstrip("?")[:300], error)
+    log.warning("%s %s -> 400: %s", request.method, _shown_path(), _loggable(str(error)))
     return _error_page(400, "Bad Request", str(error))
 
 
 def _server_error(error: Exception) -> Any:
-    log.exception("%s %s -> 500", request.method, request.full_path.rstrip("?")[:300])
+    log.exception("%s %s -> 500", request.method, _shown_path())
     return _error_page(500, "Internal Server Error", "the board failed on this request; its log holds the details.")
+
+
+def _shown_path() -> str:
+    return _loggable(request.full_path.rstrip("?")[:300])
+
+
+def _loggable(text: str) -> str:
+    """`text` with its control characters escaped (`\\n`, `\\x1b`): a request cannot forge a log line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _error_page(code: int, name: str, message: str) -> Any:

@@ -66,9 +66,14 @@ def _query() -> Query:
 
 def _int_arg(name: str, default: int) -> int:
     value = request.args.get(name, str(default))
-    if not value.isdigit() or len(value) > 9:
+    if not _is_number(value) or len(value) > 9:
         abort(400, f"{name}={value[:40]!r} is not a whole number")
     return int(value)
+
+
+def _is_number(value: str) -> bool:
+    """Whether `value` is a whole number written in ASCII digits (`²` and `٢` pass isdigit() but are no number to int())."""
+    return value.isascii() and value.isdigit()
 
 
 def _table_link(**changes: Any) -> str:
@@ -287,7 +292,7 @@ def run_live(run_id: str) -> dict[str, Any]:
     stamp of its metrics (the page fetches the curves again when that changed)."""
     run = find_run(run_id)
     offset = request.args.get("offset")
-    if offset is not None and (not offset.isdigit() or len(offset) > 15):
+    if offset is not None and (not _is_number(offset) or len(offset) > 15):
         abort(400, f"offset={offset[:40]!r} is not a byte offset")
     output, end = read_output_tail(run.path, None if offset is None else int(offset), OUTPUT_BYTES)
     return {"run": run.id, "status": run.shown_status, "running": run.shown_status == "RUNNING", "output": output, "offset": end,
