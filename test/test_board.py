@@ -313,6 +313,115 @@ def test_catalog_table_running_run_whose_heartbeat_stops_turns_probably_dead(run
     now[0] = 10.0
     assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[2] == "PROBABLY_DEAD"
 
+def running(runs: Path, run_id: int, heartbeat: datetime | None = None) -> None:
+    """Make run `run_id` RUNNING, its heartbeat `heartbeat` (default now)."""
+    run_json = runs / str(run_id) / "run.json"
+    beat = heartbeat or datetime.now(timezone.utc).replace(tzinfo=None)
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "RUNNING", "stop_time": None, "heartbeat": beat.isoformat()}))
+
+
+def test_catalog_run_folder_whose_record_cannot_be_read_is_listed_unreadable(runs: Path) -> None:
+    (runs / "7").mkdir()
+    (runs / "7" / "run.json").write_text("not json")
+    client = create_app(runs).test_client()  # its first look meets the bad folder
+    page = client.get("/")
+    assert page.status_code == 200 and row_ids(page.data) == [6, 5, 4, 3, 2, 1]
+    assert re.search(r"run folder 7: \S*run\.json is not valid JSON", text_of(page.data))
+    assert client.get("/sweeps").status_code == 200 and client.get("/runs/7").status_code == 400
+
+
+def test_catalog_run_folder_damaged_after_the_first_look_is_listed_unreadable(runs: Path) -> None:
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    assert len(catalog.runs()) == 6
+    write_run(runs, 7, {"lr": 0.5}, {"validation.loss": [0.1]})
+    (runs / "7" / "metrics.json").write_text('{"validation.loss": {"steps": [0')  # a finished run's metrics, damaged
+    (runs / "8").mkdir()
+    (runs / "8" / "run.json").write_text("{")
+    now[0] = 10.0
+    table = catalog.table(Query())
+    assert [row["id"] for row in table.rows] == [6, 5, 4, 3, 2, 1] and [i for i, _ in table.unreadable] == [7, 8]
+    (runs / "8" / "run.json").write_text('{"status": "COMPLETED"}')  # mended: read at the next check
+    now[0] = 20.0
+    assert 8 in {run.id for run in catalog.runs()} and list(catalog.unreadable) == [7]
+
+
+def test_catalog_running_run_half_written_metrics_keeps_its_last_summaries(runs: Path) -> None:
+    running(runs, 2)
+    now = [0.0]
+    app = create_app(runs)
+    app.extensions["mlproj.catalog"] = Catalog(str(runs), clock=lambda: now[0])
+    client = app.test_client()
+    before = client.get("/?sort=id&desc=0").data
+    metrics = runs / "2" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:40])  # caught while plain Sacred rewrites it in place
+    running(runs, 2)  # and its heartbeat touched run.json
+    now[0] = 10.0
+    after = client.get("/?sort=id&desc=0")
+    assert after.status_code == 200 and row_ids(after.data) == [1, 2, 3, 4, 5, 6]
+    assert re.findall(rb"<td[^>]*>([^<]*)</td>", after.data) == re.findall(rb"<td[^>]*>([^<]*)</td>", before)
+    assert re.search(r"validation.loss\s+0.7\s", text_of(client.get("/runs/2").data))  # its best, as last read
+    assert client.get("/api/runs/2/live").get_json()["metrics"] == ["train.loss", "validation.loss"]
+    assert client.get("/api/runs/2/curves").status_code == 503  # try again, not a damaged record
+    assert create_app(runs).test_client().get("/").status_code == 200  # a board started now
+    metrics.write_text(json.dumps({"validation.loss": {"steps": [0], "values": [0.05], "timestamps": []}}))  # written whole
+    now[0] = 20.0
+    assert {row["id"]: row["validation.loss best"] for row in app.extensions["mlproj.catalog"].table(Query()).rows}[2] == 0.05
+
+
+def test_catalog_run_pages_reuse_the_summaries_while_metrics_unchanged(client, runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.runs.reader as reader
+
+    client.get("/")
+    reads = []
+    summarize = reader.summarize_metrics_json
+    monkeypatch.setattr(reader, "summarize_metrics_json", lambda path: reads.append(path) or summarize(path))
+    for url in ("/runs/1", "/runs/1", "/api/runs/1/live"):
+        assert client.get(url).status_code == 200
+    assert reads == []
+    (runs / "1" / "metrics.json").write_text(json.dumps({"train.loss": {"steps": [0], "values": [3.0], "timestamps": []}}))
+    assert b"train.loss" in client.get("/runs/1").data and client.get("/runs/1").status_code == 200
+    assert reads == [str(runs / "1")]  # read once when it changed
+
+
+def test_catalog_run_that_finishes_while_first_read_is_seen_finished(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.board.catalog as catalog_module
+
+    running(runs, 2)
+    read_all = catalog_module.read_runs
+
+    def read_then_finish(runs_dir: str) -> list:
+        found = read_all(runs_dir)  # run 2 read RUNNING; it finishes before the catalog looks at its files
+        run_json = runs / "2" / "run.json"
+        run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "COMPLETED", "stop_time": "2026-01-02T11:00:00"}))
+        return found
+
+    monkeypatch.setattr(catalog_module, "read_runs", read_then_finish)
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    assert {run.id: run.status for run in catalog.runs()}[2] == "RUNNING"
+    now[0] = 10.0
+    assert {run.id: run.status for run in catalog.runs()}[2] == "COMPLETED"
+
+
+def test_catalog_probably_dead_filter_sees_a_heartbeat_stop(runs: Path) -> None:
+    beat = datetime.now(timezone.utc).replace(tzinfo=None) - STALE_HEARTBEAT + timedelta(seconds=1)
+    running(runs, 2, beat)
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    assert catalog.table(Query(status="PROBABLY_DEAD")).rows == []
+    time.sleep(max(0.0, (beat + STALE_HEARTBEAT - datetime.now(timezone.utc).replace(tzinfo=None)).total_seconds()) + 0.2)
+    now[0] = 10.0
+    assert [row["id"] for row in catalog.table(Query(status="PROBABLY_DEAD")).rows] == [2]
+
+
+def test_catalog_linked_run_folder_outside_the_runs_dir_is_not_served(runs: Path, tmp_path: Path) -> None:
+    elsewhere = write_run(tmp_path / "elsewhere", 3, {"lr": 0.3}, {"validation.loss": [0.2]})
+    (runs / "7").symlink_to(elsewhere)
+    client = create_app(runs).test_client()
+    assert 7 not in row_ids(client.get("/").data) and client.get("/runs/7").status_code == 404
+
+
 # ------------------------------------------------------------------------------ compare
 def test_board_compare_shows_only_the_config_keys_that_differ(client) -> None:
     page = client.get("/compare?run=1&run=3").data

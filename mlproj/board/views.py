@@ -19,6 +19,7 @@ from werkzeug.utils import safe_join
 from mlproj.board.catalog import Query, best_cells
 from mlproj.board.context import MAX_COMPARED, catalog, compared_runs, curve_cache, find_run
 from mlproj.board.curves import compare_curves, group_curves, run_labels
+from mlproj.errors import MLProjError
 from mlproj.runs.diff import diff_runs
 from mlproj.runs.query import differing_keys, metric_names
 from mlproj.runs.reader import metrics_key, read_output_tail
@@ -281,9 +282,16 @@ def _stamp(run: Run) -> list[int] | None:
 
 
 @api.get("/runs/<run_id>/curves")
-def run_curves(run_id: str) -> dict[str, Any]:
+def run_curves(run_id: str) -> Any:
+    """Run `run_id`'s curves, downsampled; a 503 (retry) while a RUNNING run's metrics.json is
+    being rewritten in place and cannot be parsed, as plain Sacred does (the page keeps its charts)."""
     run = find_run(run_id)
-    return {"run": run.id, "stamp": _stamp(run), "metrics": curve_cache().run_curves(run)}
+    try:
+        return {"run": run.id, "stamp": _stamp(run), "metrics": curve_cache().run_curves(run)}
+    except MLProjError as err:
+        if run.status != "RUNNING":
+            raise
+        return {"error": f"{err} (a running run rewrites it: the page tries again)", "status": 503}, 503, {"Retry-After": "2"}
 
 
 @api.get("/runs/<run_id>/live")

@@ -54,7 +54,8 @@ def run_board(args: argparse.Namespace) -> int:
         raise MLProjError(f"cannot serve on {args.host}:{args.port} ({err.strerror}): pass another --port.") from None
     app.extensions["mlproj.curves"].start_workers(min(_usable_cpus() - 1, MAX_WORKERS))  # with the serving thread: one per CPU
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"mlproj board: {len(runs)} runs in {catalog.runs_dir}", flush=True)
+    unreadable = f" ({len(catalog.unreadable)} run folders cannot be read: the runs page says why)" if catalog.unreadable else ""
+    print(f"mlproj board: {len(runs)} runs in {catalog.runs_dir}{unreadable}", flush=True)
     if not _is_loopback(args.host):
         print(f"mlproj board: serving on {args.host}, reachable from other machines; the board has no login.", flush=True)
     print(f"mlproj board: open http://{host}:{server.effective_port}/ (Ctrl-C stops it)", flush=True)
