@@ -451,6 +451,14 @@ def test_board_compare_overlays_each_run_on_the_union_of_steps(client) -> None:
     assert body["x"] == [0, 1, 2, 3, 4] and [s["label"] for s in body["series"]] == ["run 1, lr=0.01", "run 2, lr=0.1"]
 
 
+def test_board_compare_source_diff_is_between_pinned_runs(client, runs: Path) -> None:
+    for i, snapshot in ((2, "a" * 40), (3, "b" * 40)):
+        info = json.loads((runs / str(i) / "info.json").read_text())
+        (runs / str(i) / "info.json").write_text(json.dumps({**info, "git": {"snapshot": snapshot, "commit": snapshot}}))
+    page = text_of(client.get("/compare?run=1&run=2&run=3").data)  # run 1 is not pinned
+    assert "mlproj diff 2 3" in page
+
+
 # ------------------------------------------------------------------------------ sweeps and studies
 def test_board_sweep_page_lists_its_trials(client) -> None:
     assert "lr-sweep" in text_of(client.get("/sweeps").data)
@@ -463,6 +471,18 @@ def test_board_sweep_page_lists_only_the_keys_the_sweep_varied(client) -> None:
     # The trials' command lines set lr and model (meta.config_updates); seed differs but was not set.
     header = table_header(client.get("/sweeps/lr-sweep").data)
     assert header[:4] == ["trial", "id", "lr", "model"] and "seed" not in header
+
+
+def test_board_sweep_and_study_named_with_a_slash_have_their_pages(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for i in (1, 2):
+        write_run(runs, i, {"lr": 0.1 * i}, {"validation.loss": [0.5 / i]},
+                  info={"run_key": f"k{i}", "sweep": {"name": "grid/lr", "trial": i, "of": 2}, "tune": {"study": "opt/lr", "trial": i, "params": {"lr": 0.1 * i}}})
+    client = create_app(runs).test_client()
+    links = re.findall(rb'href="(/(?:sweeps|studies)/[^"]+)"', client.get("/sweeps").data)
+    assert sorted(links) == [b"/studies/opt/lr", b"/sweeps/grid/lr"]
+    for link in links:
+        assert row_ids(client.get(link.decode()).data) == [1, 2]
 
 
 def test_board_study_page_shows_params_run_status_and_value(tmp_path: Path) -> None:
@@ -491,6 +511,8 @@ def test_board_study_page_shows_params_run_status_and_value(tmp_path: Path) -> N
     ("/api/runs/-1/curves", 404),
     ("/compare?run=1", 400),
     ("/compare?run=1&run=1", 400),
+    ("/compare?run=1&run=%201", 400),                # run 1 named twice, spelt differently
+    ("/compare?run=1&run=01", 400),
     ("/compare?" + "&".join(f"run={i}" for i in range(1, 12)), 400),
     ("/?q=" + "x" * 5000, 414),                      # a request too large
     ("/?page=x", 400),

@@ -180,11 +180,16 @@ DIFF_CHARS = 400_000  # a longer source diff is cut (`mlproj diff` prints it who
 
 def _diff_pair(runs: list[Run]) -> tuple[Run, Run]:
     """The two runs whose source is diffed: `a` and `b` of the request (ids among the compared
-    runs), else the first run and the first other one pinned to another snapshot (else the second)."""
+    runs), else the first pinned run and the first other one pinned to another snapshot (else
+    the next pinned one, else the next run): unpinned runs only when too few are pinned."""
     by_id = {str(run.id): run for run in runs}
-    other = next((run for run in runs[1:] if _snapshot(run) != _snapshot(runs[0])), runs[1])
+    pinned = [run for run in runs if _snapshot(run)]
+    first = pinned[0] if pinned else runs[0]
+    others = [run for run in runs if run is not first]
+    other = next((run for run in pinned if _snapshot(run) != _snapshot(first)), None) or next(
+        (run for run in pinned if run is not first), others[0])
     chosen = []
-    for name, default in (("a", runs[0]), ("b", other)):
+    for name, default in (("a", first), ("b", other)):
         value = request.args.get(name)
         if value is not None and value not in by_id:
             abort(400, f"{name}={value[:40]!r}: the source diff is between two of the compared runs ({', '.join(by_id)})")
@@ -225,7 +230,7 @@ def _groups_summary(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
     return rows
 
 
-@pages.get("/sweeps/<name>")
+@pages.get("/sweeps/<path:name>")  # a sweep name may hold `/`
 def sweep_page(name: str) -> str:
     runs = [run for run in catalog().runs() if str(run.sweep.get("name")) == name]
     if not runs:
@@ -249,7 +254,7 @@ def _params_first(row: dict[str, Any], first: dict[str, Any], params: list[str])
     return {**first, "id": row["id"], **{k: row[k] for k in params if k in row}, **{k: v for k, v in row.items() if k not in params}}
 
 
-@pages.get("/studies/<name>")
+@pages.get("/studies/<path:name>")
 def study_page(name: str) -> str:
     runs = [run for run in catalog().runs() if isinstance(run.info.get("tune"), dict) and str(run.info["tune"].get("study")) == name]
     if not runs:
