@@ -29,7 +29,7 @@ from mlproj.runs.query import filter_runs, sort_runs
 from mlproj.runs.reader import metrics_key, read_run, read_runs, read_summaries
 from mlproj.runs.record import Run
 from mlproj.runs.rows import listed_metrics, run_rows
-from mlproj.util.goals import runs_goal
+from mlproj.util.goals import best_value, runs_goal
 from mlproj.util.table import cell
 
 CHECK_S = 2.0  # how stale the table may be: a look within this time of the last check trusts it
@@ -285,10 +285,9 @@ def _searchable(row: dict[str, Any], run: Run) -> str:
 
 
 def _sorted(rows: list[dict[str, Any]], runs: dict[Any, Run], query: Query) -> list[dict[str, Any]]:
-    """`rows` in `query`'s order. A `METRIC best` column, an id, start, duration, status or config
-    column is ordered by `mlproj runs --sort` (`sort_runs`: best first for a metric, else
-    ascending); descending reverses it. Any other column (a `last`, git) is ordered by its values.
-    Rows without a value stay last either way."""
+    """`rows` in `query`'s order. A `METRIC best` column is ordered as `mlproj runs --sort` orders
+    it (`sort_runs`: best first, which is this column's "descending"); any other column by its
+    values (`_sort_key`), ascending, descending reversed. Rows without a value stay last either way."""
     column = query.sort
     if not rows or column not in rows[0]:
         return rows
@@ -322,10 +321,8 @@ def best_cells(rows: list[dict[str, Any]], columns: list[str], runs: list[Run]) 
     best = {}
     infos = [run.info for run in runs]
     for column in columns:
-        if not column.endswith(" best"):
-            continue
-        values = [row[column] for row in rows if isinstance(row.get(column), (int, float))]
-        goal = runs_goal(column.removesuffix(" best"), infos)
-        if values and goal is not None:
-            best[column] = min(values) if goal == "min" else max(values)
+        if column.endswith(" best"):
+            value = best_value((row.get(column) for row in rows), runs_goal(column.removesuffix(" best"), infos))
+            if value is not None:
+                best[column] = value
     return best

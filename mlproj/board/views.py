@@ -25,7 +25,7 @@ from mlproj.runs.query import differing_keys, metric_names
 from mlproj.runs.reader import metrics_key, read_output_tail
 from mlproj.runs.record import Run
 from mlproj.runs.rows import benchmark_metric, config_rows, git_line, group_rows, metric_rows, rerun_command, run_rows
-from mlproj.util.goals import benchmark_goal, runs_goal
+from mlproj.util.goals import benchmark_goal, best_value, runs_goal
 from mlproj.util.table import cell
 from mlproj.util.values import flatten_config
 
@@ -149,6 +149,9 @@ def artifact(run_id: str, name: str) -> Any:
 
 
 # ------------------------------------------------------------------------------ compare
+DIFF_CHARS = 400_000  # a longer source diff is cut (`mlproj diff` prints it whole)
+
+
 @pages.get("/compare")
 def compare_page() -> str:
     runs = compared_runs()
@@ -157,12 +160,9 @@ def compare_page() -> str:
     if group_by and not any(group_by in run.flat_config() for run in runs):
         abort(400, f"group={group_by[:80]!r}: no run has that config key; differing keys are {', '.join(keys) or 'none'}")
     metrics = metric_rows(runs)
-    best = {}
-    for row in metrics:
-        values = [row[f"run {r.id}"] for r in runs if isinstance(row.get(f"run {r.id}"), (int, float))]
-        goal = _compare_goal(runs, row["metric"])
-        if values and goal:
-            best[row["metric"]] = min(values) if goal == "min" else max(values)
+    infos = [run.info for run in runs]
+    best = {row["metric"]: value for row in metrics
+            if (value := best_value((row.get(f"run {r.id}") for r in runs), runs_goal(row["metric"], infos))) is not None}
     data = {"curves": url_for("api.compare_curves_json"), "runs": [r.id for r in runs], "group": group_by,
             "metrics": metric_names(runs)}
     a, b = _diff_pair(runs)
@@ -173,9 +173,6 @@ def compare_page() -> str:
         metrics=metrics, best=best, keys=keys, group_by=group_by, groups=group_rows(runs, group_by) if group_by else [],
         data=data, a=a, b=b, diff=diff, source=source.splitlines(), cut=len(diff.source) > DIFF_CHARS,
     )
-
-
-DIFF_CHARS = 400_000  # a longer source diff is cut (`mlproj diff` prints it whole)
 
 
 def _diff_pair(runs: list[Run]) -> tuple[Run, Run]:
@@ -195,10 +192,6 @@ def _diff_pair(runs: list[Run]) -> tuple[Run, Run]:
             abort(400, f"{name}={value[:40]!r}: the source diff is between two of the compared runs ({', '.join(by_id)})")
         chosen.append(by_id[value] if value is not None else default)
     return chosen[0], chosen[1]
-
-
-def _compare_goal(runs: list[Run], metric: str) -> str | None:
-    return runs_goal(metric, [run.info for run in runs])
 
 
 def _snapshot(run: Run) -> str | None:
@@ -273,15 +266,15 @@ def study_page(name: str) -> str:
                      **{k: v for k, v in row.items() if k.endswith((" best", " last"))}, "start": run.start, "duration": run.duration})
     columns = list(rows[0])
     best = best_cells(rows, columns, runs)
-    goal = benchmark_goal(run.info for run in runs)
-    values = [row["value"] for row in rows if isinstance(row["value"], (int, float)) and not isinstance(row["value"], bool)]
-    if values and goal:
-        best["value"] = min(values) if goal == "min" else max(values)
+    value = best_value((row["value"] for row in rows), benchmark_goal(run.info for run in runs))
+    if value is not None:
+        best["value"] = value
     return render_template("trials.html", kind="study", name=name, rows=rows, columns=columns, best=best, of=None, runs=runs)
 
 
 # ------------------------------------------------------------------------------ JSON
 def _stamp(run: Run) -> list[int] | None:
+    """The size and mtime of `run`'s metrics.json now (`metrics_key`): the page fetches its curves again when it changes."""
     key = metrics_key(run.path) if run.path else None
     return None if key is None else list(key.values())
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import os
 import signal
 import sys
 
@@ -38,6 +37,7 @@ def run_board(args: argparse.Namespace) -> int:
     from mlproj.board.app import MAX_BODY_BYTES
     from mlproj.board.catalog import Query
     from mlproj.board.curves import MAX_WORKERS
+    from mlproj.runs.reader import _usable_cpus  # the one rule for "CPUs this process may use"
 
     runs_dir = args.runs_dir or default_runs_dir()
     app = create_app(runs_dir, host=args.host)
@@ -72,13 +72,6 @@ def run_board(args: argparse.Namespace) -> int:
 
 def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _is_loopback(host: str) -> bool:
