@@ -415,6 +415,20 @@ def test_catalog_probably_dead_filter_sees_a_heartbeat_stop(runs: Path) -> None:
     assert [row["id"] for row in catalog.table(Query(status="PROBABLY_DEAD")).rows] == [2]
 
 
+def test_catalog_tables_kept_are_bounded_by_their_rows(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.board.catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "ROWS_KEPT", 10)
+    catalog = Catalog(str(runs))
+    first = catalog.table(Query())
+    assert catalog.table(Query()) is first  # kept: 6 rows
+    catalog.table(Query(sort="lr"))  # 12 rows kept: the oldest table goes
+    assert catalog.table(Query()) is not first
+    monkeypatch.setattr(catalog_module, "ROWS_KEPT", 3)
+    newest = catalog.table(Query(sort="seed"))
+    assert catalog.table(Query(sort="seed")) is newest  # the newest is kept, whatever its size
+
+
 def test_catalog_linked_run_folder_outside_the_runs_dir_is_not_served(runs: Path, tmp_path: Path) -> None:
     elsewhere = write_run(tmp_path / "elsewhere", 3, {"lr": 0.3}, {"validation.loss": [0.2]})
     (runs / "7").symlink_to(elsewhere)

@@ -33,7 +33,7 @@ from mlproj.util.goals import best_value, runs_goal
 from mlproj.util.table import cell
 
 CHECK_S = 2.0  # how stale the table may be: a look within this time of the last check trusts it
-QUERIES_KEPT = 16  # tables of recent queries kept for paging
+ROWS_KEPT = 100_000  # rows of the tables of recent queries kept for paging, all together (a few KB per row with every metric)
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,8 @@ class Catalog:
         live = any(run.status == "RUNNING" for run in runs)
         with self._lock:
             self._tables[key] = (self._clock() + CHECK_S if live else None, table)
-            while len(self._tables) > QUERIES_KEPT:
+            # The oldest go first, the newest is kept whatever its size.
+            while len(self._tables) > 1 and sum(len(kept.rows) for _, kept in self._tables.values()) > ROWS_KEPT:
                 self._tables.popitem(last=False)
         return table
 
