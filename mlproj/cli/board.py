@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     board.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help="the runs dir (default $MLPROJ_RUNS_DIR or ./runs)")
     board.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port to serve on (default {DEFAULT_PORT}; 0: any free one)")
     board.add_argument("--host", default="127.0.0.1",
-                       help="the address to serve on (default 127.0.0.1, this machine only; the board has no login)")
+                       help="the address to serve on, which requests must name (default 127.0.0.1, this machine only; the board has no login)")
     board.add_argument("--threads", type=int, default=4, help="requests served at once (default 4)")
     board.set_defaults(func=run_board)
 
