@@ -363,6 +363,8 @@ def test_catalog_running_run_half_written_metrics_keeps_its_last_summaries(runs:
     assert re.search(r"validation.loss\s+0.7\s", text_of(client.get("/runs/2").data))  # its best, as last read
     assert client.get("/api/runs/2/live").get_json()["metrics"] == ["train.loss", "validation.loss"]
     assert client.get("/api/runs/2/curves").status_code == 503  # try again, not a damaged record
+    for group in ("", "&group=seed"):
+        assert client.get(f"/api/compare/curves?run=2&run=3&metric=validation.loss{group}").status_code == 503
     assert create_app(runs).test_client().get("/").status_code == 200  # a board started now
     metrics.write_text(json.dumps({"validation.loss": {"steps": [0], "values": [0.05], "timestamps": []}}))  # written whole
     now[0] = 20.0

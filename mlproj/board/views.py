@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request, send_file, url_for
@@ -281,13 +282,18 @@ def _stamp(run: Run) -> list[int] | None:
 
 @api.get("/runs/<run_id>/curves")
 def run_curves(run_id: str) -> Any:
-    """Run `run_id`'s curves, downsampled; a 503 (retry) while a RUNNING run's metrics.json is
-    being rewritten in place and cannot be parsed, as plain Sacred does (the page keeps its charts)."""
+    """Run `run_id`'s curves, downsampled (a 503 while they are rewritten: `_unless_rewritten`)."""
     run = find_run(run_id)
+    return _unless_rewritten([run], lambda: {"run": run.id, "stamp": _stamp(run), "metrics": curve_cache().run_curves(run)})
+
+
+def _unless_rewritten(runs: list[Run], answer: Callable[[], Any]) -> Any:
+    """`answer()`, curves read from `runs`' metrics.json; a 503 (retry) when one cannot be parsed
+    while a run is RUNNING: plain Sacred rewrites it in place, and the page tries again."""
     try:
-        return {"run": run.id, "stamp": _stamp(run), "metrics": curve_cache().run_curves(run)}
+        return answer()
     except MLProjError as err:
-        if run.status != "RUNNING":
+        if not any(run.status == "RUNNING" for run in runs):
             raise
         return {"error": f"{err} (a running run rewrites it: the page tries again)", "status": 503}, 503, {"Retry-After": "2"}
 
@@ -306,7 +312,7 @@ def run_live(run_id: str) -> dict[str, Any]:
 
 
 @api.get("/compare/curves")
-def compare_curves_json() -> dict[str, Any]:
+def compare_curves_json() -> Any:
     runs = compared_runs()
     metric = request.args.get("metric", "")
     if not any(metric in run.summaries for run in runs):
@@ -315,5 +321,5 @@ def compare_curves_json() -> dict[str, Any]:
     if group:
         if not any(group in run.flat_config() for run in runs):
             abort(400, f"group={group[:80]!r}: no run has that config key")
-        return group_curves(runs, metric, group)
-    return compare_curves(runs, metric, curve_cache(), run_labels(runs, differing_keys(runs)))
+        return _unless_rewritten(runs, lambda: group_curves(runs, metric, group))
+    return _unless_rewritten(runs, lambda: compare_curves(runs, metric, curve_cache(), run_labels(runs, differing_keys(runs))))
