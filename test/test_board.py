@@ -333,7 +333,7 @@ def test_catalog_run_folder_whose_record_cannot_be_read_is_listed_unreadable(run
 def test_catalog_run_folder_damaged_after_the_first_look_is_listed_unreadable(runs: Path) -> None:
     now = [0.0]
     catalog = Catalog(str(runs), clock=lambda: now[0])
-    assert len(catalog.runs()) == 6
+    assert len(catalog.runs()) == 6 and catalog.table(Query()).unreadable == []
     write_run(runs, 7, {"lr": 0.5}, {"validation.loss": [0.1]})
     (runs / "7" / "metrics.json").write_text('{"validation.loss": {"steps": [0')  # a finished run's metrics, damaged
     (runs / "8").mkdir()
@@ -343,7 +343,11 @@ def test_catalog_run_folder_damaged_after_the_first_look_is_listed_unreadable(ru
     assert [row["id"] for row in table.rows] == [6, 5, 4, 3, 2, 1] and [i for i, _ in table.unreadable] == [7, 8]
     (runs / "8" / "run.json").write_text('{"status": "COMPLETED"}')  # mended: read at the next check
     now[0] = 20.0
-    assert 8 in {run.id for run in catalog.runs()} and list(catalog.unreadable) == [7]
+    assert 8 in {run.id for run in catalog.runs()} and [i for i, _ in catalog.table(Query()).unreadable] == [7]
+    (runs / "7" / "metrics.json").write_text('{"validation.loss": {"steps": [0], "values": [0.1], "timestamps": []}}')
+    (runs / "7" / "run.json").touch()  # read again when its run.json changes
+    now[0] = 30.0
+    assert catalog.table(Query()).unreadable == [] and 7 in {run.id for run in catalog.runs()}
 
 
 def test_catalog_running_run_half_written_metrics_keeps_its_last_summaries(runs: Path) -> None:

@@ -176,6 +176,7 @@ class Catalog:
 
     def _refresh(self) -> None:
         present = self._listed()
+        unreadable = dict(self._unreadable)
         changed = False
         for run_id in [i for i in self._runs if i not in present]:
             del self._runs[run_id]
@@ -205,7 +206,7 @@ class Catalog:
             # A RUNNING run whose metrics.json could not be parsed (new is False) is read again at the next check.
             self._stamps[run_id] = stamp if run.status == "RUNNING" and new is not False else (stamp[0], None)
             changed = True
-        if changed:
+        if changed or self._unreadable != unreadable:  # the tables name the unreadable folders too
             self._runs = dict(sorted(self._runs.items()))
             self.version += 1
 
