@@ -3,14 +3,17 @@ curves come downsampled as JSON, a running run is followed, and bad requests get
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
 import math
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -310,6 +313,135 @@ def test_catalog_table_running_run_whose_heartbeat_stops_turns_probably_dead(run
     now[0] = 10.0
     assert {row["id"]: row["status"] for row in catalog.table(Query()).rows}[2] == "PROBABLY_DEAD"
 
+def running(runs: Path, run_id: int, heartbeat: datetime | None = None) -> None:
+    """Make run `run_id` RUNNING, its heartbeat `heartbeat` (default now)."""
+    run_json = runs / str(run_id) / "run.json"
+    beat = heartbeat or datetime.now(timezone.utc).replace(tzinfo=None)
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "RUNNING", "stop_time": None, "heartbeat": beat.isoformat()}))
+
+
+def test_catalog_run_folder_whose_record_cannot_be_read_is_listed_unreadable(runs: Path) -> None:
+    (runs / "7").mkdir()
+    (runs / "7" / "run.json").write_text("not json")
+    client = create_app(runs).test_client()  # its first look meets the bad folder
+    page = client.get("/")
+    assert page.status_code == 200 and row_ids(page.data) == [6, 5, 4, 3, 2, 1]
+    assert re.search(r"run folder 7: \S*run\.json is not valid JSON", text_of(page.data))
+    assert client.get("/sweeps").status_code == 200 and client.get("/runs/7").status_code == 400
+
+
+def test_catalog_run_folder_damaged_after_the_first_look_is_listed_unreadable(runs: Path) -> None:
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    assert len(catalog.runs()) == 6 and catalog.table(Query()).unreadable == []
+    write_run(runs, 7, {"lr": 0.5}, {"validation.loss": [0.1]})
+    (runs / "7" / "metrics.json").write_text('{"validation.loss": {"steps": [0')  # a finished run's metrics, damaged
+    (runs / "8").mkdir()
+    (runs / "8" / "run.json").write_text("{")
+    now[0] = 10.0
+    table = catalog.table(Query())
+    assert [row["id"] for row in table.rows] == [6, 5, 4, 3, 2, 1] and [i for i, _ in table.unreadable] == [7, 8]
+    (runs / "8" / "run.json").write_text('{"status": "COMPLETED"}')  # mended: read at the next check
+    now[0] = 20.0
+    assert 8 in {run.id for run in catalog.runs()} and [i for i, _ in catalog.table(Query()).unreadable] == [7]
+    (runs / "7" / "metrics.json").write_text('{"validation.loss": {"steps": [0], "values": [0.1], "timestamps": []}}')
+    (runs / "7" / "run.json").touch()  # read again when its run.json changes
+    now[0] = 30.0
+    assert catalog.table(Query()).unreadable == [] and 7 in {run.id for run in catalog.runs()}
+
+
+def test_catalog_running_run_half_written_metrics_keeps_its_last_summaries(runs: Path) -> None:
+    running(runs, 2)
+    now = [0.0]
+    app = create_app(runs)
+    app.extensions["mlproj.catalog"] = Catalog(str(runs), clock=lambda: now[0])
+    client = app.test_client()
+    before = client.get("/?sort=id&desc=0").data
+    metrics = runs / "2" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:40])  # caught while plain Sacred rewrites it in place
+    running(runs, 2)  # and its heartbeat touched run.json
+    now[0] = 10.0
+    after = client.get("/?sort=id&desc=0")
+    assert after.status_code == 200 and row_ids(after.data) == [1, 2, 3, 4, 5, 6]
+    assert re.findall(rb"<td[^>]*>([^<]*)</td>", after.data) == re.findall(rb"<td[^>]*>([^<]*)</td>", before)
+    assert re.search(r"validation.loss\s+0.7\s", text_of(client.get("/runs/2").data))  # its best, as last read
+    assert client.get("/api/runs/2/live").get_json()["metrics"] == ["train.loss", "validation.loss"]
+    assert client.get("/api/runs/2/curves").status_code == 503  # try again, not a damaged record
+    for group in ("", "&group=seed"):
+        assert client.get(f"/api/compare/curves?run=2&run=3&metric=validation.loss{group}").status_code == 503
+    assert create_app(runs).test_client().get("/").status_code == 200  # a board started now
+    metrics.write_text(json.dumps({"validation.loss": {"steps": [0], "values": [0.05], "timestamps": []}}))  # written whole
+    now[0] = 20.0
+    assert {row["id"]: row["validation.loss best"] for row in app.extensions["mlproj.catalog"].table(Query()).rows}[2] == 0.05
+
+
+def test_catalog_run_pages_reuse_the_summaries_while_metrics_unchanged(client, runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.runs.reader as reader
+
+    client.get("/")
+    reads = []
+    summarize = reader.summarize_metrics_json
+    monkeypatch.setattr(reader, "summarize_metrics_json", lambda path: reads.append(path) or summarize(path))
+    for url in ("/runs/1", "/runs/1", "/api/runs/1/live"):
+        assert client.get(url).status_code == 200
+    assert reads == []
+    (runs / "1" / "metrics.json").write_text(json.dumps({"train.loss": {"steps": [0], "values": [3.0], "timestamps": []}}))
+    assert b"train.loss" in client.get("/runs/1").data and client.get("/runs/1").status_code == 200
+    assert reads == [str(runs / "1")]  # read once when it changed
+
+
+def test_catalog_run_that_finishes_while_first_read_is_seen_finished(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.board.catalog as catalog_module
+
+    running(runs, 2)
+    read_all = catalog_module.read_runs
+
+    def read_then_finish(runs_dir: str) -> list:
+        found = read_all(runs_dir)  # run 2 read RUNNING; it finishes before the catalog looks at its files
+        run_json = runs / "2" / "run.json"
+        run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "status": "COMPLETED", "stop_time": "2026-01-02T11:00:00"}))
+        return found
+
+    monkeypatch.setattr(catalog_module, "read_runs", read_then_finish)
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    assert {run.id: run.status for run in catalog.runs()}[2] == "RUNNING"
+    now[0] = 10.0
+    assert {run.id: run.status for run in catalog.runs()}[2] == "COMPLETED"
+
+
+def test_catalog_probably_dead_filter_sees_a_heartbeat_stop(runs: Path) -> None:
+    beat = datetime.now(timezone.utc).replace(tzinfo=None) - STALE_HEARTBEAT + timedelta(seconds=1)
+    running(runs, 2, beat)
+    now = [0.0]
+    catalog = Catalog(str(runs), clock=lambda: now[0])
+    assert catalog.table(Query(status="PROBABLY_DEAD")).rows == []
+    time.sleep(max(0.0, (beat + STALE_HEARTBEAT - datetime.now(timezone.utc).replace(tzinfo=None)).total_seconds()) + 0.2)
+    now[0] = 10.0
+    assert [row["id"] for row in catalog.table(Query(status="PROBABLY_DEAD")).rows] == [2]
+
+
+def test_catalog_tables_kept_are_bounded_by_their_rows(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlproj.board.catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "ROWS_KEPT", 10)
+    catalog = Catalog(str(runs))
+    first = catalog.table(Query())
+    assert catalog.table(Query()) is first  # kept: 6 rows
+    catalog.table(Query(sort="lr"))  # 12 rows kept: the oldest table goes
+    assert catalog.table(Query()) is not first
+    monkeypatch.setattr(catalog_module, "ROWS_KEPT", 3)
+    newest = catalog.table(Query(sort="seed"))
+    assert catalog.table(Query(sort="seed")) is newest  # the newest is kept, whatever its size
+
+
+def test_catalog_linked_run_folder_outside_the_runs_dir_is_not_served(runs: Path, tmp_path: Path) -> None:
+    elsewhere = write_run(tmp_path / "elsewhere", 3, {"lr": 0.3}, {"validation.loss": [0.2]})
+    (runs / "7").symlink_to(elsewhere)
+    client = create_app(runs).test_client()
+    assert 7 not in row_ids(client.get("/").data) and client.get("/runs/7").status_code == 404
+
+
 # ------------------------------------------------------------------------------ compare
 def test_board_compare_shows_only_the_config_keys_that_differ(client) -> None:
     page = client.get("/compare?run=1&run=3").data
@@ -339,6 +471,14 @@ def test_board_compare_overlays_each_run_on_the_union_of_steps(client) -> None:
     assert body["x"] == [0, 1, 2, 3, 4] and [s["label"] for s in body["series"]] == ["run 1, lr=0.01", "run 2, lr=0.1"]
 
 
+def test_board_compare_source_diff_is_between_pinned_runs(client, runs: Path) -> None:
+    for i, snapshot in ((2, "a" * 40), (3, "b" * 40)):
+        info = json.loads((runs / str(i) / "info.json").read_text())
+        (runs / str(i) / "info.json").write_text(json.dumps({**info, "git": {"snapshot": snapshot, "commit": snapshot}}))
+    page = text_of(client.get("/compare?run=1&run=2&run=3").data)  # run 1 is not pinned
+    assert "mlproj diff 2 3" in page
+
+
 # ------------------------------------------------------------------------------ sweeps and studies
 def test_board_sweep_page_lists_its_trials(client) -> None:
     assert "lr-sweep" in text_of(client.get("/sweeps").data)
@@ -351,6 +491,18 @@ def test_board_sweep_page_lists_only_the_keys_the_sweep_varied(client) -> None:
     # The trials' command lines set lr and model (meta.config_updates); seed differs but was not set.
     header = table_header(client.get("/sweeps/lr-sweep").data)
     assert header[:4] == ["trial", "id", "lr", "model"] and "seed" not in header
+
+
+def test_board_sweep_and_study_named_with_a_slash_have_their_pages(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for i in (1, 2):
+        write_run(runs, i, {"lr": 0.1 * i}, {"validation.loss": [0.5 / i]},
+                  info={"run_key": f"k{i}", "sweep": {"name": "grid/lr", "trial": i, "of": 2}, "tune": {"study": "opt/lr", "trial": i, "params": {"lr": 0.1 * i}}})
+    client = create_app(runs).test_client()
+    links = re.findall(rb'href="(/(?:sweeps|studies)/[^"]+)"', client.get("/sweeps").data)
+    assert sorted(links) == [b"/studies/opt/lr", b"/sweeps/grid/lr"]
+    for link in links:
+        assert row_ids(client.get(link.decode()).data) == [1, 2]
 
 
 def test_board_study_page_shows_params_run_status_and_value(tmp_path: Path) -> None:
@@ -379,9 +531,14 @@ def test_board_study_page_shows_params_run_status_and_value(tmp_path: Path) -> N
     ("/api/runs/-1/curves", 404),
     ("/compare?run=1", 400),
     ("/compare?run=1&run=1", 400),
+    ("/compare?run=1&run=%201", 400),                # run 1 named twice, spelt differently
+    ("/compare?run=1&run=01", 400),
     ("/compare?" + "&".join(f"run={i}" for i in range(1, 12)), 400),
     ("/?q=" + "x" * 5000, 414),                      # a request too large
     ("/?page=x", 400),
+    ("/?page=%C2%B2", 400),                          # digits to isdigit(), not to int(): ², ٢
+    ("/?size=%C2%B2", 400),
+    ("/api/runs/1/live?offset=%C2%B2", 400),
     ("/?where=%22unclosed", 400),
     ("/?where=novalue", 400),
     ("/api/runs/1/live?offset=-5", 400),
@@ -394,6 +551,32 @@ def test_board_bad_request_gets_a_4xx_and_one_log_line(client, caplog, url: str,
     assert b"Traceback" not in response.data and b"File \"" not in response.data
     assert len([r for r in caplog.records if r.name == "mlproj.board"]) == 1
     assert str(code) in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:80", "localhost:8765", "127.0.0.1.attacker.example"])
+def test_board_foreign_host_header_gets_a_400_and_one_log_line(client, caplog, host: str) -> None:
+    # DNS rebinding: another site's name, pointed at 127.0.0.1, or a loopback name on another port.
+    with caplog.at_level(logging.INFO, logger="mlproj.board"):
+        response = client.get("/runs/1/artifacts/last.pt", headers={"Host": host})
+    assert response.status_code == 400 and len(caplog.records) == 1 and "is not this board's address" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("base", ["http://localhost:8765", "http://127.0.0.1:8765", "http://[::1]", "http://LocalHost"])
+def test_board_loopback_host_on_its_port_is_served(client, base: str) -> None:
+    assert client.get("/runs/1", base_url=base).status_code == 200
+
+
+def test_board_served_on_an_address_answers_that_address(runs: Path) -> None:
+    client = create_app(runs, host="10.1.2.3").test_client()
+    assert client.get("/runs/1", base_url="http://10.1.2.3:8765").status_code == 200
+    assert client.get("/runs/1", base_url="http://10.1.2.4:8765").status_code == 400
+
+
+def test_board_log_line_of_a_path_with_a_newline_is_one_line(client, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="mlproj.board"):
+        client.get("/runs/1%0A2026-12-05 mlproj.board WARNING forged%1B[2J")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line and "\x1b" not in line and "1\\n2026-12-05" in line and "\\x1b[2J" in line
 
 
 def test_board_request_body_too_large_is_refused(client, caplog) -> None:
@@ -422,28 +605,70 @@ def test_create_app_missing_runs_dir_raises(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ the command
-def test_board_command_serves_the_runs_dir_on_loopback(runs: Path) -> None:
+@contextlib.contextmanager
+def served(runs: Path, *args: str) -> Iterator[tuple[str, list[str]]]:
+    """`mlproj board RUNS --port 0 ARGS` running: its address (http://127.0.0.1:PORT/) and the lines it printed first."""
     import urllib.request
 
-    process = subprocess.Popen([sys.executable, "-m", "mlproj.cli", "board", str(runs), "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "mlproj.cli", "board", str(runs), "--port", "0", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [process.stdout.readline() for _ in range(2)]
         url = re.search(r"open (http://127\.0\.0\.1:\d+/)", "".join(lines)).group(1)
-        assert "6 runs in" in lines[0]
         deadline = time.monotonic() + 10
         while True:
             try:
-                page = urllib.request.urlopen(url + "runs/1", timeout=5).read()
+                urllib.request.urlopen(url + "static/board.css", timeout=5).read()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        assert b"run 1" in page
+        yield url, lines
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def raw_request(url: str, request: bytes, timeout: float = 5.0) -> bytes:
+    """What the server at `url` answers to the bytes `request` (until it closes or `timeout` passes: then TimeoutError)."""
+    host, port = re.match(r"http://([^:/]+):(\d+)/", url).groups()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer:
+                return answer
+    return answer
+
+
+def test_board_command_serves_the_runs_dir_on_loopback(runs: Path) -> None:
+    import urllib.request
+
+    with served(runs) as (url, lines):
+        assert "6 runs in" in lines[0]
+        assert b"run 1" in urllib.request.urlopen(url + "runs/1", timeout=5).read()
+
+
+def test_board_command_foreign_host_header_gets_a_400(runs: Path) -> None:
+    with served(runs) as (url, _):
+        port = url.rsplit(":", 1)[1].strip("/")
+        request = "GET /runs/1/artifacts/last.pt HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n"
+        assert raw_request(url, request.format(f"attacker.example:{port}").encode()).startswith(b"HTTP/1.1 400")
+        assert raw_request(url, request.format(f"localhost:{port}").encode()).startswith(b"HTTP/1.1 200")
+
+
+def test_board_command_large_body_is_refused_before_it_is_read(runs: Path) -> None:
+    # A body the board takes no part of: refused on its Content-Length, not read (waitress would take 1 GB).
+    with served(runs) as (url, _):
+        port = url.rsplit(":", 1)[1].strip("/")
+        head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {10**9}\r\n\r\n".encode()
+        answer = raw_request(url, head + b"x" * 1000)
+        assert answer == b"" or re.match(rb"HTTP/1.[01] 413 ", answer)
+        too_long = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Pad: {'x' * 100_000}\r\n\r\n".encode()
+        answer = raw_request(url, too_long)
+        assert answer == b"" or re.match(rb"HTTP/1.[01] 431 ", answer)
 
 
 def test_board_command_runs_dir_a_file_is_one_line_saying_not_a_folder(tmp_path: Path) -> None:

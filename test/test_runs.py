@@ -12,7 +12,7 @@ from mlproj.errors import MLProjError
 from mlproj.runs.query import differing_keys, filter_runs, find_run, group_runs, sort_runs
 from mlproj.runs.reader import read_run, read_runs
 from mlproj.runs.record import Series, summarize
-from mlproj.util.goals import metric_goal
+from mlproj.util.goals import best_value, metric_goal
 
 
 @pytest.fixture
@@ -197,6 +197,13 @@ def test_missing_pin_reason_knows_the_prefix_the_writer_records() -> None:
     from mlproj.runs.record import NOT_IN_REPOSITORY as READ_PREFIX
 
     assert READ_PREFIX == NOT_IN_REPOSITORY
+
+
+def test_best_value_is_the_least_or_greatest_number_and_none_when_unranked() -> None:
+    values = [0.5, None, True, float("nan"), "n/a", 0.2, 3]
+    assert best_value(values, "min") == 0.2 and best_value(values, "max") == 3
+    assert best_value([True, None, float("nan")], "max") is None  # no number: a bool is no metric value
+    assert best_value(values, None) is None and best_value([], "min") is None
 
 
 def test_goal_recorded_benchmark_decides_over_the_name() -> None:

@@ -241,7 +241,7 @@ class RecordedPool(ProcessPoolExecutor):
 def recorded_pool(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     RecordedPool.started, RecordedPool.start_methods = [], []
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", RecordedPool)
-    monkeypatch.setattr(reader, "_usable_cpus", lambda: 2)  # workers even where this test runs on one CPU
+    monkeypatch.setattr(reader, "usable_cpus", lambda: 2)  # workers even where this test runs on one CPU
     return RecordedPool.started
 
 

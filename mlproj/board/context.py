@@ -40,9 +40,10 @@ def find_run(run_id: str) -> Run:
 def compared_runs() -> list[Run]:
     """The runs the request names in its `run` parameters (2 to 10 distinct ids), in order; a 400
     for fewer, more or repeated ones, a 404 for one that is no run."""
-    ids = [i for value in request.args.getlist("run") for i in value.split(",") if i.strip()]
+    ids = [i.strip() for value in request.args.getlist("run") for i in value.split(",") if i.strip()]
     if not MIN_COMPARED <= len(ids) <= MAX_COMPARED:
         abort(400, f"compare takes {MIN_COMPARED} to {MAX_COMPARED} runs; this request names {len(ids)}: select them in the runs table")
-    if len(set(ids)) != len(ids):
+    runs = [find_run(i) for i in ids]
+    if len({run.id for run in runs}) != len(runs):  # by id: ` 1` and `01` name run 1 too
         abort(400, "a run is named twice: name each run once")
-    return [find_run(i.strip()) for i in ids]
+    return runs

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request, send_file, url_for
@@ -19,12 +20,13 @@ from werkzeug.utils import safe_join
 from mlproj.board.catalog import Query, best_cells
 from mlproj.board.context import MAX_COMPARED, catalog, compared_runs, curve_cache, find_run
 from mlproj.board.curves import compare_curves, group_curves, run_labels
+from mlproj.errors import MLProjError
 from mlproj.runs.diff import diff_runs
 from mlproj.runs.query import differing_keys, metric_names
 from mlproj.runs.reader import metrics_key, read_output_tail
 from mlproj.runs.record import Run
 from mlproj.runs.rows import benchmark_metric, config_rows, git_line, group_rows, metric_rows, rerun_command, run_rows
-from mlproj.util.goals import benchmark_goal, runs_goal
+from mlproj.util.goals import benchmark_goal, best_value, runs_goal
 from mlproj.util.table import cell
 from mlproj.util.values import flatten_config
 
@@ -66,9 +68,14 @@ def _query() -> Query:
 
 def _int_arg(name: str, default: int) -> int:
     value = request.args.get(name, str(default))
-    if not value.isdigit() or len(value) > 9:
+    if not _is_number(value) or len(value) > 9:
         abort(400, f"{name}={value[:40]!r} is not a whole number")
     return int(value)
+
+
+def _is_number(value: str) -> bool:
+    """Whether `value` is a whole number written in ASCII digits (`²` and `٢` pass isdigit() but are no number to int())."""
+    return value.isascii() and value.isdigit()
 
 
 def _table_link(**changes: Any) -> str:
@@ -143,6 +150,9 @@ def artifact(run_id: str, name: str) -> Any:
 
 
 # ------------------------------------------------------------------------------ compare
+DIFF_CHARS = 400_000  # a longer source diff is cut (`mlproj diff` prints it whole)
+
+
 @pages.get("/compare")
 def compare_page() -> str:
     runs = compared_runs()
@@ -151,17 +161,14 @@ def compare_page() -> str:
     if group_by and not any(group_by in run.flat_config() for run in runs):
         abort(400, f"group={group_by[:80]!r}: no run has that config key; differing keys are {', '.join(keys) or 'none'}")
     metrics = metric_rows(runs)
-    best = {}
-    for row in metrics:
-        values = [row[f"run {r.id}"] for r in runs if isinstance(row.get(f"run {r.id}"), (int, float))]
-        goal = _compare_goal(runs, row["metric"])
-        if values and goal:
-            best[row["metric"]] = min(values) if goal == "min" else max(values)
+    infos = [run.info for run in runs]
+    best = {row["metric"]: value for row in metrics
+            if (value := best_value((row.get(f"run {r.id}") for r in runs), runs_goal(row["metric"], infos))) is not None}
     data = {"curves": url_for("api.compare_curves_json"), "runs": [r.id for r in runs], "group": group_by,
             "metrics": metric_names(runs)}
     a, b = _diff_pair(runs)
     diff = diff_runs(a, b, limit=DIFF_CHARS)
-    source = diff.source[:DIFF_CHARS]
+    source = diff.source
     return render_template(
         "compare.html", runs=runs, config=config_rows(runs), present=[set(r.flat_config()) for r in runs],
         metrics=metrics, best=best, keys=keys, group_by=group_by, groups=group_rows(runs, group_by) if group_by else [],
@@ -169,25 +176,23 @@ def compare_page() -> str:
     )
 
 
-DIFF_CHARS = 400_000  # a longer source diff is cut (`mlproj diff` prints it whole)
-
-
 def _diff_pair(runs: list[Run]) -> tuple[Run, Run]:
     """The two runs whose source is diffed: `a` and `b` of the request (ids among the compared
-    runs), else the first run and the first other one pinned to another snapshot (else the second)."""
+    runs), else the first pinned run and the first other one pinned to another snapshot (else
+    the next pinned one, else the next run): unpinned runs only when too few are pinned."""
     by_id = {str(run.id): run for run in runs}
-    other = next((run for run in runs[1:] if _snapshot(run) != _snapshot(runs[0])), runs[1])
+    pinned = [run for run in runs if _snapshot(run)]
+    first = pinned[0] if pinned else runs[0]
+    others = [run for run in runs if run is not first]
+    other = next((run for run in pinned if _snapshot(run) != _snapshot(first)), None) or next(
+        (run for run in pinned if run is not first), others[0])
     chosen = []
-    for name, default in (("a", runs[0]), ("b", other)):
+    for name, default in (("a", first), ("b", other)):
         value = request.args.get(name)
         if value is not None and value not in by_id:
             abort(400, f"{name}={value[:40]!r}: the source diff is between two of the compared runs ({', '.join(by_id)})")
         chosen.append(by_id[value] if value is not None else default)
     return chosen[0], chosen[1]
-
-
-def _compare_goal(runs: list[Run], metric: str) -> str | None:
-    return runs_goal(metric, [run.info for run in runs])
 
 
 def _snapshot(run: Run) -> str | None:
@@ -219,7 +224,7 @@ def _groups_summary(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
     return rows
 
 
-@pages.get("/sweeps/<name>")
+@pages.get("/sweeps/<path:name>")  # a sweep name may hold `/`
 def sweep_page(name: str) -> str:
     runs = [run for run in catalog().runs() if str(run.sweep.get("name")) == name]
     if not runs:
@@ -243,7 +248,7 @@ def _params_first(row: dict[str, Any], first: dict[str, Any], params: list[str])
     return {**first, "id": row["id"], **{k: row[k] for k in params if k in row}, **{k: v for k, v in row.items() if k not in params}}
 
 
-@pages.get("/studies/<name>")
+@pages.get("/studies/<path:name>")
 def study_page(name: str) -> str:
     runs = [run for run in catalog().runs() if isinstance(run.info.get("tune"), dict) and str(run.info["tune"].get("study")) == name]
     if not runs:
@@ -262,23 +267,35 @@ def study_page(name: str) -> str:
                      **{k: v for k, v in row.items() if k.endswith((" best", " last"))}, "start": run.start, "duration": run.duration})
     columns = list(rows[0])
     best = best_cells(rows, columns, runs)
-    goal = benchmark_goal(run.info for run in runs)
-    values = [row["value"] for row in rows if isinstance(row["value"], (int, float)) and not isinstance(row["value"], bool)]
-    if values and goal:
-        best["value"] = min(values) if goal == "min" else max(values)
+    value = best_value((row["value"] for row in rows), benchmark_goal(run.info for run in runs))
+    if value is not None:
+        best["value"] = value
     return render_template("trials.html", kind="study", name=name, rows=rows, columns=columns, best=best, of=None, runs=runs)
 
 
 # ------------------------------------------------------------------------------ JSON
 def _stamp(run: Run) -> list[int] | None:
+    """The size and mtime of `run`'s metrics.json now (`metrics_key`): the page fetches its curves again when it changes."""
     key = metrics_key(run.path) if run.path else None
     return None if key is None else list(key.values())
 
 
 @api.get("/runs/<run_id>/curves")
-def run_curves(run_id: str) -> dict[str, Any]:
+def run_curves(run_id: str) -> Any:
+    """Run `run_id`'s curves, downsampled (a 503 while they are rewritten: `_unless_rewritten`)."""
     run = find_run(run_id)
-    return {"run": run.id, "stamp": _stamp(run), "metrics": curve_cache().run_curves(run)}
+    return _unless_rewritten([run], lambda: {"run": run.id, "stamp": _stamp(run), "metrics": curve_cache().run_curves(run)})
+
+
+def _unless_rewritten(runs: list[Run], answer: Callable[[], Any]) -> Any:
+    """`answer()`, curves read from `runs`' metrics.json; a 503 (retry) when one cannot be parsed
+    while a run is RUNNING: plain Sacred rewrites it in place, and the page tries again."""
+    try:
+        return answer()
+    except MLProjError as err:
+        if not any(run.status == "RUNNING" for run in runs):
+            raise
+        return {"error": f"{err} (a running run rewrites it: the page tries again)", "status": 503}, 503, {"Retry-After": "2"}
 
 
 @api.get("/runs/<run_id>/live")
@@ -287,7 +304,7 @@ def run_live(run_id: str) -> dict[str, Any]:
     stamp of its metrics (the page fetches the curves again when that changed)."""
     run = find_run(run_id)
     offset = request.args.get("offset")
-    if offset is not None and (not offset.isdigit() or len(offset) > 15):
+    if offset is not None and (not _is_number(offset) or len(offset) > 15):
         abort(400, f"offset={offset[:40]!r} is not a byte offset")
     output, end = read_output_tail(run.path, None if offset is None else int(offset), OUTPUT_BYTES)
     return {"run": run.id, "status": run.shown_status, "running": run.shown_status == "RUNNING", "output": output, "offset": end,
@@ -295,7 +312,7 @@ def run_live(run_id: str) -> dict[str, Any]:
 
 
 @api.get("/compare/curves")
-def compare_curves_json() -> dict[str, Any]:
+def compare_curves_json() -> Any:
     runs = compared_runs()
     metric = request.args.get("metric", "")
     if not any(metric in run.summaries for run in runs):
@@ -304,5 +321,5 @@ def compare_curves_json() -> dict[str, Any]:
     if group:
         if not any(group in run.flat_config() for run in runs):
             abort(400, f"group={group[:80]!r}: no run has that config key")
-        return group_curves(runs, metric, group)
-    return compare_curves(runs, metric, curve_cache(), run_labels(runs, differing_keys(runs)))
+        return _unless_rewritten(runs, lambda: group_curves(runs, metric, group))
+    return _unless_rewritten(runs, lambda: compare_curves(runs, metric, curve_cache(), run_labels(runs, differing_keys(runs))))

@@ -315,7 +315,7 @@ MAX_WORKERS = 8
 
 def _summarize_all(paths: list[str]) -> list[dict[str, dict[str, Any]]]:
     """`summarize_metrics_json` of each run folder in `paths`, in order."""
-    workers = min(_usable_cpus(), MAX_WORKERS)
+    workers = min(usable_cpus(), MAX_WORKERS)
     if len(paths) >= PARALLEL_FROM and workers > 1:
         from concurrent.futures import ProcessPoolExecutor  # lazy: imports a cached listing does not need
 
@@ -339,7 +339,7 @@ def _worker_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the system has one)."""
     try:
         return len(os.sched_getaffinity(0))

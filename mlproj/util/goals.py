@@ -72,6 +72,15 @@ def is_better(value: float, best: float | None, goal_: str | None) -> bool:
     return best is None or (value < best if goal_ == "min" else value > best)
 
 
+def best_value(values: Iterable[Any], goal_: str | None) -> float | None:
+    """The best of `values` for a metric of goal `goal_` (`min`/`max`), among its numbers (not
+    bools, not NaN); None when it has none, or the metric is unranked (`goal_` None)."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+    if not numbers or goal_ is None:
+        return None
+    return min(numbers) if goal_ == "min" else max(numbers)
+
+
 def direction(goal_: str | None) -> str:
     """Optuna's word for `goal_`: `minimize` for `min`, else `maximize`."""
     return "minimize" if goal_ == "min" else "maximize"
