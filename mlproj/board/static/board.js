@@ -136,6 +136,19 @@
   }
 
   // ----------------------------------------------------------------- a running run
+  // The server's answer starts where the last line we show begins when that line was unfinished
+  // (a progress bar the run redraws), so it replaces what follows our last newline; an offset
+  // that went back means cout.txt was written anew, and the answer replaces everything.
+  function showOutput(output, live, asked) {
+    const shown = output.textContent;
+    const kept = live.offset < asked ? "" : shown.slice(0, shown.lastIndexOf("\n") + 1);
+    const text = kept + live.output;
+    if (text === shown) return;
+    const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
+    output.textContent = text;
+    if (atBottom) output.scrollTop = output.scrollHeight;
+  }
+
   async function follow(stamp) {
     let offset = data.offset;
     const output = document.getElementById("output");
@@ -144,11 +157,7 @@
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       let live;
       try { live = await getJSON(`${data.live}?offset=${offset}`); } catch (e) { continue; }
-      if (live.output) {
-        const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
-        output.textContent += live.output;
-        if (atBottom) output.scrollTop = output.scrollHeight;
-      }
+      showOutput(output, live, offset);
       offset = live.offset;
       status.textContent = live.status;
       status.className = `status ${live.status}`;
