@@ -4,6 +4,7 @@ points a chart needs (`downsampled_metrics`, what `mlproj board` sends to the br
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from mlproj.errors import MLProjError
@@ -17,12 +18,34 @@ from mlproj.util.table import cell
 def downsampled_metrics(path: str | None, names: list[str] | None, buckets: int) -> dict[str, dict[str, Any]]:
     """{metric: {steps, values, count}} of the metrics `names` (None: all) of the run folder `path`,
     each cut to about `2 * buckets` points by `mlproj.util.series.downsample` (the smallest and
-    largest value of each bucket); one metric's series in memory at a time. {} for `path` None."""
+    largest value of each bucket), in step order (a chart's x ascends); one metric's series in memory at
+    a time. {} for `path` None."""
     curves = {}
     for name, steps, values in iter_metric_arrays(path, names) if path else ():
-        kept_steps, kept_values = downsample(steps, values, buckets)
+        kept_steps, kept_values = downsample(*by_step(steps, values), buckets)
         curves[name] = {"steps": kept_steps, "values": kept_values, "count": min(len(steps), len(values))}
     return curves
+
+
+def by_step(steps: Sequence[Any], values: Sequence[Any]) -> tuple[Sequence[Any], Sequence[Any]]:
+    """A series' points in step order, points logged at one step in the order they were logged
+    (a resumed run can log a step again). numpy arrays (as `iter_metric_arrays`
+    reads them) stay arrays; lists stay lists."""
+    n = min(len(steps), len(values))
+    if hasattr(steps, "argsort") and hasattr(values, "argsort"):
+        steps, values = steps[:n], values[:n]
+        if n > 1 and (steps[1:] < steps[:-1]).any():
+            order = steps.argsort(kind="stable")
+            return steps[order], values[order]
+        return steps, values
+    order = sorted(range(n), key=lambda i: _step_order(steps[i]))  # sorted() is stable
+    return [steps[i] for i in order], [values[i] for i in order]
+
+
+def _step_order(step: Any) -> tuple[int, Any]:
+    """A step's place: numbers by value, before anything else a damaged record holds (by its text)."""
+    number = isinstance(step, (int, float)) and not isinstance(step, bool)
+    return (0, step) if number else (1, str(step))
 
 
 def check_metric(runs: list[Run], metric: str) -> None:
