@@ -91,8 +91,7 @@ def _draw_runs(ax: Any, runs: list[Run], metric: str, group_by: str | None) -> l
         if metric not in run.metrics:
             continue
         s = run.metrics[metric]
-        flat = run.flat_config()
-        label = ", ".join([f"run {run.id}", *_settings({k: flat.get(k) for k in keys})[:3]])
+        label = run_label(run, keys)
         ax.plot(s.steps, s.values, marker="o" if len(s.steps) < 20 else None, label=label)
         labels.append(label)
     return labels
@@ -110,13 +109,24 @@ def _draw_groups(ax: Any, runs: list[Run], metric: str, group_by: str) -> list[s
             continue
         values = np.array([[dict(zip(s.steps, s.values, strict=False))[step] for step in steps] for s in series])
         mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(series) > 1 else np.zeros(len(steps))
-        # A group set apart only by keys it leaves unset still needs a label that tells it from the others.
-        label = ", ".join(_settings(group.values) or [f"{key} unset" for key in group.values] or ["all runs"])
-        label += f" (n={len(series)})"
+        label = group_label(group.values, len(series))
         (line,) = ax.plot(steps, mean, label=label)
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
         labels.append(label)
     return labels
+
+
+def run_label(run: Run, keys: list[str]) -> str:
+    """A run's curve label, here and on the board: `run 3` and up to 3 of the config `keys` (those
+    that differ among the runs shown) that the run set, e.g. `run 3, lr=0.01`."""
+    flat = run.flat_config()
+    return ", ".join([f"run {run.id}", *_settings({k: flat.get(k) for k in keys})[:3]])
+
+
+def group_label(values: dict[str, Any], n: int) -> str:
+    """A mean ± std curve's label, here and on the board: the settings its `n` runs share, e.g.
+    `lr=0.01 (n=3)`; a group set apart only by keys it leaves unset says `checkpoint unset`."""
+    return ", ".join(_settings(values) or [f"{key} unset" for key in values] or ["all runs"]) + f" (n={n})"
 
 
 def _settings(values: dict[str, Any]) -> list[str]:
