@@ -1,10 +1,16 @@
-"""Following a running run's output (`read_output_tail`, what the board's live poll sends): a
-redrawn progress line replaces the one shown, characters are never cut, a rewritten file starts over."""
+"""A run's output on the board: following a running run (`read_output_tail`, what the live poll
+sends): a redrawn progress line replaces the one shown, characters are never cut, a rewritten file
+starts over; and the labels around it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import write_run
+from flask import render_template
+
+from mlproj.board import create_app
+from mlproj.board.context import MAX_COMPARED
 from mlproj.runs.reader import read_output_tail
 
 
@@ -61,3 +67,19 @@ def test_read_output_tail_line_longer_than_the_limit_comes_in_pieces(tmp_path: P
     assert read_output_tail(str(tmp_path), 0, 4) == ("0123\n", 4)
     assert read_output_tail(str(tmp_path), 8, 4) == ("89\n", 11)
     assert read_output_tail(str(tmp_path / "none"), 0, 4) == ("", 0)
+
+
+def test_board_run_page_output_label_counts_bytes(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "runs", 1, {}, {})
+    (folder / "cout.txt").write_text("é" * 3000 + "\n")  # 3,001 characters, 6,001 bytes
+    page = create_app(tmp_path / "runs").test_client().get("/runs/1").data.decode()
+    assert "(cout.txt, its last 5.9 KiB)" in page
+
+
+def test_trials_page_compare_limit_is_the_one_it_is_given(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs", 1, {}, {})
+    app = create_app(tmp_path / "runs")
+    with app.test_request_context():
+        page = render_template("trials.html", kind="sweep", name="s", rows=[], columns=[], best={}, of=None, runs=[],
+                               max_compared=MAX_COMPARED - 1)
+    assert f'data-max="{MAX_COMPARED - 1}"' in page

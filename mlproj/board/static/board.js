@@ -17,7 +17,7 @@
     const button = document.getElementById("compare");
     if (!label || !button) return;
     const ids = selected();
-    const max = Number(label.dataset.max || 10);
+    const max = Number(label.dataset.max) || Infinity;  // the server's MAX_COMPARED, named by the page
     label.textContent = ids.length ? `selected: runs ${ids.join(", ")}` : "none selected";
     button.disabled = ids.length < 2 || ids.length > max;
     button.title = ids.length > max ? `select at most ${max} runs` : ids.length < 2 ? "select 2 or more runs" : "";
