@@ -305,3 +305,15 @@ def test_board_browser_live_new_points_keep_the_chart_and_its_zoom(browser, live
     assert browser.execute_script("return document.contains(arguments[0])", canvas)  # the same chart, given new points
     assert chart.get_attribute("data-range") == zoomed
     finish(folder)
+
+
+def test_board_browser_live_output_keeps_only_its_end(browser, live) -> None:
+    url, folder = live
+    browser.get(url + "/runs/1")
+    lines = "".join(f"line {i:06d} of a run that prints a lot, more than a page keeps\n" for i in range(4000))  # 260 KB
+    with open(folder / "cout.txt", "a") as f:
+        f.write("\n" + lines + "train  50%")
+    WebDriverWait(browser, 30).until(lambda b: shown_output(b).endswith("line 003999 of a run that prints a lot, more than a page keeps\ntrain  50%"))
+    shown = shown_output(browser)
+    assert 150 * 1024 < len(shown) <= 200 * 1024 and shown.startswith("line ") and lines.endswith(shown[: -len("train  50%")])
+    finish(folder)
