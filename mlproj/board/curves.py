@@ -25,8 +25,8 @@ from mlproj.runs.record import Run
 from mlproj.util.series import downsample_indices
 
 BUCKETS = 1000  # about 2,000 points per curve: more than a chart's width in pixels
-# Points (a step and a value) of downsampled curves kept, over all runs and groups: in Python lists
-# a point takes about 100 bytes, so about 50 MB, ten compare pages of 10 runs x 2 metrics or more.
+# Points (a step and a value) of downsampled curves kept, over all runs and groups. In Python lists a
+# point takes about 130 bytes, so at most about 65 MB: the curves of 25 runs of 10 long metrics.
 POINTS_KEPT = 500_000
 
 
