@@ -24,7 +24,7 @@ from mlproj.board import create_app
 from mlproj.board.catalog import Catalog, Query
 from mlproj.errors import MLProjError
 from mlproj.runs.arrays import read_metric_arrays
-from mlproj.runs.reader import read_metric_values, read_output_tail, read_runs
+from mlproj.runs.reader import read_metric_values, read_runs
 from mlproj.runs.record import STALE_HEARTBEAT
 from mlproj.runs.rows import run_rows
 from mlproj.util.series import downsample
@@ -229,14 +229,6 @@ def test_read_metric_arrays_finds_arrays_cut_by_the_pieces_it_reads(tmp_path: Pa
     monkeypatch.setattr(reader, "_CHUNK", 97)  # a piece ends inside names, array starts and arrays
     read = {name: (list(steps), list(values)) for name, (steps, values) in read_metric_arrays(str(tmp_path)).items()}
     assert read == {name: (m["steps"], m["values"]) for name, m in metrics.items()}
-
-
-def test_read_output_tail_from_an_offset_and_the_last_bytes(tmp_path: Path) -> None:
-    (tmp_path / "cout.txt").write_text("0123456789")
-    assert read_output_tail(str(tmp_path), None, 4) == ("6789", 10)
-    assert read_output_tail(str(tmp_path), 3, 4) == ("3456", 7)
-    assert read_output_tail(str(tmp_path), 99, 4) == ("6789", 10)  # the file shrank: its tail again
-    assert read_output_tail(str(tmp_path / "none"), 0, 4) == ("", 0)
 
 
 def test_board_live_sends_output_after_the_offset_and_new_metrics(runs: Path) -> None:

@@ -225,3 +225,95 @@ def test_board_browser_bad_run_id_shows_a_short_error_page(browser, board: str) 
     browser.get(board + "/runs/..%2F..%2Fetc%2Fpasswd")
     assert browser.find_element(By.TAG_NAME, "h1").text == "404 Not Found"
     assert "Traceback" not in browser.page_source and "root:" not in browser.page_source
+
+
+# ------------------------------------------------------------------------------ following a running run
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A board over one RUNNING run whose output ends in an unfinished progress line: its URL and the run's folder."""
+    import waitress
+
+    from mlproj.board import create_app
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    folder = write_run(tmp_path / "runs", 1, {"lr": 0.1}, {"train.loss": [1.0 / (k + 1) for k in range(200)]})
+    record(folder, status="RUNNING", stop_time=None, heartbeat=now.isoformat(), start_time=(now - timedelta(minutes=1)).isoformat())
+    (folder / "cout.txt").write_text("epoch 1\ntrain  10%")
+    server = waitress.create_server(create_app(tmp_path / "runs"), host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{server.effective_port}", folder
+    server.close()
+
+
+def shown_output(browser: webdriver.Chrome) -> str:
+    return browser.execute_script("return document.getElementById('output').textContent")
+
+
+def finish(folder: Path) -> None:
+    record(folder, status="COMPLETED", stop_time=datetime.now(timezone.utc).replace(tzinfo=None).isoformat())
+
+
+def test_board_browser_live_output_redrawn_line_replaces_and_rewritten_file_starts_over(browser, live) -> None:
+    url, folder = live
+    browser.get(url + "/runs/1")
+    assert shown_output(browser) == "epoch 1\ntrain  10%"
+    (folder / "cout.txt").write_text("epoch 1\ntrain 100%\nepoch 2\n")  # as RunFolderObserver.save_cout rewrites a redrawn line
+    WebDriverWait(browser, 15).until(lambda b: "epoch 2" in shown_output(b))
+    assert shown_output(browser) == "epoch 1\ntrain 100%\nepoch 2\n"
+    (folder / "cout.txt").write_text("written anew\n")  # shorter than what the page showed
+    WebDriverWait(browser, 15).until(lambda b: "written anew" in shown_output(b))
+    assert shown_output(browser) == "written anew\n"
+    finish(folder)
+
+
+def test_board_browser_live_failed_curves_request_keeps_following(browser, live) -> None:
+    url, folder = live
+    browser.get(url + "/runs/1")
+    drawn_charts(browser, 1)
+    # The next curves request answers 400, as one that caught a metrics.json half-written would.
+    browser.execute_script("""
+        const fetch = window.fetch; window.failedCurves = 0;
+        window.fetch = (url, ...rest) => String(url).includes('/curves')
+            ? (window.failedCurves++, Promise.resolve(new Response('{"error": "half-written"}', {status: 400})))
+            : fetch(url, ...rest);""")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["train.loss"]["steps"].append(200)
+    metrics["train.loss"]["values"].append(0.001)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    WebDriverWait(browser, 15).until(lambda b: b.execute_script("return window.failedCurves") >= 1)
+    finish(folder)
+    WebDriverWait(browser, 15).until(lambda b: b.find_element(By.ID, "status").text == "COMPLETED")
+
+
+def test_board_browser_live_new_points_keep_the_chart_and_its_zoom(browser, live) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, folder = live
+    browser.get(url + "/runs/1")
+    chart, = drawn_charts(browser, 1)
+    canvas = chart.find_element(By.TAG_NAME, "canvas")
+    ActionChains(browser).move_to_element_with_offset(chart.find_element(By.CLASS_NAME, "u-over"), -150, 0).click_and_hold() \
+        .move_by_offset(120, 0).release().perform()  # drag: zoom into part of the steps
+    zoomed = chart.get_attribute("data-range")
+    assert zoomed and [float(v) for v in zoomed.split()] != [0, 199]
+    draws = chart.get_attribute("data-draws")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["train.loss"]["steps"] += [200, 201]
+    metrics["train.loss"]["values"] += [0.004, 0.003]
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    WebDriverWait(browser, 15).until(lambda b: chart.get_attribute("data-draws") != draws)
+    assert browser.execute_script("return document.contains(arguments[0])", canvas)  # the same chart, given new points
+    assert chart.get_attribute("data-range") == zoomed
+    finish(folder)
+
+
+def test_board_browser_live_output_keeps_only_its_end(browser, live) -> None:
+    url, folder = live
+    browser.get(url + "/runs/1")
+    lines = "".join(f"line {i:06d} of a run that prints a lot, more than a page keeps\n" for i in range(4000))  # 260 KB
+    with open(folder / "cout.txt", "a") as f:
+        f.write("\n" + lines + "train  50%")
+    WebDriverWait(browser, 30).until(lambda b: shown_output(b).endswith("line 003999 of a run that prints a lot, more than a page keeps\ntrain  50%"))
+    shown = shown_output(browser)
+    assert 150 * 1024 < len(shown) <= 200 * 1024 and shown.startswith("line ") and lines.endswith(shown[: -len("train  50%")])
+    finish(folder)

@@ -13,18 +13,21 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from mlproj.runs.arrays import read_metric_arrays
-from mlproj.runs.plot import downsampled_metrics
+from mlproj.runs.plot import by_step, downsampled_metrics, group_label, run_label
 from mlproj.runs.query import group_runs
 from mlproj.runs.reader import metrics_key
 from mlproj.runs.record import Run
 from mlproj.util.series import downsample_indices
-from mlproj.util.table import cell
 
 BUCKETS = 1000  # about 2,000 points per curve: more than a chart's width in pixels
-RUNS_KEPT = 32  # runs whose downsampled curves are kept (a few KB each)
+# Points (a step and a value) of downsampled curves kept, over all runs and groups. In Python lists a
+# point takes about 130 bytes, so at most about 65 MB: the curves of 25 runs of 10 long metrics.
+POINTS_KEPT = 500_000
 
 
 # A metrics.json this large is read by worker processes and the server's thread together, each
@@ -35,17 +38,21 @@ MAX_WORKERS = 4
 
 
 class CurveCache:
-    """Downsampled curves of recently shown runs, keyed by the size and mtime of their
-    metrics.json: a run still writing gets read again, a finished one once (thread-safe).
+    """Downsampled curves of recently shown runs and groups of runs, keyed by the size and mtime
+    of their metrics.json: a run still writing gets read again, a finished one once (thread-safe).
+    Requests that ask for the same curves at once share one read; the least recently shown are
+    dropped past `points` points kept.
 
     After `start_workers`, a large metrics.json is read by worker processes along with the
     requesting thread (see PARALLEL_BYTES); `close` stops them.
     """
 
-    def __init__(self, kept: int = RUNS_KEPT):
-        self._kept = kept
+    def __init__(self, points: int = POINTS_KEPT):
+        self._limit = points
         self._lock = threading.Lock()
-        self._curves: OrderedDict[tuple[str, Any], dict[str, dict[str, Any]]] = OrderedDict()
+        self._kept: OrderedDict[tuple[Any, ...], tuple[int, Any]] = OrderedDict()  # key: (points, curves)
+        self._points = 0
+        self._reading: dict[tuple[Any, ...], Future] = {}
         self._pool: Any = None
         self._workers = 0
 
@@ -70,12 +77,44 @@ class CurveCache:
         """{metric: {steps, values, count}} of every metric `run` logged, downsampled."""
         if run.path is None:
             return {}
-        stamp = metrics_key(run.path)
-        key = (run.path, None if stamp is None else tuple(stamp.values()))
+        return self._get(("run", _stamped(run)), lambda: self._read(run),
+                         lambda curves: sum(len(c["steps"]) for c in curves.values()))
+
+    def group_curves(self, runs: list[Run], metric: str, key: str) -> dict[str, Any]:
+        """`group_curves(runs, metric, key)`, read again only when one of the runs' metrics.json changed."""
+        return self._get(("group", metric, key, tuple(_stamped(run) for run in runs)), lambda: group_curves(runs, metric, key),
+                         lambda curves: len(curves["x"]) * sum(3 if s["low"] else 1 for s in curves["series"]))
+
+    def _get(self, key: tuple[Any, ...], read: Callable[[], Any], points: Callable[[Any], int]) -> Any:
+        """What `read` returns, kept under `key`; one thread reads, others asking meanwhile wait for it."""
         with self._lock:
-            if key in self._curves:
-                self._curves.move_to_end(key)
-                return self._curves[key]
+            if key in self._kept:
+                self._kept.move_to_end(key)
+                return self._kept[key][1]
+            reading = self._reading.get(key)
+            if reading is None:
+                self._reading[key] = future = Future()
+        if reading is not None:
+            return reading.result()
+        try:
+            value = read()
+        except BaseException as err:  # the waiting requests get the same error
+            with self._lock:
+                del self._reading[key]
+            future.set_exception(err)
+            raise
+        with self._lock:
+            del self._reading[key]
+            size = points(value)
+            self._kept[key] = (size, value)
+            self._points += size
+            while self._points > self._limit and len(self._kept) > 1:  # the newest stays, however large
+                self._points -= self._kept.popitem(last=False)[1][0]
+        future.set_result(value)
+        return value
+
+    def _read(self, run: Run) -> dict[str, dict[str, Any]]:
+        stamp = metrics_key(run.path)
         names = run.metric_names
         if self._pool is not None and stamp is not None and stamp["size"] >= PARALLEL_BYTES and len(names) > 1:
             n = min(self._workers + 1, len(names))
@@ -85,12 +124,13 @@ class CurveCache:
                 curves.update(share.result())
         else:
             curves = downsampled_metrics(run.path, None, BUCKETS)
-        curves = dict(sorted(curves.items()))
-        with self._lock:
-            self._curves[key] = curves
-            while len(self._curves) > self._kept:
-                self._curves.popitem(last=False)
-        return curves
+        return dict(sorted(curves.items()))
+
+
+def _stamped(run: Run) -> tuple[Any, ...]:
+    """A run's folder and the size and mtime of its metrics.json: what its curves are kept under."""
+    stamp = metrics_key(run.path) if run.path else None
+    return run.path, None if stamp is None else tuple(stamp.values())
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -104,33 +144,43 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def overlay(curves: list[tuple[str, dict[str, list[Any]]]]) -> dict[str, Any]:
-    """Curves (label, {steps, values}) as one uPlot data set: {x, series: [{label, values}]},
-    each series' values on the union of the steps (None where it has no point)."""
-    x = sorted({step for _, curve in curves for step in curve["steps"]})
+def on_common_steps(series: list[dict[str, Any]], columns: tuple[str, ...] = ("values",)) -> dict[str, Any]:
+    """`series` (each a dict with `steps` and, for each name in `columns`, values at those steps or
+    None) put on one x for uPlot: {x, series}, x the union of their steps, each series' columns on x
+    (None where it has no point, or no finite number: JSON has no NaN), its other keys kept."""
+    x = sorted({step for s in series for step in s["steps"]})
     position = {step: i for i, step in enumerate(x)}
-    series = []
-    for label, curve in curves:
-        values: list[float | None] = [None] * len(x)
-        for step, value in zip(curve["steps"], curve["values"], strict=False):
-            values[position[step]] = value
-        series.append({"label": label, "values": values})
-    return {"x": x, "series": series}
+    placed = []
+    for s in series:
+        out = {k: v for k, v in s.items() if k != "steps" and k not in columns}
+        for name in columns:
+            if s[name] is None:
+                out[name] = None
+                continue
+            column: list[float | None] = [None] * len(x)
+            for step, value in zip(s["steps"], s[name], strict=False):
+                column[position[step]] = _finite(value)
+            out[name] = column
+        placed.append(out)
+    return {"x": x, "series": placed}
 
 
 def compare_curves(runs: list[Run], metric: str, cache: CurveCache, labels: dict[Any, str]) -> dict[str, Any]:
-    """`metric` of each run that logged it, overlaid (see `overlay`); `labels` names each run by id."""
+    """`metric` of each run that logged it, as one uPlot data set (`on_common_steps`): {metric, x,
+    series: [{label, values}]}; `labels` names each run by id."""
     found = [(labels[run.id], cache.run_curves(run).get(metric)) for run in runs]
-    return {"metric": metric, **overlay([(label, curve) for label, curve in found if curve is not None])}
+    series = [{"label": label, "steps": curve["steps"], "values": curve["values"]} for label, curve in found if curve is not None]
+    return {"metric": metric, **on_common_steps(series)}
 
 
 def group_curves(runs: list[Run], metric: str, key: str) -> dict[str, Any]:
     """`metric` as one mean curve per group of runs that differ only in config `key` (e.g. seed),
     with its ±std band: the mean over the group's runs at each step that all of them logged, like
-    `mlproj compare --plot --group-by`. Downsampled on the mean curve, the band kept at its points.
+    `mlproj compare --plot --group-by` (labelled as it labels them). Downsampled on the mean curve,
+    the band kept at its points. `CurveCache.group_curves` keeps what this returns.
 
     Returns:
-        {metric, x, series: [{label, values, low, high, n}]} (low/high: mean -/+ std; None for a group of one).
+        {metric, group_by, x, series: [{label, n, values, low, high}]} (low/high: mean -/+ std; None for a group of one).
 
     Raises:
         MLProjError: when no run has config key `key`.
@@ -151,32 +201,17 @@ def group_curves(runs: list[Run], metric: str, key: str) -> dict[str, Any]:
         mean = stacked.mean(axis=0)
         std = stacked.std(axis=0, ddof=1) if len(arrays) > 1 else None
         kept, _ = downsample_indices(mean, BUCKETS)
-        label = ", ".join(f"{k}={cell(v)}" for k, v in group.values.items()) or "all runs"
         groups.append({
-            "label": f"{label} (n={len(arrays)})", "n": len(arrays), "steps": common[kept].tolist(),
+            "label": group_label(group.values, len(arrays)), "n": len(arrays), "steps": common[kept].tolist(),
             "values": mean[kept].tolist(),
             "low": None if std is None else (mean - std)[kept].tolist(),
             "high": None if std is None else (mean + std)[kept].tolist(),
         })
-    x = sorted({step for g in groups for step in g["steps"]})
-    position = {step: i for i, step in enumerate(x)}
-    series = []
-    for g in groups:
-        spread = {}
-        for name in ("values", "low", "high"):
-            if g[name] is None:
-                spread[name] = None
-                continue
-            column: list[float | None] = [None] * len(x)
-            for step, value in zip(g["steps"], g[name], strict=True):
-                column[position[step]] = _finite(value)
-            spread[name] = column
-        series.append({"label": g["label"], "n": g["n"], **spread})
-    return {"metric": metric, "group_by": key, "x": x, "series": series}
+    return {"metric": metric, "group_by": key, **on_common_steps(groups, ("values", "low", "high"))}
 
 
 def read_group(runs: list[Run], metric: str) -> list[tuple[Any, Any]]:
-    """(steps, values) arrays of `metric` for each of `runs` that logged it, sorted by step."""
+    """(steps, values) arrays of `metric` for each of `runs` that logged it, in step order."""
     import numpy as np  # lazy: as in group_curves
 
     arrays = []
@@ -186,8 +221,7 @@ def read_group(runs: list[Run], metric: str) -> list[tuple[Any, Any]]:
             continue
         steps = np.asarray(found[0][: len(found[1])])
         _, values = downsample_indices(found[1][: len(steps)], len(steps))  # all kept: only the floats, NaN for non-numbers
-        order = np.argsort(steps, kind="stable")
-        arrays.append((steps[order], values[order]))
+        arrays.append(by_step(steps, values))
     return arrays
 
 
@@ -197,10 +231,5 @@ def _finite(value: float) -> float | None:
 
 
 def run_labels(runs: list[Run], keys: list[str]) -> dict[Any, str]:
-    """Each run's label in a chart: `run 3` and up to three of the config keys that differ."""
-    labels = {}
-    for run in runs:
-        flat = run.flat_config()
-        labels[run.id] = f"run {run.id}" + "".join(f", {k}={cell(flat.get(k))}" for k in keys[:3])
-    return labels
-
+    """Each run's label in a chart, by id (`mlproj.runs.plot.run_label`)."""
+    return {run.id: run_label(run, keys) for run in runs}

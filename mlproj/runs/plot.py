@@ -4,6 +4,7 @@ points a chart needs (`downsampled_metrics`, what `mlproj board` sends to the br
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from mlproj.errors import MLProjError
@@ -17,12 +18,34 @@ from mlproj.util.table import cell
 def downsampled_metrics(path: str | None, names: list[str] | None, buckets: int) -> dict[str, dict[str, Any]]:
     """{metric: {steps, values, count}} of the metrics `names` (None: all) of the run folder `path`,
     each cut to about `2 * buckets` points by `mlproj.util.series.downsample` (the smallest and
-    largest value of each bucket); one metric's series in memory at a time. {} for `path` None."""
+    largest value of each bucket), in step order (a chart's x ascends); one metric's series in memory at
+    a time. {} for `path` None."""
     curves = {}
     for name, steps, values in iter_metric_arrays(path, names) if path else ():
-        kept_steps, kept_values = downsample(steps, values, buckets)
+        kept_steps, kept_values = downsample(*by_step(steps, values), buckets)
         curves[name] = {"steps": kept_steps, "values": kept_values, "count": min(len(steps), len(values))}
     return curves
+
+
+def by_step(steps: Sequence[Any], values: Sequence[Any]) -> tuple[Sequence[Any], Sequence[Any]]:
+    """A series' points in step order, points logged at one step in the order they were logged
+    (a resumed run can log a step again). numpy arrays (as `iter_metric_arrays`
+    reads them) stay arrays; lists stay lists."""
+    n = min(len(steps), len(values))
+    if hasattr(steps, "argsort") and hasattr(values, "argsort"):
+        steps, values = steps[:n], values[:n]
+        if n > 1 and (steps[1:] < steps[:-1]).any():
+            order = steps.argsort(kind="stable")
+            return steps[order], values[order]
+        return steps, values
+    order = sorted(range(n), key=lambda i: _step_order(steps[i]))  # sorted() is stable
+    return [steps[i] for i in order], [values[i] for i in order]
+
+
+def _step_order(step: Any) -> tuple[int, Any]:
+    """A step's place: numbers by value, before anything else a damaged record holds (by its text)."""
+    number = isinstance(step, (int, float)) and not isinstance(step, bool)
+    return (0, step) if number else (1, str(step))
 
 
 def check_metric(runs: list[Run], metric: str) -> None:
@@ -68,8 +91,7 @@ def _draw_runs(ax: Any, runs: list[Run], metric: str, group_by: str | None) -> l
         if metric not in run.metrics:
             continue
         s = run.metrics[metric]
-        flat = run.flat_config()
-        label = ", ".join([f"run {run.id}", *_settings({k: flat.get(k) for k in keys})[:3]])
+        label = run_label(run, keys)
         ax.plot(s.steps, s.values, marker="o" if len(s.steps) < 20 else None, label=label)
         labels.append(label)
     return labels
@@ -87,13 +109,24 @@ def _draw_groups(ax: Any, runs: list[Run], metric: str, group_by: str) -> list[s
             continue
         values = np.array([[dict(zip(s.steps, s.values, strict=False))[step] for step in steps] for s in series])
         mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(series) > 1 else np.zeros(len(steps))
-        # A group set apart only by keys it leaves unset still needs a label that tells it from the others.
-        label = ", ".join(_settings(group.values) or [f"{key} unset" for key in group.values] or ["all runs"])
-        label += f" (n={len(series)})"
+        label = group_label(group.values, len(series))
         (line,) = ax.plot(steps, mean, label=label)
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
         labels.append(label)
     return labels
+
+
+def run_label(run: Run, keys: list[str]) -> str:
+    """A run's curve label, here and on the board: `run 3` and up to 3 of the config `keys` (those
+    that differ among the runs shown) that the run set, e.g. `run 3, lr=0.01`."""
+    flat = run.flat_config()
+    return ", ".join([f"run {run.id}", *_settings({k: flat.get(k) for k in keys})[:3]])
+
+
+def group_label(values: dict[str, Any], n: int) -> str:
+    """A mean ± std curve's label, here and on the board: the settings its `n` runs share, e.g.
+    `lr=0.01 (n=3)`; a group set apart only by keys it leaves unset says `checkpoint unset`."""
+    return ", ".join(_settings(values) or [f"{key} unset" for key in values] or ["all runs"]) + f" (n={n})"
 
 
 def _settings(values: dict[str, Any]) -> list[str]:

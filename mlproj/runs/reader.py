@@ -196,10 +196,17 @@ def _read_optional_json(path: str) -> Any:
 
 
 def read_output_tail(path: str, start: int | None = None, limit: int = 65536) -> tuple[str, int]:
-    """What the run folder `path` printed (cout.txt) from byte `start` on, at most `limit` bytes
-    (the last `limit` bytes when `start` is None), and the byte offset where that text ends (the
-    `start` of the next call, to follow a live run). A file that shrank (rewritten) is read from
-    its start. ("", 0) without cout.txt.
+    """What the run folder `path` printed (cout.txt), for a page that follows a live run: the text
+    from byte `start` on, at most `limit` bytes (the last `limit` bytes when `start` is None or lies
+    past the end of a file that shrank), and the byte offset to ask from next time.
+
+    A live run redraws its last, unfinished line (a progress bar: `RunFolderObserver.save_cout`
+    rewrites that line in place), so the offset returned is where the text's last line begins when
+    that line has no newline yet: the next answer starts with the line again, whole. A client keeps
+    what it showed up to its last newline and replaces the rest with each answer. An offset below
+    `start` means the file shrank (it was written anew): the text is its tail, to replace all that
+    was shown. The text begins and ends on UTF-8 character boundaries; a line longer than `limit`
+    comes in pieces, each ended by a newline. ("", 0) without cout.txt.
     """
     try:
         with open(os.path.join(path, "cout.txt"), "rb") as f:
@@ -209,7 +216,29 @@ def read_output_tail(path: str, start: int | None = None, limit: int = 65536) ->
             data = f.read(limit)
     except FileNotFoundError:
         return "", 0
-    return data.decode("utf-8", errors="replace"), begin + len(data)
+    return _output_text(data, begin, whole=begin + len(data) >= size)
+
+
+def _output_text(data: bytes, begin: int, whole: bool) -> tuple[str, int]:
+    """`read_output_tail`'s answer from the bytes `data` read at offset `begin` (`whole`: up to
+    the file's end), cut to whole UTF-8 characters."""
+    first = 0
+    while first < min(len(data), 3) and data[first] & 0xC0 == 0x80:  # a tail that begins inside a character
+        first += 1
+    end = len(data)
+    for back in range(1, min(len(data) - first, 4) + 1):  # a character cut by the read's end is read next time
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:
+            if byte >= 0xC0 and back < (2 if byte < 0xE0 else 3 if byte < 0xF0 else 4):
+                end -= back
+            break
+    text = data[first:end].decode("utf-8", errors="replace")
+    newline = data.rfind(b"\n", first, end)
+    if newline >= 0:
+        return text, begin + newline + 1
+    if whole:
+        return text, begin + first  # one unfinished line: sent again whole
+    return text + "\n", begin + end  # a piece of a line longer than `limit`: shown as a line of its own
 
 
 def _read_captured_out(path: str) -> str:

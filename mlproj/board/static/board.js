@@ -4,6 +4,7 @@
 (function () {
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
   const POLL_MS = 3000;
+  const OUTPUT_CHARS = 200 * 1024;  // the end of a running run's output kept in the page
   const block = document.getElementById("board-data");
   const data = block ? JSON.parse(block.textContent) : null;
 
@@ -16,7 +17,7 @@
     const button = document.getElementById("compare");
     if (!label || !button) return;
     const ids = selected();
-    const max = Number(label.dataset.max || 10);
+    const max = Number(label.dataset.max) || Infinity;  // the server's MAX_COMPARED, named by the page
     label.textContent = ids.length ? `selected: runs ${ids.join(", ")}` : "none selected";
     button.disabled = ids.length < 2 || ids.length > max;
     button.title = ids.length > max ? `select at most ${max} runs` : ids.length < 2 ? "select 2 or more runs" : "";
@@ -40,6 +41,7 @@
   // ----------------------------------------------------------------- charts
   const charts = document.getElementById("charts");
   const plots = {};
+  const layouts = {};  // each chart's series labels: a chart whose series change is made again
 
   function chartBox(metric) {
     let box = document.getElementById(`chart-${metric}`);
@@ -53,19 +55,48 @@
     return box;
   }
 
+  // A chart is made once per metric; new points of a running run go in with setData, so the
+  // x range the user zoomed to (drag on the chart; double-click resets) stays.
   function draw(metric, x, series, note) {
     const box = chartBox(metric);
-    if (plots[metric]) { plots[metric].destroy(); delete plots[metric]; }
-    box.textContent = "";
-    const width = Math.max(box.clientWidth - 10, 300);
+    const { opts, columns, hidden } = chartSpec(metric, x, series);
+    const layout = opts.series.map((s) => s.label).join("\n");
+    const plot = plots[metric];
+    if (plot && layouts[metric] === layout) {
+      const shown = plot.data[0];
+      const zoomed = shown.length && (plot.scales.x.min > shown[0] || plot.scales.x.max < shown[shown.length - 1]);
+      plot.setData(columns, !zoomed);
+    } else {
+      if (plot) plot.destroy();
+      box.textContent = "";
+      plots[metric] = new uPlot(opts, columns, box);
+      layouts[metric] = layout;
+      const entries = box.querySelectorAll(".u-legend .u-series");
+      hidden.forEach((index) => { if (entries[index]) entries[index].style.display = "none"; });
+    }
+    let p = box.querySelector("p.note");
+    if (note && !p) {
+      p = document.createElement("p");
+      p.className = "note";
+      box.appendChild(p);
+    }
+    if (p) p.textContent = note;
+    box.dataset.drawn = "1";
+    box.dataset.draws = String(Number(box.dataset.draws || 0) + 1);  // the browser tests wait on it
+  }
+
+  function chartSpec(metric, x, series) {
+    const box = chartBox(metric);
     const opts = {
-      title: metric, width: width, height: 260,
+      title: metric, width: Math.max(box.clientWidth - 10, 300), height: 260,
       scales: { x: { time: false } },
       axes: [{}, { size: 60, values: (u, splits) => splits.map((v) => (v == null ? "" : String(Number(v.toPrecision(4))))) }],
       series: [{ label: "step" }],
       bands: [],
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
+      // The x range shown, for the browser tests (a zoom that survives an update keeps it).
+      hooks: { setScale: [(u, key) => { if (key === "x") box.dataset.range = `${u.scales.x.min} ${u.scales.x.max}`; }] },
     };
     const columns = [x];
     const hidden = [];  // the band edges: drawn as the band, not listed in the legend
@@ -80,18 +111,9 @@
         hidden.push(at, at + 1);
       }
       columns.push(s.values);
-      opts.series.push({ label: s.label, stroke: color, width: 1.5, spanGaps: true, points: { show: x.length < 40 } });
+      opts.series.push({ label: s.label, stroke: color, width: 1.5, spanGaps: true, points: { show: (u) => u.data[0].length < 40 } });
     });
-    plots[metric] = new uPlot(opts, columns, box);
-    const entries = box.querySelectorAll(".u-legend .u-series");
-    hidden.forEach((index) => { if (entries[index]) entries[index].style.display = "none"; });
-    if (note) {
-      const p = document.createElement("p");
-      p.className = "note";
-      p.textContent = note;
-      box.appendChild(p);
-    }
-    box.dataset.drawn = "1";
+    return { opts, columns, hidden };
   }
 
   async function getJSON(url) {
@@ -136,6 +158,23 @@
   }
 
   // ----------------------------------------------------------------- a running run
+  // The server's answer starts where the last line we show begins when that line was unfinished
+  // (a progress bar the run redraws), so it replaces what follows our last newline; an offset
+  // that went back means cout.txt was written anew, and the answer replaces everything.
+  function showOutput(output, live, asked) {
+    const shown = output.textContent;
+    const kept = live.offset < asked ? "" : shown.slice(0, shown.lastIndexOf("\n") + 1);
+    let text = kept + live.output;
+    if (text.length > OUTPUT_CHARS) {  // only the end is kept: a run that prints for days would fill the tab's memory
+      const cut = text.indexOf("\n", text.length - OUTPUT_CHARS);
+      text = text.slice(cut >= 0 ? cut + 1 : text.length - OUTPUT_CHARS);
+    }
+    if (text === shown) return;
+    const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
+    output.textContent = text;
+    if (atBottom) output.scrollTop = output.scrollHeight;
+  }
+
   async function follow(stamp) {
     let offset = data.offset;
     const output = document.getElementById("output");
@@ -144,11 +183,7 @@
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       let live;
       try { live = await getJSON(`${data.live}?offset=${offset}`); } catch (e) { continue; }
-      if (live.output) {
-        const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
-        output.textContent += live.output;
-        if (atBottom) output.scrollTop = output.scrollHeight;
-      }
+      showOutput(output, live, offset);
       offset = live.offset;
       status.textContent = live.status;
       status.className = `status ${live.status}`;
@@ -156,7 +191,11 @@
         const cell = document.getElementById(`fact-${key}`);
         if (cell) cell.textContent = live[key];
       }
-      if (JSON.stringify(live.stamp) !== JSON.stringify(stamp)) stamp = await drawRun();
+      if (JSON.stringify(live.stamp) !== JSON.stringify(stamp)) {
+        // A failed fetch (a record caught half-written, a 4xx/5xx) must not end the updates: the
+        // stamp stays, so the next poll asks for the curves again.
+        try { stamp = await drawRun(); } catch (e) { /* next poll */ }
+      }
       if (!live.running) break;
     }
   }
