@@ -19,7 +19,7 @@ from werkzeug.utils import safe_join
 
 from mlproj.board.catalog import Query, best_cells
 from mlproj.board.context import MAX_COMPARED, catalog, compared_runs, curve_cache, find_run
-from mlproj.board.curves import compare_curves, group_curves, run_labels
+from mlproj.board.curves import compare_curves, run_labels
 from mlproj.errors import MLProjError
 from mlproj.runs.diff import diff_runs
 from mlproj.runs.query import differing_keys, metric_names
@@ -91,7 +91,7 @@ def _table_link(**changes: Any) -> str:
 @pages.get("/runs/<run_id>")
 def run_page(run_id: str) -> str:
     run = find_run(run_id)
-    output, offset = read_output_tail(run.path, None, OUTPUT_BYTES)
+    output, offset = _output_tail(run, None)
     summaries = []
     for name in run.metric_names:
         s = run.summary(name)
@@ -238,7 +238,7 @@ def sweep_page(name: str) -> str:
             for run, row in zip(runs, run_rows(runs, metrics=[m for m in [benchmark_metric(runs)] if m]), strict=True)]
     columns = list(rows[0])
     of = max((run.sweep.get("of") or 0 for run in runs), default=0)
-    return render_template("trials.html", kind="sweep", name=name, rows=rows, columns=columns,
+    return render_template("trials.html", kind="sweep", name=name, rows=rows, columns=columns, max_compared=MAX_COMPARED,
                            best=best_cells(rows, columns, runs), of=of, runs=runs)
 
 
@@ -270,7 +270,8 @@ def study_page(name: str) -> str:
     value = best_value((row["value"] for row in rows), benchmark_goal(run.info for run in runs))
     if value is not None:
         best["value"] = value
-    return render_template("trials.html", kind="study", name=name, rows=rows, columns=columns, best=best, of=None, runs=runs)
+    return render_template("trials.html", kind="study", name=name, rows=rows, columns=columns, best=best, of=None, runs=runs,
+                           max_compared=MAX_COMPARED)
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -306,9 +307,18 @@ def run_live(run_id: str) -> dict[str, Any]:
     offset = request.args.get("offset")
     if offset is not None and (not _is_number(offset) or len(offset) > 15):
         abort(400, f"offset={offset[:40]!r} is not a byte offset")
-    output, end = read_output_tail(run.path, None if offset is None else int(offset), OUTPUT_BYTES)
+    output, end = _output_tail(run, None if offset is None else int(offset))
     return {"run": run.id, "status": run.shown_status, "running": run.shown_status == "RUNNING", "output": output, "offset": end,
             "stamp": _stamp(run), "duration": cell(run.duration), "result": cell(run.result), "metrics": run.metric_names}
+
+
+def _output_tail(run: Run, start: int | None) -> tuple[str, int]:
+    """`read_output_tail` of `run`; a cout.txt the reader refuses (a link, a FIFO) is one line in its
+    place, ended by no newline, so each poll replaces it rather than adds to it."""
+    try:
+        return read_output_tail(run.path, start, OUTPUT_BYTES)
+    except MLProjError as err:
+        return f"[output not shown: {err}]", 0
 
 
 @api.get("/compare/curves")
@@ -321,5 +331,5 @@ def compare_curves_json() -> Any:
     if group:
         if not any(group in run.flat_config() for run in runs):
             abort(400, f"group={group[:80]!r}: no run has that config key")
-        return _unless_rewritten(runs, lambda: group_curves(runs, metric, group))
+        return _unless_rewritten(runs, lambda: curve_cache().group_curves(runs, metric, group))
     return _unless_rewritten(runs, lambda: compare_curves(runs, metric, curve_cache(), run_labels(runs, differing_keys(runs))))

@@ -207,15 +207,18 @@ def read_output_tail(path: str, start: int | None = None, limit: int = 65536) ->
     `start` means the file shrank (it was written anew): the text is its tail, to replace all that
     was shown. The text begins and ends on UTF-8 character boundaries; a line longer than `limit`
     comes in pieces, each ended by a newline. ("", 0) without cout.txt.
+
+    Raises:
+        MLProjError: when cout.txt is a symbolic link or not a regular file (`open_record`).
     """
-    try:
-        with open(os.path.join(path, "cout.txt"), "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            begin = max(size - limit, 0) if start is None or start > size else start
-            f.seek(begin)
-            data = f.read(limit)
-    except FileNotFoundError:
+    f = open_record(os.path.join(path, "cout.txt"))
+    if f is None:
         return "", 0
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        begin = max(size - limit, 0) if start is None or start > size else start
+        f.seek(begin)
+        data = f.read(limit)
     return _output_text(data, begin, whole=begin + len(data) >= size)
 
 
