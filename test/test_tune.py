@@ -303,18 +303,32 @@ def test_tuner_records_a_heartbeat_for_the_trials_it_runs(toy: str, tmp_path: Pa
     assert age < 60  # the old beat was replaced by a fresh one
 
 
-def test_tune_default_direction_the_studys_recorded_benchmark_decides_else_maximize(tmp_path: Path) -> None:
-    from conftest import write_run
+def test_tune_default_direction_the_studys_own_else_the_models_benchmark(tmp_path: Path) -> None:
+    """A new study takes the direction of the model's benchmark (a loss: minimize, so a user's model
+    on the base Model's default is not tuned the wrong way round); an existing study keeps its own."""
+    from test_main import OWN_PROJECT
 
-    from mlproj.sweep.tune import default_direction
+    from mlproj.sweep.spec import parse_spec
+    from mlproj.sweep.tune import check_configs, default_direction, open_storage
 
-    runs = tmp_path / "runs"
-    assert default_direction(str(runs), "toy") == "maximize"  # a first study: no runs folder yet
-    loss = {"metric": "validation.loss", "lower_is_better": True}
-    write_run(runs, 1, {"lr": 0.1}, {}, info={"run_key": "k1", "tune": {"study": "other"}, "benchmark": loss})
-    assert default_direction(str(runs), "toy") == "maximize"  # another study's runs do not count
-    write_run(runs, 2, {"lr": 0.1}, {}, info={"run_key": "k2", "tune": {"study": "toy"}, "benchmark": loss})
-    assert default_direction(str(runs), "toy") == "minimize"
+    accuracy = tmp_path / "accuracy.py"
+    accuracy.write_text(OWN_PROJECT)
+    loss = tmp_path / "loss.py"
+    loss.write_text(OWN_PROJECT.replace(
+        "return ClassificationModel(net, optimizer, nn.CrossEntropyLoss())  # OWN_MODEL",
+        "model = ClassificationModel(net, optimizer, nn.CrossEntropyLoss())\n"
+        "        model.benchmark_metric, model.benchmark_lower_is_better = 'loss', True\n"
+        "        return model"))
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+
+    def default(script: Path, name: str) -> str:
+        spec = parse_spec([str(script), "with", "model=tiny_cnn", "lr=loguniform(1e-4,1e-1)"])
+        return default_direction(storage, name, spec, check_configs(spec)[0].config)
+
+    assert default(loss, "new") == "minimize"
+    assert default(accuracy, "new") == "maximize"
+    optuna.create_study(study_name="old", storage=storage, direction="minimize")
+    assert default(accuracy, "old") == "minimize"  # the study's own: continuing it is never refused
 
 
 def test_tuner_run_recording_the_other_direction_fails_naming_the_fix(toy: str, tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     url = args.storage or default_storage(runs, name)
     shown = redact_uri(url)
     storage = open_storage(url, args.grace)
-    study = open_study(storage, name, args.direction or default_direction(runs, name), spec, space, args.seed, shown)
+    study = open_study(storage, name, args.direction or default_direction(storage, name, spec, checked[0].config), spec, space, args.seed, shown)
     stale = fail_stale_trials(study)
     if stale:
         print(f"tune {name}: trial(s) {', '.join(map(str, stale))} were left running by a tuner that stopped: "

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlproj.errors import MLProjError
-from mlproj.runs.reader import read_run, read_runs
-from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs
+from mlproj.runs.reader import read_run
+from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs, load_experiment
 from mlproj.util.goals import benchmark_goal, direction, recorded_benchmark
 from mlproj.util.uri import redact_uri, uri_password
 from mlproj.util.values import render_value
@@ -123,19 +123,28 @@ def check_configs(spec: SweepSpec) -> list[Trial]:
     return trials
 
 
-def default_direction(runs_dir: str, study: str) -> str:
-    """`--direction`'s default, by the one rule for "better" (`mlproj.util.goals`): the benchmark the
-    study's recorded runs hold (`info.tune.study`), else `maximize` (the built-in model's accuracy).
-    A trial whose run then records the other direction fails, saying which `--direction` to pass
-    (`Tuner`)."""
-    return direction(benchmark_goal(run.info for run in study_runs(runs_dir, study)))
-
-
-def study_runs(runs_dir: str, study: str) -> list[Any]:
-    """The runs under `runs_dir` that trials of study `study` recorded (`info.tune.study`)."""
-    if not os.path.isdir(runs_dir):
-        return []  # a first study: nothing recorded yet
-    return [run for run in read_runs(runs_dir, summaries=False) if (run.info.get("tune") or {}).get("study") == study]
+def default_direction(storage: Any, name: str, spec: SweepSpec, config: dict[str, Any]) -> str:
+    """`--direction`'s default: the direction of study `name` when `storage` holds it; for a new
+    study, the direction of the model's benchmark (`benchmark_lower_is_better`, the one rule for
+    "better", `mlproj.util.goals`), from the project the experiment builds for `config` (a trial's
+    effective config: its data and model, unrecorded, on the CPU); `maximize` for a plain Sacred
+    experiment, or one whose config holds no project to build (its main returns a result of its own). A trial whose run then records the other direction fails,
+    saying which `--direction` to pass (`Tuner`)."""
+    optuna = _optuna()
+    try:
+        return optuna.load_study(study_name=name, storage=storage).direction.name.lower()
+    except KeyError:  # a new study
+        pass
+    project_class = getattr(load_experiment(spec.script), "project_class", None)
+    if project_class is None:
+        return "maximize"
+    config = {**config, "device": "cpu", "resume": None}
+    try:
+        project_class.prepare_data(config)
+        model = project_class(config).model
+    except KeyError:  # no `dataset`/`model` to build a project from: the experiment's main is its own
+        return "maximize"
+    return direction("min" if model.benchmark_lower_is_better else "max")
 
 
 # -------------------------------------------------------------------------------------- storage
