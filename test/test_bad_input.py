@@ -202,21 +202,46 @@ def test_validate_config_keys_of_the_users_code_not_checked() -> None:
                      "val_fraction": "auto", "download": "if-missing", "width": 8})
 
 
+def no_venv_env(runs: Path) -> dict[str, str]:
+    """The environment of a shell in a fresh clone: no active venv (its bin/ off PATH), runs into `runs`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MONGODB_URI")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if os.path.dirname(sys.executable) not in p)
+    env["MLPROJ_RUNS_DIR"] = str(runs)
+    return env
+
+
 def test_main_unknown_key_hint_pasted_without_venv_runs(tmp_path: Path) -> None:
     # Started as `.venv/bin/python3 main.py` (the spelling of the mlproj script's shebang), the hint
     # still names `python`, and pasted from the project root without an active venv it runs.
     python3 = os.path.join(os.path.dirname(sys.executable), "python3")
     if not os.path.exists(python3):
         pytest.skip("no python3 beside this interpreter")
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MONGODB_URI")}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if os.path.dirname(sys.executable) not in p)
-    env["MLPROJ_RUNS_DIR"] = str(tmp_path / "runs")
+    env = no_venv_env(tmp_path / "runs")
     result = subprocess.run([os.path.relpath(python3, ROOT), "main.py", "with", "lrr=1"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     (hint,) = re.findall(r"`([^`]+)` lists every key", result.stderr)
     assert shlex.split(hint)[0].endswith("python") and shlex.split(hint)[1:] == ["main.py", "print_config"], hint
+    pasted = subprocess.run(hint, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert pasted.returncode == 0 and "lr = " in pasted.stdout, pasted.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", [["sweep", "main.py", "with", "lrr=[1,2]", "--dry-run"],
+                                     ["tune", "main.py", "with", "lrr=loguniform(1e-4,1e-1)", "--trials", "1"]])
+def test_sweep_and_tune_unknown_key_hint_pasted_without_venv_runs(command: list[str], tmp_path: Path) -> None:
+    # The mlproj script as a fresh clone has it (.venv/bin/mlproj), run from the project root with no
+    # active venv: its hint names this interpreter and main.py, and pasted as printed it runs.
+    mlproj = os.path.join(os.path.dirname(sys.executable), "mlproj")
+    if not os.path.exists(mlproj):
+        pytest.skip("no mlproj script beside this interpreter")
+    env = no_venv_env(tmp_path / "runs")
+    result = subprocess.run([os.path.relpath(mlproj, ROOT), *command], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    (hint,) = re.findall(r"`([^`]+)` lists every key", result.stderr)
+    assert shlex.split(hint)[1:] == ["main.py", "print_config"], hint
     pasted = subprocess.run(hint, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert pasted.returncode == 0 and "lr = " in pasted.stdout, pasted.stderr
     assert not (tmp_path / "runs").exists()
