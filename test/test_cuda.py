@@ -1,8 +1,9 @@
-"""On a GPU: every CUDA spelling, the memory path, precision, memory format, compilation and a
-2-process DDP job. Marked `cuda` (`pytest -m cuda` runs only these) and skipped without a GPU."""
+"""On a GPU: every CUDA spelling, the memory path, precision, memory format, compilation and
+torchrun jobs of 1 and 2 processes. Marked `cuda` (`pytest -m cuda` runs only these) and skipped without a GPU."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,13 +74,18 @@ def test_cuda_compile_trains_and_keeps_plain_parameter_names(tmp_path: Path) -> 
     assert all("_orig_mod" not in key for key in project.checkpoint()["model"])
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
-def test_cuda_ddp_two_processes_nccl_completes_one_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("nproc", "device"), [(1, "cuda"), (1, "cuda:0"), (1, "auto"), (2, "cuda"), (2, "cuda:0"), (2, "auto")])
+def test_cuda_torchrun_every_spelling_nccl_completes_one_run(tmp_path: Path, nproc: int, device: str) -> None:
+    # One process under torchrun with device=cuda crashed at the first batch (issue 20). Under
+    # several processes every spelling means each rank's own GPU, cuda:N included (LOCAL_RANK's).
+    if torch.cuda.device_count() < nproc:
+        pytest.skip(f"needs {nproc} GPUs")
     runs = tmp_path / "runs"
     env = {**os.environ, "MLPROJ_RUNS_DIR": str(runs)}
     env.pop("MONGODB_URI", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "main.py"),
-               "with", "dataset=digits", "model=mlp", "n_epochs=1", "device=cuda", "git_pin=False"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(ROOT / "main.py"),
+               "with", "dataset=digits", "model=mlp", "n_epochs=1", f"device={device}", "git_pin=False"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in runs.iterdir() if p.name.isdigit()] == ["1"]
+    assert json.loads((runs / "1" / "run.json").read_text())["status"] == "COMPLETED"
