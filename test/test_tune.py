@@ -22,6 +22,7 @@ import pytest
 from conftest import ROOT
 
 from mlproj.cli import main as mlproj
+from mlproj.errors import MLProjError
 
 TOY = '''"""A tiny experiment for tune tests: the result peaks at lr=0.01, fails where told to."""
 import math
@@ -303,32 +304,50 @@ def test_tuner_records_a_heartbeat_for_the_trials_it_runs(toy: str, tmp_path: Pa
     assert age < 60  # the old beat was replaced by a fresh one
 
 
-def test_tune_default_direction_the_studys_own_else_the_models_benchmark(tmp_path: Path) -> None:
+LOSS_MODEL = ("return ClassificationModel(net, optimizer, nn.CrossEntropyLoss())  # OWN_MODEL",
+              "model = ClassificationModel(net, optimizer, nn.CrossEntropyLoss())\n"
+              "        model.benchmark_metric, model.benchmark_lower_is_better = 'loss', True\n"
+              "        return model")
+
+
+def test_tune_default_direction_the_studys_own_else_the_models_benchmark(toy: str, tmp_path: Path) -> None:
     """A new study takes the direction of the model's benchmark (a loss: minimize, so a user's model
-    on the base Model's default is not tuned the wrong way round); an existing study keeps its own."""
+    is not tuned the wrong way round); an existing study keeps its own; a project that cannot be
+    built is one line, not a study locked into a guessed direction."""
     from test_main import OWN_PROJECT
 
     from mlproj.sweep.spec import parse_spec
     from mlproj.sweep.tune import check_configs, default_direction, open_storage
 
-    accuracy = tmp_path / "accuracy.py"
-    accuracy.write_text(OWN_PROJECT)
-    loss = tmp_path / "loss.py"
-    loss.write_text(OWN_PROJECT.replace(
-        "return ClassificationModel(net, optimizer, nn.CrossEntropyLoss())  # OWN_MODEL",
-        "model = ClassificationModel(net, optimizer, nn.CrossEntropyLoss())\n"
-        "        model.benchmark_metric, model.benchmark_lower_is_better = 'loss', True\n"
-        "        return model"))
+    scripts = {"accuracy": OWN_PROJECT, "loss": OWN_PROJECT.replace(*LOSS_MODEL),
+               "broken": OWN_PROJECT.replace("net = nets[config", "raise ValueError('width too small')\n        net = nets[config")}
+    for script, text in scripts.items():
+        (tmp_path / f"{script}.py").write_text(text)
     storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
 
-    def default(script: Path, name: str) -> str:
-        spec = parse_spec([str(script), "with", "model=tiny_cnn", "lr=loguniform(1e-4,1e-1)"])
-        return default_direction(storage, name, spec, check_configs(spec)[0].config)
+    def default(script: str, name: str) -> str:
+        spec = parse_spec([script, "with", "lr=loguniform(1e-4,1e-1)"])
+        trials, experiment = check_configs(spec)
+        return default_direction(storage, name, experiment, trials[0].config, script)
 
-    assert default(loss, "new") == "minimize"
-    assert default(accuracy, "new") == "maximize"
+    assert default(str(tmp_path / "loss.py"), "new") == "minimize"
+    assert default(str(tmp_path / "accuracy.py"), "new") == "maximize"
+    assert default(toy, "new") == "maximize"  # the built-in get_model: its accuracy, read without building (no dataset here)
+    with pytest.raises(MLProjError, match=r"broken.py's project .*\(ValueError: width too small\): fix it, or pass --direction"):
+        default(str(tmp_path / "broken.py"), "new")
     optuna.create_study(study_name="old", storage=storage, direction="minimize")
-    assert default(accuracy, "old") == "minimize"  # the study's own: continuing it is never refused
+    assert default(str(tmp_path / "accuracy.py"), "old") == "minimize"  # the study's own: continuing it is never refused
+
+
+def test_tune_a_loss_benchmark_project_minimizes_without_direction(tmp_path: Path, runs_dir: Path, capsys) -> None:
+    from test_main import OWN_PROJECT
+
+    script = tmp_path / "loss.py"
+    script.write_text(OWN_PROJECT.replace(*LOSS_MODEL))
+    assert mlproj(["tune", str(script), "with", "git_pin=False", "lr=loguniform(1e-3,1e-1)", "--trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "minimize the result" in out and "(minimize), run 1" in out
+    assert runs_of(runs_dir)[1]["status"] == "COMPLETED"  # its run recorded a loss benchmark: the study agrees
 
 
 def test_tuner_run_recording_the_other_direction_fails_naming_the_fix(toy: str, tmp_path: Path) -> None:

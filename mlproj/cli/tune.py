@@ -57,9 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--trials", "-n", type=int, required=True, metavar="N", help="finished trials the study should hold")
     add_trial_options(parser, "study", jobs_default=1, axis_example="key=loguniform(a,b)")
-    parser.add_argument("--direction", choices=DIRECTIONS, help="default: the direction of the benchmark the study's "
-                        "runs recorded, else maximize (the built-in model's accuracy); a model of your own whose benchmark "
-                        "is a loss passes minimize")
+    parser.add_argument("--direction", choices=DIRECTIONS, help="default: an existing study's own; for a new one, "
+                        "the direction of the model's benchmark (maximize for the built-in model's accuracy and for a "
+                        "plain Sacred experiment; a get_model of your own is built once, on the CPU, to read it)")
     parser.add_argument("--storage", metavar="URL", help="an Optuna RDB URL, e.g. postgresql://user:PASSWORD@host/db "
                         "(default: sqlite under RUNS_DIR/_tune/NAME.db)")
     parser.add_argument("--grace", type=int, default=GRACE_S, metavar="S", help="a trial of the study RUNNING "
@@ -82,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_spec(args.spec)
     name = checked_name(args, spec.script)
     space = search_space(spec)
-    checked = check_configs(spec)  # every mistake in the spec shows here, before anything runs
+    checked, experiment = check_configs(spec)  # every mistake in the spec shows here, before anything runs
     devices = trial_devices(args.devices, spec, checked)
     runs = runs_dir()
     url = args.storage or default_storage(runs, name)
     shown = redact_uri(url)
     storage = open_storage(url, args.grace)
-    study = open_study(storage, name, args.direction or default_direction(storage, name, spec, checked[0].config), spec, space, args.seed, shown)
+    goal = args.direction or default_direction(storage, name, experiment, checked[0].config, spec.script)
+    study = open_study(storage, name, goal, spec, space, args.seed, shown)
     stale = fail_stale_trials(study)
     if stale:
         print(f"tune {name}: trial(s) {', '.join(map(str, stale))} were left running by a tuner that stopped: "

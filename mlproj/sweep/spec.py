@@ -218,8 +218,9 @@ def load_experiment(script: str) -> Any:
     return experiments[0]
 
 
-def effective_configs(spec: SweepSpec, trials: list[Trial]) -> None:
+def effective_configs(spec: SweepSpec, trials: list[Trial]) -> Any:
     """Fill in each trial's effective config, as Sacred builds it for the trial's command line.
+    Returns the experiment `spec.script` defines (`load_experiment`), imported once for all of this.
 
     Raises:
         MLProjError: an unknown key or named config, or a value the experiment's project class
@@ -231,6 +232,7 @@ def effective_configs(spec: SweepSpec, trials: list[Trial]) -> None:
         _fill_configs(experiment, spec, trials)
     finally:
         logging.disable(logging.NOTSET)
+    return experiment
 
 
 def _fill_configs(experiment: Any, spec: SweepSpec, trials: list[Trial]) -> None:

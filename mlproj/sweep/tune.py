@@ -27,7 +27,7 @@ from typing import Any
 
 from mlproj.errors import MLProjError
 from mlproj.runs.reader import read_run
-from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs, load_experiment
+from mlproj.sweep.spec import Distribution, SweepSpec, Trial, effective_configs
 from mlproj.util.goals import benchmark_goal, direction, recorded_benchmark
 from mlproj.util.uri import redact_uri, uri_password
 from mlproj.util.values import render_value
@@ -101,10 +101,10 @@ def search_space(spec: SweepSpec) -> SearchSpace:
     return space
 
 
-def check_configs(spec: SweepSpec) -> list[Trial]:
+def check_configs(spec: SweepSpec) -> tuple[list[Trial], Any]:
     """Build the effective config of each axis's ends (each choice, low and high) with the other
     axes at their first value, so an unknown key or a value the config check rejects shows before
-    any trial runs. Returns those trials, their configs filled in.
+    any trial runs. Returns those trials, their configs filled in, and the experiment.
 
     Raises:
         MLProjError: as `effective_configs` does.
@@ -117,33 +117,42 @@ def check_configs(spec: SweepSpec) -> list[Trial]:
     for key, axis in spec.axes.items():
         trials += [Trial(len(trials) + 1, {**first, key: value}) for value in ends(axis)[1:]]
     try:
-        effective_configs(spec, trials)
+        experiment = effective_configs(spec, trials)
     except MLProjError as err:  # these trials are ours, not the study's: leave out their made-up index
         raise MLProjError(re.sub(r"^trial \d+ \(.*?\): ", "", str(err))) from None
-    return trials
+    return trials, experiment
 
 
-def default_direction(storage: Any, name: str, spec: SweepSpec, config: dict[str, Any]) -> str:
+def default_direction(storage: Any, name: str, experiment: Any, config: dict[str, Any], script: str) -> str:
     """`--direction`'s default: the direction of study `name` when `storage` holds it; for a new
     study, the direction of the model's benchmark (`benchmark_lower_is_better`, the one rule for
-    "better", `mlproj.util.goals`), from the project the experiment builds for `config` (a trial's
-    effective config: its data and model, unrecorded, on the CPU); `maximize` for a plain Sacred
-    experiment, or one whose config holds no project to build (its main returns a result of its own). A trial whose run then records the other direction fails,
-    saying which `--direction` to pass (`Tuner`)."""
+    "better", `mlproj.util.goals`): maximize for the built-in classifier (its accuracy) and for a
+    plain Sacred experiment (its result is its own); for a `get_model` of the user's, the model that
+    `experiment`'s project class builds for `config` (a trial's effective config), on the CPU and
+    unrecorded, after `prepare_data` (which may download the data, as the trials would). A trial
+    whose run then records the other direction fails, saying which `--direction` to pass (`Tuner`).
+
+    Raises:
+        MLProjError: the user's project cannot be built for `config` (one line: fix it, or pass `--direction`).
+    """
+    from mlproj.train import builtin  # lazy: imports torch, which `mlproj tune --help` does not need
+
     optuna = _optuna()
     try:
         return optuna.load_study(study_name=name, storage=storage).direction.name.lower()
     except KeyError:  # a new study
         pass
-    project_class = getattr(load_experiment(spec.script), "project_class", None)
-    if project_class is None:
+    project_class = getattr(experiment, "project_class", None)
+    if project_class is None or project_class.get_model is builtin.get_model:
         return "maximize"
     config = {**config, "device": "cpu", "resume": None}
     try:
         project_class.prepare_data(config)
         model = project_class(config).model
-    except KeyError:  # no `dataset`/`model` to build a project from: the experiment's main is its own
-        return "maximize"
+    except Exception as err:  # the user's code: whatever it raises becomes one line, as a trial's failure would
+        reason = str(err) if isinstance(err, MLProjError) else f"{type(err).__name__}: {err}"
+        raise MLProjError(f"cannot build {script}'s project to read its benchmark's direction ({' '.join(reason.split())}): "
+                          "fix it, or pass --direction maximize|minimize") from None
     return direction("min" if model.benchmark_lower_is_better else "max")
 
 
