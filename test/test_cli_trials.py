@@ -10,6 +10,7 @@ import pytest
 from mlproj.cli.trials import Progress, stopped_by_signals, thread_share
 from mlproj.sweep.runner import TrialOutcome
 from mlproj.sweep.spec import Trial
+from mlproj.train.signals import Terminated
 
 
 def test_thread_share_splits_the_cores_and_respects_omp_num_threads(monkeypatch) -> None:
@@ -21,17 +22,18 @@ def test_thread_share_splits_the_cores_and_respects_omp_num_threads(monkeypatch)
     assert thread_share(2) == {}  # the user's setting is passed on as it is
 
 
-def test_stopped_by_signals_turns_sigterm_into_keyboard_interrupt_and_restores_handlers() -> None:
+def test_stopped_by_signals_turns_sigterm_into_keyboard_interrupt_and_puts_sigint_back() -> None:
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
     try:
-        with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+        with pytest.raises(Terminated), stopped_by_signals():  # a KeyboardInterrupt the runner passes on as SIGTERM
             assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
             os.kill(os.getpid(), signal.SIGTERM)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGTERM) is before[0]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the sweep is ending: a second SIGTERM is the same stop
     finally:
         signal.signal(signal.SIGINT, before[1])
+        signal.signal(signal.SIGTERM, before[0])
 
 
 def test_progress_counts_ended_trials_and_failures(capsys, tmp_path) -> None:
@@ -47,3 +49,4 @@ def test_progress_counts_ended_trials_and_failures(capsys, tmp_path) -> None:
     assert lines[2].startswith("[2/2] trial 4 FAILED (exit 2) in 0.5s: no run recorded: ")
     assert lines[2].endswith(f"diverged (log: {tmp_path / 'log4.txt'})")
     assert progress.failed == 1
+

@@ -100,3 +100,19 @@ def test_sacred_enforce_clean_refusals_are_told_apart_by_their_message() -> None
         with pytest.raises(RuntimeError) as caught:
             enforce_clean_option(True, run)
         assert str(caught.value).startswith(start)
+
+
+def test_sacred_stopping_the_heartbeat_beats_once_more_and_the_run_calls_its_main_function_attribute() -> None:
+    # _record_output_when_cut_short: stopping a run's heartbeat inside the capture records the
+    # output so far (the thread's last beat), and the run calls whatever `run.main_function` holds.
+    from sacred.run import Run
+    from sacred.utils import IntervalTimer
+
+    beats: list[int] = []
+    stop, timer = IntervalTimer.create(lambda: beats.append(1), interval=600)
+    timer.start()
+    stop.set()
+    timer.join(5)
+    assert beats == [1]
+    assert "self._stop_heartbeat_event.set()" in inspect.getsource(Run._stop_heartbeat)
+    assert "self.main_function(*args)" in inspect.getsource(Run.__call__)

@@ -186,6 +186,53 @@ def test_main_sigint_writes_last_then_the_printed_resume_line_is_bit_identical(t
         assert torch.equal(resumed["model"][name], value), f"weights {name} differ"
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it, read from /proc (what SLURM's proctrack/linuxproc signals)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # "pid (comm) state ppid ..."
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def test_main_sigterm_to_every_process_twice_as_scancel_and_a_sweep_send_it_is_the_orderly_stop(tmp_path: Path) -> None:
+    # SLURM's scancel and time limit signal every process of the job (systemd's stop every process
+    # of the unit), and `mlproj sweep --trial` then passes the stop on to its trial: the run gets
+    # SIGTERM twice, and whatever process it started gets one too. With Sacred's "fd" capture its
+    # `tee` processes ended first and the stop was recorded FAILED (BrokenPipeError); a second
+    # SIGTERM stopped at once, without saving the step reached.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("MLPROJ_RUNS_DIR", "MONGODB_URI"):
+        env.pop(name, None)
+    runs = tmp_path / "runs"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "with", "dataset=digits", "model=mlp", "device=cpu", "git_pin=False",
+         "tensorboard_dir=None", "n_epochs=1000"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (runs / "1" / "last.pt").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)  # once training is under way (epoch 1 written)
+    for pid in _process_tree(process.pid):
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.1)  # the sweep passes its own SIGTERM on a moment later (signals sent together count once)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "SIGTERM: saved runs/1/last.pt; continue with `" in out, out + err
+    assert json.loads((runs / "1" / "run.json").read_text())["status"] == "INTERRUPTED", err
+    assert json.loads((runs / "1" / "info.json").read_text())["stop_reason"] == "SIGTERM"
+    assert "SIGTERM: saved runs/1/last.pt" in (runs / "1" / "cout.txt").read_text()  # the record has the line too
+    assert step_of(runs / "1") > 0
+
+
 @pytest.fixture(scope="module")
 def digits_mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 1-epoch digits/mlp run (not the experiment's default config) in `<folder>/runs/1`."""

@@ -119,7 +119,11 @@ def test_sweep_slurm_submit_cancelled_task_reruns_on_next_submission(project: Pa
     subprocess.run(["scancel", f"{job}_1"], check=True)
     wait_for_job(job)
     by_trial = {run.sweep["trial"]: run for run in runs_of_sweep(runs, "main")}
-    assert by_trial[1].status == "INTERRUPTED"  # SIGTERM from scancel: Sacred records it
+    # scancel's SIGTERM reaches every process of the task, the sweep passes it on as well: one
+    # orderly stop, which saves the step reached and says so in the record.
+    assert by_trial[1].status == "INTERRUPTED"
+    assert "SIGTERM: saved " in log.read_text()
+    assert "SIGTERM: saved " in (runs / str(by_trial[1].id) / "cout.txt").read_text()
     assert by_trial[2].status == "COMPLETED"
     status = shell(submit.replace("--submit", "--status"), project, runs).stdout
     assert re.search(rf"^1\s+INTERRUPTED\s+{by_trial[1].id}\s", status, re.M), status

@@ -15,6 +15,7 @@ from mlproj.errors import MLProjError
 from mlproj.sweep.runner import TrialOutcome
 from mlproj.sweep.spec import SweepSpec, Trial, describe
 from mlproj.train.config import check_device
+from mlproj.train.signals import terminate_as_interrupt
 from mlproj.util.values import render_value
 
 
@@ -84,21 +85,18 @@ def thread_share(concurrency: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(max(1, (len(os.sched_getaffinity(0)) or 1) // concurrency))}
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[None]:
-    """SIGTERM (kill, timeout, a scheduler) stops the trials as Ctrl-C does (KeyboardInterrupt); SIGINT
-    is handled even when the shell started us ignoring it (a background job), so the trials do not
-    inherit "ignore". The previous handlers are put back after."""
-    previous = signal.signal(signal.SIGTERM, _interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
+    """SIGTERM stops the trials as Ctrl-C does (`terminate_as_interrupt`: `Terminated`, which the
+    runner passes on to the trials as SIGTERM); SIGINT is handled even when the shell started us
+    ignoring it (a background job), so the trials do not inherit "ignore". The previous handlers
+    are put back after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        yield
+        with terminate_as_interrupt():
+            yield
     finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
+        signal.signal(signal.SIGINT, previous)
 
 
 class Progress:

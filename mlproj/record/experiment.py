@@ -30,6 +30,7 @@ from typing import Any
 # sacred 0.8.7 imports pkg_resources, which setuptools<81 (pinned for it) marks deprecated on import.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
+import wrapt  # noqa: E402  (Sacred's own dependency: the proxy that keeps a captured function's attributes)
 from sacred import Experiment, commands  # noqa: E402
 
 # Private (no public way to record another file's sources): test_record_sacred_api.py checks its signature.
@@ -49,6 +50,7 @@ from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_o
 from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 from mlproj.train.main_file import project_class  # noqa: E402
+from mlproj.train.signals import terminate_as_interrupt  # noqa: E402
 from mlproj.util.git import repository_root  # noqa: E402
 from mlproj.util.refs import CHECKPOINT_OF  # noqa: E402
 
@@ -174,6 +176,9 @@ class MLProjExperiment(Experiment):
         """Check a created run (`check_run`), then give it its key, provenance and observers."""
         if self._on_command_line:
             run.run_logger.addFilter(_ONE_LINE_ERRORS)
+        if run.capture_mode is None:  # no --capture: Python-level capture (see CAPTURE_MODE)
+            run.capture_mode = CAPTURE_MODE
+        _record_output_when_cut_short(run)
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
@@ -215,7 +220,8 @@ class MLProjExperiment(Experiment):
     def run_commandline(self, argv: Any = None) -> Any:
         self._on_command_line = True
         try:
-            return super().run_commandline(argv)
+            with terminate_as_interrupt():  # a SIGTERM anywhere in the command: recorded INTERRUPTED
+                return super().run_commandline(argv)
         except KeyboardInterrupt as err:
             print(f"interrupted{f' ({err})' if str(err) else ''}", file=sys.stderr)
             sys.exit(130)
@@ -255,6 +261,31 @@ class MLProjExperiment(Experiment):
                 "changes, or run without --enforce_clean.")
 
 
+def _record_output_when_cut_short(run: Any) -> None:
+    """Sacred hands the captured output to observers at each heartbeat and when the run completes;
+    a run that fails or is interrupted loses what it printed since its last heartbeat (Sacred reads
+    the capture only while it is open), such as the `continue with` line. So the main function is
+    wrapped: when it raises, the heartbeat is stopped while still inside the capture, and its last
+    beat records the output up to there. Private: test_record_sacred_api.py fails if Sacred changes it."""
+    run.main_function = _StopHeartbeatWhenRaising(run.main_function, run)
+
+
+class _StopHeartbeatWhenRaising(wrapt.ObjectProxy):
+    """A run's main function (its attributes are Sacred's captured function's) that stops the run's
+    heartbeat when it raises (see `_record_output_when_cut_short`)."""
+
+    def __init__(self, main: Any, run: Any):
+        super().__init__(main)
+        self._self_run = run
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.__wrapped__(*args, **kwargs)
+        except BaseException:
+            self._self_run._stop_heartbeat()
+            raise
+
+
 class _OneLineErrors(logging.Filter):
     """Drops Sacred's `Failed after ...!` line of a run that failed with an `MLProjError`: the command
     line prints that error as its one line (`MLProjExperiment.run`). Sacred logs it from the `except`
@@ -263,6 +294,13 @@ class _OneLineErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.msg == SACRED_FAILED_LINE and isinstance(sys.exc_info()[1], MLProjError))
 
+
+# Sacred's default on Linux, "fd", tees stdout and stderr through two `tee` processes. Whatever
+# signals a process tree (SLURM's scancel and time limit, systemd's stop) ends those too, and the
+# run's next line then raises BrokenPipeError: an orderly SIGTERM stop is recorded FAILED, its
+# "continue with" line lost. "sys" tees Python's sys.stdout and sys.stderr in the process itself,
+# which is where the loop, tqdm and logging write; `--capture=fd` still chooses Sacred's default.
+CAPTURE_MODE = "sys"
 
 # The message Sacred's run logger logs a failed run with; test_record_sacred_api.py fails if Sacred changes it.
 SACRED_FAILED_LINE = "Failed after %s!"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlproj.sweep.spec import SWEEP_ENV, Trial
+from mlproj.train.signals import Terminated
 
 
 class DevicePool:
@@ -143,8 +144,8 @@ def run_processes(
                 polled = time.monotonic()
                 exhausted = False  # the poll may have given the source more (a dead tuner's slots)
             time.sleep(0.05)
-    except KeyboardInterrupt:
-        _interrupt(list(running))
+    except KeyboardInterrupt as stop:
+        _interrupt(list(running), signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
         raise
 
 
@@ -172,11 +173,12 @@ def _run_id(log: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _interrupt(processes: list[subprocess.Popen], grace_s: float = 30.0) -> None:
-    """SIGINT to every running trial (each saves last.pt and ends INTERRUPTED); whatever has not
-    ended after `grace_s`, or when a second Ctrl-C cuts the wait short, is killed."""
+def _interrupt(processes: list[subprocess.Popen], signum: int, grace_s: float = 30.0) -> None:
+    """The stop the runner got (SIGINT for Ctrl-C, SIGTERM) to every running trial: each saves
+    last.pt and ends INTERRUPTED. Whatever has not ended after `grace_s`, or when a second Ctrl-C
+    cuts the wait short, is killed."""
     for process in processes:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
     deadline = time.monotonic() + grace_s
     try:
         for process in processes:
