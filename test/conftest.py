@@ -92,6 +92,15 @@ def runs_outside_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MLPROJ_RUNS_DIR", str(tmp_path / "runs"))
 
 
+@pytest.fixture(autouse=True)
+def no_sigterm_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a process no SIGTERM has reached: one sent by an earlier test in this
+    process must not make the next one's a copy of it (mlproj/train/signals.py)."""
+    from mlproj.train import signals
+
+    monkeypatch.setattr(signals, "_sigterm_stop", [])
+
+
 @pytest.fixture
 def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "runs"

@@ -30,7 +30,7 @@ def test_stopped_by_signals_turns_sigterm_into_keyboard_interrupt_and_puts_sigin
             assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
             os.kill(os.getpid(), signal.SIGTERM)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the sweep is ending: a second SIGTERM is the same stop
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the sweep is ending
     finally:
         signal.signal(signal.SIGINT, before[1])
         signal.signal(signal.SIGTERM, before[0])

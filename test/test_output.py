@@ -194,3 +194,38 @@ def test_main_print_config_on_terminal_keeps_colours(tmp_path: Path) -> None:
     code, terminal = run_on_terminal("print_config", "with", "lr=0.01", runs=tmp_path / "runs")
     assert code == 0, terminal
     assert "\x1b[" in terminal and "lr = 0.01" in terminal
+
+
+CUT_SHORT = '''
+import sys
+
+from mlproj.record.experiment import create_experiment
+
+ex = create_experiment("cut_short")
+
+
+@ex.main
+def main():
+    print("the last line before the end")
+    if sys.argv[-1] == "interrupt":
+        raise KeyboardInterrupt
+    raise RuntimeError("a bug")
+
+
+if __name__ == "__main__":
+    ex.run_commandline(sys.argv[:-1])
+'''
+
+
+@pytest.mark.parametrize("end, status", [("interrupt", "INTERRUPTED"), ("fail", "FAILED")])
+def test_run_cut_short_before_its_first_heartbeat_records_what_it_printed(tmp_path: Path, end: str, status: str) -> None:
+    # Sacred hands the captured output over at heartbeats and at completion only: a run that
+    # failed or was interrupted lost what it printed since its last heartbeat.
+    script = tmp_path / "cut_short.py"
+    script.write_text(CUT_SHORT)
+    env = {**os.environ, "MLPROJ_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(script), end], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    run = tmp_path / "runs" / "1"
+    assert f'"status": "{status}"' in (run / "run.json").read_text()
+    assert "the last line before the end\n" in (run / "cout.txt").read_text()

@@ -16,7 +16,7 @@ from sacred.observers import FileStorageObserver
 from sacred.observers.mongo import get_pattern, parse_mongo_db_arg
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
 
-from mlproj.record.experiment import SACRED_FAILED_LINE, one_line_sacred_error
+from mlproj.record.experiment import SACRED_FAILED_LINE, _get_captured_output, one_line_sacred_error
 
 
 def experiment() -> Experiment:
@@ -102,11 +102,20 @@ def test_sacred_enforce_clean_refusals_are_told_apart_by_their_message() -> None
         assert str(caught.value).startswith(start)
 
 
-def test_sacred_stopping_the_heartbeat_beats_once_more_and_the_run_calls_its_main_function_attribute() -> None:
-    # _record_output_when_cut_short: stopping a run's heartbeat inside the capture records the
-    # output so far (the thread's last beat), and the run calls whatever `run.main_function` holds.
+def test_sacred_captured_output_method_is_what_mlproj_copies_and_a_stopped_heartbeat_beats_once_more() -> None:
+    # experiment._get_captured_output is Sacred's Run._get_captured_output, reading also the text a
+    # closed capture kept (CapturedStdout.final); a failed or interrupted run reaches it through the
+    # heartbeat's last beat, which Sacred's __call__ asks for after the capture closed.
     from sacred.run import Run
+    from sacred.stdout_capturing import CapturedStdout
     from sacred.utils import IntervalTimer
+
+    ours = inspect.getsource(_get_captured_output)
+    sacreds = inspect.getsource(Run._get_captured_output)
+    assert "if self._output_file.closed:\n            return\n" in sacreds
+    body = lambda source: source[source.index("text = "):].replace("run.", "self.").split()  # noqa: E731
+    assert body(sacreds) == body(ours[ours.index("    text = out.get()"):].replace("out.get()", "self._output_file.get()"))
+    assert "self.final = self.get()" in inspect.getsource(CapturedStdout.finalize)
 
     beats: list[int] = []
     stop, timer = IntervalTimer.create(lambda: beats.append(1), interval=600)
@@ -114,5 +123,6 @@ def test_sacred_stopping_the_heartbeat_beats_once_more_and_the_run_calls_its_mai
     stop.set()
     timer.join(5)
     assert beats == [1]
-    assert "self._stop_heartbeat_event.set()" in inspect.getsource(Run._stop_heartbeat)
-    assert "self.main_function(*args)" in inspect.getsource(Run.__call__)
+    call = inspect.getsource(Run.__call__)
+    main = call.index("self.main_function(*args)")
+    assert call.index("with capture_stdout()") < main < call.index("self._stop_heartbeat()\n            status")

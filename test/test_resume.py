@@ -205,9 +205,9 @@ def _process_tree(pid: int) -> list[int]:
 def test_main_sigterm_to_every_process_twice_as_scancel_and_a_sweep_send_it_is_the_orderly_stop(tmp_path: Path) -> None:
     # SLURM's scancel and time limit signal every process of the job (systemd's stop every process
     # of the unit), and `mlproj sweep --trial` then passes the stop on to its trial: the run gets
-    # SIGTERM twice, and whatever process it started gets one too. With Sacred's "fd" capture its
-    # `tee` processes ended first and the stop was recorded FAILED (BrokenPipeError); a second
-    # SIGTERM stopped at once, without saving the step reached.
+    # SIGTERM twice, and whatever process it started gets one too: the `tee` processes of Sacred's
+    # "fd" capture ended first, and the stop was recorded FAILED (BrokenPipeError), unless they are
+    # started with SIGTERM blocked; a second SIGTERM stopped at once, without saving the step reached.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for name in ("MLPROJ_RUNS_DIR", "MONGODB_URI"):
         env.pop(name, None)

@@ -6,6 +6,7 @@ training, a failure where the config says), so the scheduler and the skip rule a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from conftest import ROOT, read_json
 from mlproj.cli import main as mlproj
 
 TOY = '''"""A tiny experiment for sweep tests: returns lr * batch_size, fails where told to."""
+import contextlib
 import os
 import time
 
@@ -266,11 +268,20 @@ def test_sweep_missing_script_one_line(runs_dir: Path, tmp_path: Path, capsys) -
     assert "nope.py not found" in capsys.readouterr().err
 
 
+def statuses(runs: Path) -> set[str]:
+    """The statuses in the run folders' run.json files (a file being written is skipped)."""
+    found = set()
+    for path in runs.glob("[0-9]*/run.json"):
+        with contextlib.suppress(OSError, ValueError):
+            found.add(read_json(path)["status"])
+    return found
+
+
 def test_sweep_killed_halfway_rerun_completes_only_missing_trials(toy: str, runs_dir: Path) -> None:
     args = [sys.executable, "-m", "mlproj.cli", "sweep", toy, "with", "lr=[0.1,0.2,0.3,0.4]", "sleep_s=1.5"]
     sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180  # generous: trials start slowly on a busy 2-core machine
-    while not any(r["status"] == "COMPLETED" for r in runs_of(runs_dir).values()):
+    while not {"COMPLETED", "RUNNING"} <= statuses(runs_dir):  # one trial done, one going
         assert time.monotonic() < deadline and sweep.poll() is None
         time.sleep(0.1)
     sweep.send_signal(signal.SIGTERM)
@@ -281,6 +292,10 @@ def test_sweep_killed_halfway_rerun_completes_only_missing_trials(toy: str, runs
     done = {r["config"]["lr"] for r in before.values() if r["status"] == "COMPLETED"}
     assert 1 <= len(done) < 4
     assert all(r["status"] in ("COMPLETED", "INTERRUPTED") for r in before.values())
+    stopped = [r["sweep"]["trial"] for r in before.values() if r["status"] == "INTERRUPTED"]
+    assert stopped  # the trial that was running
+    for trial in stopped:  # the sweep passed its SIGTERM on as SIGTERM
+        assert "interrupted (SIGTERM)" in next(runs_dir.glob(f"_sweeps/*/trial-{trial}.log")).read_text()
 
     rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import time
+import types
 import uuid
 import warnings
 from typing import Any
@@ -50,7 +51,7 @@ from mlproj.record.observers import RunFolderObserver, collapse_redraws, mongo_o
 from mlproj.train import distributed  # noqa: E402
 from mlproj.train.config import machinery_defaults, runs_dir, tensorboard_root  # noqa: E402
 from mlproj.train.main_file import project_class  # noqa: E402
-from mlproj.train.signals import terminate_as_interrupt  # noqa: E402
+from mlproj.train.signals import hold_sigterm, release_sigterm, terminate_as_interrupt  # noqa: E402
 from mlproj.util.git import repository_root  # noqa: E402
 from mlproj.util.refs import CHECKPOINT_OF  # noqa: E402
 
@@ -176,9 +177,9 @@ class MLProjExperiment(Experiment):
         """Check a created run (`check_run`), then give it its key, provenance and observers."""
         if self._on_command_line:
             run.run_logger.addFilter(_ONE_LINE_ERRORS)
-        if run.capture_mode is None:  # no --capture: Python-level capture (see CAPTURE_MODE)
-            run.capture_mode = CAPTURE_MODE
-        _record_output_when_cut_short(run)
+        hold_sigterm()  # until the main function starts, inside Sacred's capture (see `_MainFunction`)
+        run.main_function = _MainFunction(run.main_function)
+        run._get_captured_output = types.MethodType(_get_captured_output, run)
         if distributed.rank() != 0:
             run.unobserved = True  # under torchrun only rank 0 records: one run per job
             run.run_logger.setLevel(logging.WARNING)  # and says "Running command", "Completed" once
@@ -227,6 +228,12 @@ class MLProjExperiment(Experiment):
             sys.exit(130)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._run(*args, **kwargs)
+        finally:
+            release_sigterm()  # held by `_prepare_run`: released here when the main function never started
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
         if not self._on_command_line:
             return super().run(*args, **kwargs)
         try:
@@ -261,29 +268,34 @@ class MLProjExperiment(Experiment):
                 "changes, or run without --enforce_clean.")
 
 
-def _record_output_when_cut_short(run: Any) -> None:
-    """Sacred hands the captured output to observers at each heartbeat and when the run completes;
-    a run that fails or is interrupted loses what it printed since its last heartbeat (Sacred reads
-    the capture only while it is open), such as the `continue with` line. So the main function is
-    wrapped: when it raises, the heartbeat is stopped while still inside the capture, and its last
-    beat records the output up to there. Private: test_record_sacred_api.py fails if Sacred changes it."""
-    run.main_function = _StopHeartbeatWhenRaising(run.main_function, run)
-
-
-class _StopHeartbeatWhenRaising(wrapt.ObjectProxy):
-    """A run's main function (its attributes are Sacred's captured function's) that stops the run's
-    heartbeat when it raises (see `_record_output_when_cut_short`)."""
-
-    def __init__(self, main: Any, run: Any):
-        super().__init__(main)
-        self._self_run = run
+class _MainFunction(wrapt.ObjectProxy):
+    """A run's main function (its attributes are Sacred's captured function's), which Sacred calls
+    inside its output capture: it releases SIGTERM, held since the run was created (`hold_sigterm`),
+    so the capture's `tee` processes, started meanwhile, keep it blocked, and a signal sent to every
+    process of the run ends the run in order, not its output first."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self.__wrapped__(*args, **kwargs)
-        except BaseException:
-            self._self_run._stop_heartbeat()
-            raise
+        release_sigterm()
+        return self.__wrapped__(*args, **kwargs)
+
+
+def _get_captured_output(run: Any) -> None:
+    """Sacred's `Run._get_captured_output`, which also reads the last part of the output, kept when
+    the capture closed (`CapturedStdout.final`). Sacred's skips a closed capture, and a failed or
+    interrupted run reads it only after closing it: such a run lost what it printed since its last
+    heartbeat, the `continue with` line among it. Private: test_record_sacred_api.py fails if
+    Sacred changes what this copies."""
+    out = run._output_file
+    if out.closed and out.final is None:
+        return
+    text = out.get()
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if run.captured_out:
+        text = run.captured_out + text
+    if run.captured_out_filter is not None:
+        text = run.captured_out_filter(text)
+    run.captured_out = text
 
 
 class _OneLineErrors(logging.Filter):
@@ -294,13 +306,6 @@ class _OneLineErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.msg == SACRED_FAILED_LINE and isinstance(sys.exc_info()[1], MLProjError))
 
-
-# Sacred's default on Linux, "fd", tees stdout and stderr through two `tee` processes. Whatever
-# signals a process tree (SLURM's scancel and time limit, systemd's stop) ends those too, and the
-# run's next line then raises BrokenPipeError: an orderly SIGTERM stop is recorded FAILED, its
-# "continue with" line lost. "sys" tees Python's sys.stdout and sys.stderr in the process itself,
-# which is where the loop, tqdm and logging write; `--capture=fd` still chooses Sacred's default.
-CAPTURE_MODE = "sys"
 
 # The message Sacred's run logger logs a failed run with; test_record_sacred_api.py fails if Sacred changes it.
 SACRED_FAILED_LINE = "Failed after %s!"

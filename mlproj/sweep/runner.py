@@ -85,7 +85,8 @@ def run_trials(
 
     `command(trial, device)` is the trial's command line. A process that fails is reported
     through `on_end` like one that succeeds; the rest go on. On KeyboardInterrupt every running
-    trial gets SIGINT (Sacred records it INTERRUPTED) and the interrupt is raised again.
+    trial gets SIGINT, or SIGTERM for `Terminated` (Sacred records it INTERRUPTED), and the
+    interrupt is raised again.
     """
     pending = deque(trials)
 
