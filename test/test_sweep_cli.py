@@ -21,7 +21,6 @@ from conftest import ROOT, read_json
 from mlproj.cli import main as mlproj
 
 TOY = '''"""A tiny experiment for sweep tests: returns lr * batch_size, fails where told to."""
-import contextlib
 import os
 import time
 
